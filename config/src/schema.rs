@@ -1,0 +1,645 @@
+//! The YAML schema. Every struct rejects unknown keys, so a typo is an error
+//! rather than a silently ignored setting. Field docs are the reference that
+//! `docs/configuration.md` follows.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{ByteSize, Duration, Secret};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where Loom accepts traffic. Defaults to one plain HTTP listener on `:8080`.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// The admin listener (health, readiness, metrics, admin API).
+    #[serde(default)]
+    pub admin: Admin,
+    /// Process-wide limits and timeouts.
+    #[serde(default)]
+    pub server: Server,
+    /// Log format and level.
+    #[serde(default)]
+    pub logging: Logging,
+    /// The route table, matched in order.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Named upstreams that proxy routes forward to.
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+    /// The AI gateway: providers, routing and the AI-specific stages.
+    #[serde(default)]
+    pub ai_gateway: AiGateway,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Name used in logs and metrics.
+    #[serde(default = "default_listener_name")]
+    pub name: String,
+    /// `host:port`, or `:port` for every interface.
+    pub address: String,
+    /// `http` serves HTTP/1.1 and cleartext HTTP/2 (h2c) on one port.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Certificates for `https` and `http3` listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+fn default_listener_name() -> String {
+    "http".to_owned()
+}
+
+impl Default for Listener {
+    fn default() -> Self {
+        Listener {
+            name: default_listener_name(),
+            address: ":8080".to_owned(),
+            protocol: Protocol::Http,
+            tls: None,
+        }
+    }
+}
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Https,
+    Http3,
+}
+
+/// Certificate and key files of a TLS listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Keep it on loopback unless a firewall protects it.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9091".to_owned()
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            enabled: true,
+            address: default_admin_address(),
+        }
+    }
+}
+
+/// Process-wide limits and timeouts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// How long SIGTERM waits for in-flight requests and streams before exiting.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            shutdown_grace: default_grace(),
+            header_read_timeout: default_header_read_timeout(),
+        }
+    }
+}
+
+/// Logging. `RUST_LOG`, when set, overrides `level`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// One line per request with id, route, provider, model, status, duration and tokens.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            format: LogFormat::Text,
+            level: default_level(),
+            access_log: true,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One entry of the route table: an AI route or a proxy route.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in logs and metrics.
+    pub id: String,
+    /// `/exact`, `/prefix/*` (wildcard at the end) or `/*`.
+    pub path: String,
+    /// Matches the `Host` header (without port); `*.example.com` matches subdomains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Methods this route accepts; every method when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Serve the OpenAI-compatible API on this route.
+    #[serde(default)]
+    pub ai_gateway: bool,
+    /// Name of the upstream a proxy route forwards to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Largest request body accepted; AI routes default to `ai_gateway.max_body_size`,
+    /// proxy routes to no limit (bodies stream through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<ByteSize>,
+    /// Per-route stages.
+    #[serde(default)]
+    pub middleware: Middleware,
+}
+
+/// Per-route middleware. Each slot is a stage of the one request path.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Middleware {
+    /// Consumer authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    /// Request rate limiting of a route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<serde_json::Value>,
+    /// Proxy-Wasm plugins by name, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
+}
+
+/// `auth: {type: api_key, header: X-API-Key}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// A named group of upstream endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    /// Base URLs such as `http://10.0.0.5:8000`; requests go to each in turn.
+    pub endpoints: Vec<String>,
+    /// Time allowed to open a connection; a refusal or this timeout answers 502.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers; exceeded answers 504.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per endpoint.
+    #[serde(default = "default_pool_idle")]
+    pub max_idle_per_endpoint: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pool_idle() -> usize {
+    256
+}
+
+/// `ai_gateway:`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiGateway {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+    #[serde(default)]
+    pub routing: Routing,
+    /// Failover as the announcement page writes it; `routing.failover` is the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+    /// Requested model → provider name → that provider's model.
+    #[serde(default)]
+    pub model_mapping: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub streaming: Streaming,
+    #[serde(default)]
+    pub semantic_cache: SemanticCache,
+    #[serde(default)]
+    pub token_accounting: TokenAccounting,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub rate_limit: AiRateLimit,
+    /// Largest request body an AI route accepts.
+    #[serde(default = "default_ai_body")]
+    pub max_body_size: ByteSize,
+}
+
+fn default_ai_body() -> ByteSize {
+    ByteSize(32 << 20)
+}
+
+impl Default for AiGateway {
+    fn default() -> Self {
+        AiGateway {
+            enabled: false,
+            providers: Vec::new(),
+            routing: Routing::default(),
+            failover: None,
+            model_mapping: BTreeMap::new(),
+            streaming: Streaming::default(),
+            semantic_cache: SemanticCache::default(),
+            token_accounting: TokenAccounting::default(),
+            security: Security::default(),
+            rate_limit: AiRateLimit::default(),
+            max_body_size: default_ai_body(),
+        }
+    }
+}
+
+/// One LLM provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    #[serde(default)]
+    pub api_key: Secret,
+    /// Overrides the provider's default API base URL (for OpenAI, up to and including `/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Azure OpenAI resource endpoint (alias of `base_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Azure: model → deployment name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployments: BTreeMap<String, String>,
+    /// Models this provider serves; empty means any model no other provider lists.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Lower is preferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Whole-request timeout, streams included.
+    #[serde(default = "default_provider_timeout")]
+    pub timeout: Duration,
+    /// Extra headers sent with every request (values are treated as secrets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+    /// Behaviour of a `mock` provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockOptions>,
+}
+
+fn default_provider_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// Provider type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Openai,
+    OpenaiCompatible,
+    Anthropic,
+    #[serde(alias = "azure")]
+    AzureOpenai,
+    Vertex,
+    Gemini,
+    /// Built in: answers from the prompt itself, for offline use and load tests.
+    Mock,
+}
+
+/// How a `mock` provider answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockOptions {
+    /// Content chunks in a streamed answer.
+    #[serde(default = "default_mock_chunks")]
+    pub stream_chunks: u32,
+    /// Pause before each streamed chunk.
+    #[serde(default)]
+    pub chunk_delay: Duration,
+    /// Pause before the response starts.
+    #[serde(default)]
+    pub latency: Duration,
+}
+
+fn default_mock_chunks() -> u32 {
+    8
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            stream_chunks: default_mock_chunks(),
+            chunk_delay: Duration::default(),
+            latency: Duration::default(),
+        }
+    }
+}
+
+/// `routing:`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Short form of `failover.enabled`.
+    #[serde(default)]
+    pub fallback: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+    /// Per-provider routing attributes.
+    #[serde(default)]
+    pub providers: Vec<RoutingProvider>,
+}
+
+/// Provider selection strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    Priority,
+    RoundRobin,
+    Weighted,
+    Cost,
+    #[serde(alias = "least_latency")]
+    Latency,
+}
+
+/// `routing.providers[]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingProvider {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_1k_input: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_1k_output: Option<f64>,
+}
+
+/// `failover:`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failover {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_retry_codes")]
+    pub retry_codes: Vec<u16>,
+    #[serde(default = "default_attempt_timeout")]
+    pub timeout: Duration,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+}
+
+fn default_retry_codes() -> Vec<u16> {
+    vec![429, 500, 502, 503]
+}
+fn default_attempt_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_retries() -> u32 {
+    2
+}
+
+/// `streaming:`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Streaming {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The longest an event may wait before it is written to the client.
+    #[serde(default = "default_flush")]
+    pub flush_interval: Duration,
+}
+
+fn default_flush() -> Duration {
+    Duration::from_millis(50)
+}
+
+impl Default for Streaming {
+    fn default() -> Self {
+        Streaming {
+            enabled: true,
+            flush_interval: default_flush(),
+        }
+    }
+}
+
+/// `semantic_cache:`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCache {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity_threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingModel>,
+}
+
+/// The embedding model of the semantic cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingModel {
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// `token_accounting:`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenAccounting {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<AccountingStore>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<ConsumerLimit>,
+}
+
+/// Where usage is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountingStore {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStore>,
+}
+
+/// Redis connection of a store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisStore {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    #[serde(default)]
+    pub password: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<u32>,
+}
+
+/// Daily and monthly token limits of one consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerLimit {
+    pub consumer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_limit: Option<u64>,
+}
+
+/// `security:`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_injection: Option<PromptInjection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_filtering: Option<ContentFiltering>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii_detection: Option<PiiDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_request: Option<u64>,
+}
+
+/// `security.prompt_injection`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptInjection {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<String>,
+}
+
+/// `security.content_filtering`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentFiltering {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+/// `security.pii_detection`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiDetection {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub types: Vec<String>,
+}
+
+/// `rate_limit:` of the AI gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiRateLimit {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_rate: Option<RateWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<RateWindow>,
+    /// Tier name → per-minute limits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumers: BTreeMap<String, TierRates>,
+}
+
+/// A limit over a window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateWindow {
+    pub limit: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+}
+
+/// Per-tier rates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierRates {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,318 @@
+//! Semantic checks that the schema alone cannot express, including the rule
+//! that a section Loom does not implement yet is rejected when it is enabled.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::schema::*;
+
+type Found = Vec<(String, String)>;
+
+/// Parses `host:port` or `:port` (every interface) into a socket address.
+pub fn listen_address(address: &str) -> Result<SocketAddr, String> {
+    let full = if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.replace("localhost:", "127.0.0.1:")
+    };
+    full.parse()
+        .map_err(|_| format!("invalid address {address:?}: expected host:port or :port"))
+}
+
+fn not_yet(found: &mut Found, field: String, what: &str, issue: u32) {
+    found.push((
+        field,
+        format!(
+            "{what} is not implemented in this version of Loom (tracked as issue #{issue}); remove it or disable it"
+        ),
+    ));
+}
+
+/// Every problem found, as (field path, message).
+pub(crate) fn validate(config: &Config) -> Found {
+    let mut found = Found::new();
+    listeners(config, &mut found);
+    if let Err(e) = listen_address(&config.admin.address) {
+        found.push(("admin.address".into(), e));
+    }
+    upstreams(config, &mut found);
+    routes(config, &mut found);
+    ai_gateway(&config.ai_gateway, &mut found);
+    found
+}
+
+fn listeners(config: &Config, found: &mut Found) {
+    let mut names = HashSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        if !names.insert(&l.name) {
+            found.push((format!("{at}.name"), format!("duplicate listener name {:?}", l.name)));
+        }
+        if let Err(e) = listen_address(&l.address) {
+            found.push((format!("{at}.address"), e));
+        }
+        if l.protocol != Protocol::Http {
+            not_yet(found, format!("{at}.protocol"), "a TLS or HTTP/3 listener", 9);
+        }
+    }
+}
+
+fn upstreams(config: &Config, found: &mut Found) {
+    let mut names = HashSet::new();
+    for (i, u) in config.upstreams.iter().enumerate() {
+        let at = format!("upstreams[{i}]");
+        if !names.insert(&u.name) {
+            found.push((format!("{at}.name"), format!("duplicate upstream name {:?}", u.name)));
+        }
+        if u.endpoints.is_empty() {
+            found.push((format!("{at}.endpoints"), "an upstream needs at least one endpoint".into()));
+        }
+        for (j, e) in u.endpoints.iter().enumerate() {
+            if let Some(rest) = e.strip_prefix("https://") {
+                let _ = rest;
+                not_yet(found, format!("{at}.endpoints[{j}]"), "TLS to upstreams (https://)", 9);
+            } else if !e.starts_with("http://") || e.len() <= "http://".len() {
+                found.push((
+                    format!("{at}.endpoints[{j}]"),
+                    format!("invalid endpoint {e:?}: expected a URL such as http://10.0.0.5:8000"),
+                ));
+            }
+        }
+    }
+}
+
+fn routes(config: &Config, found: &mut Found) {
+    let upstream_names: HashSet<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let mut ids = HashSet::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if r.id.is_empty() {
+            found.push((format!("{at}.id"), "a route needs an id".into()));
+        } else if !ids.insert(&r.id) {
+            found.push((format!("{at}.id"), format!("duplicate route id {:?}", r.id)));
+        }
+        if !r.path.starts_with('/') {
+            found.push((format!("{at}.path"), format!("path {:?} must start with /", r.path)));
+        } else if r.path.trim_end_matches('*').contains('*') {
+            found.push((
+                format!("{at}.path"),
+                format!("path {:?}: a wildcard is only allowed at the end, as /prefix/*", r.path),
+            ));
+        }
+        if let Some(methods) = &r.methods {
+            for (j, m) in methods.iter().enumerate() {
+                if http_method_invalid(m) {
+                    found.push((format!("{at}.methods[{j}]"), format!("invalid HTTP method {m:?}")));
+                }
+            }
+        }
+        match (r.ai_gateway, &r.upstream) {
+            (true, Some(_)) => found.push((
+                format!("{at}.upstream"),
+                "a route is either an AI route (ai_gateway: true) or a proxy route (upstream), not both".into(),
+            )),
+            (false, None) => found.push((
+                format!("{at}"),
+                "a route needs ai_gateway: true or an upstream to forward to".into(),
+            )),
+            (false, Some(u)) if !upstream_names.contains(u.as_str()) => found.push((
+                format!("{at}.upstream"),
+                format!("unknown upstream {u:?}; define it under upstreams:"),
+            )),
+            (true, None) if !config.ai_gateway.enabled => found.push((
+                format!("{at}.ai_gateway"),
+                "this AI route needs ai_gateway.enabled: true".into(),
+            )),
+            _ => {}
+        }
+        if r.middleware.auth.is_some() {
+            not_yet(found, format!("{at}.middleware.auth"), "consumer authentication", 6);
+        }
+        if r.middleware.rate_limit.is_some() {
+            not_yet(found, format!("{at}.middleware.rate_limit"), "route rate limiting", 9);
+        }
+        if !r.middleware.plugins.is_empty() {
+            not_yet(found, format!("{at}.middleware.plugins"), "Proxy-Wasm plugins", 10);
+        }
+    }
+}
+
+fn http_method_invalid(m: &str) -> bool {
+    m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+fn ai_gateway(ai: &AiGateway, found: &mut Found) {
+    let mut names = HashSet::new();
+    for (i, p) in ai.providers.iter().enumerate() {
+        let at = format!("ai_gateway.providers[{i}]");
+        if p.name.is_empty() {
+            found.push((format!("{at}.name"), "a provider needs a name".into()));
+        } else if !names.insert(p.name.as_str()) {
+            found.push((format!("{at}.name"), format!("duplicate provider name {:?}", p.name)));
+        }
+        match p.kind {
+            ProviderKind::Openai | ProviderKind::Mock => {}
+            ProviderKind::OpenaiCompatible if p.base_url.is_none() => found.push((
+                format!("{at}.base_url"),
+                "an openai_compatible provider needs base_url (for example http://127.0.0.1:11434/v1)".into(),
+            )),
+            ProviderKind::OpenaiCompatible => {}
+            other => not_yet(
+                found,
+                format!("{at}.type"),
+                &format!("the {} provider type", serde_json::to_string(&other).unwrap_or_default()),
+                4,
+            ),
+        }
+        if let Some(url) = &p.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            found.push((
+                format!("{at}.base_url"),
+                format!("invalid base_url {url:?}: expected an http:// or https:// URL"),
+            ));
+        }
+        if p.mock.is_some() && p.kind != ProviderKind::Mock {
+            found.push((format!("{at}.mock"), "mock options only apply to type: mock".into()));
+        }
+    }
+    if ai.enabled && ai.providers.is_empty() {
+        found.push(("ai_gateway.providers".into(), "the AI gateway needs at least one provider".into()));
+    }
+    let r = &ai.routing;
+    if r.strategy != Strategy::Priority {
+        not_yet(found, "ai_gateway.routing.strategy".into(), "routing strategies other than priority", 5);
+    }
+    if r.fallback {
+        not_yet(found, "ai_gateway.routing.fallback".into(), "failover", 5);
+    }
+    for (field, f) in [("ai_gateway.failover", &ai.failover), ("ai_gateway.routing.failover", &r.failover)] {
+        if f.as_ref().is_some_and(|f| f.enabled) {
+            not_yet(found, format!("{field}.enabled"), "failover", 5);
+        }
+    }
+    for (i, rp) in r.providers.iter().enumerate() {
+        if !names.contains(rp.name.as_str()) {
+            found.push((
+                format!("ai_gateway.routing.providers[{i}].name"),
+                format!("unknown provider {:?}", rp.name),
+            ));
+        }
+    }
+    for (model, per_provider) in &ai.model_mapping {
+        for provider in per_provider.keys() {
+            if !names.contains(provider.as_str()) {
+                found.push((
+                    format!("ai_gateway.model_mapping.{model}.{provider}"),
+                    format!("unknown provider {provider:?}"),
+                ));
+            }
+        }
+    }
+    if ai.semantic_cache.enabled {
+        not_yet(found, "ai_gateway.semantic_cache.enabled".into(), "the semantic cache", 7);
+    }
+    if ai.token_accounting.enabled {
+        not_yet(found, "ai_gateway.token_accounting.enabled".into(), "token accounting", 6);
+    }
+    if ai.rate_limit.enabled {
+        not_yet(found, "ai_gateway.rate_limit.enabled".into(), "AI rate limiting", 6);
+    }
+    let s = &ai.security;
+    if s.prompt_injection.as_ref().is_some_and(|p| p.enabled) {
+        not_yet(found, "ai_gateway.security.prompt_injection.enabled".into(), "prompt-injection detection", 8);
+    }
+    if s.content_filtering.as_ref().is_some_and(|p| p.enabled) {
+        not_yet(found, "ai_gateway.security.content_filtering.enabled".into(), "content filtering", 8);
+    }
+    if s.pii_detection.as_ref().is_some_and(|p| p.enabled) {
+        not_yet(found, "ai_gateway.security.pii_detection.enabled".into(), "PII detection", 8);
+    }
+    if s.max_tokens_per_request.is_some() {
+        not_yet(found, "ai_gateway.security.max_tokens_per_request".into(), "per-request token caps", 8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, load_with_env};
+
+    fn env(name: &str) -> Option<String> {
+        (name == "OPENAI_API_KEY").then(|| "sk-test".to_owned())
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match load_with_env(text, "loom.yaml", env) {
+            Ok(_) => vec![],
+            Err(Error::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn seed_getting_started_config_loads() {
+        let text = r#"
+listeners:
+  - name: http
+    address: ":8080"
+
+routes:
+  - id: ai
+    path: /v1/*
+    ai_gateway: true
+
+ai_gateway:
+  enabled: true
+  providers:
+    - name: openai
+      type: openai
+      api_key: ${OPENAI_API_KEY}
+      models: [gpt-4, gpt-3.5-turbo]
+"#;
+        let cfg = load_with_env(text, "loom.yaml", env).unwrap();
+        assert_eq!(cfg.ai_gateway.providers[0].api_key.expose(), "sk-test");
+        assert_eq!(cfg.routes[0].path, "/v1/*");
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_field_and_suggestion() {
+        let p = problems("listeners:\n  - name: http\n    adress: \":8080\"\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("loom.yaml:3:5: listeners[0]"), "{}", p[0]);
+        assert!(p[0].contains("did you mean `address`?"), "{}", p[0]);
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let p = problems("ai_gateway:\n  enabled: true\n  providers:\n    - name: x\n      type: mock\n      models: 5\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("loom.yaml:6:"), "{}", p[0]);
+        assert!(p[0].contains("ai_gateway.providers[0].models"), "{}", p[0]);
+    }
+
+    #[test]
+    fn semantic_errors_are_located_and_all_reported() {
+        let text = "routes:\n  - id: a\n    path: api\n    upstream: nowhere\n  - id: a\n    path: /x/*\n    ai_gateway: true\n";
+        let p = problems(text);
+        assert!(p.iter().any(|m| m.starts_with("loom.yaml:3:5: routes[0].path")), "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("loom.yaml:4:5: routes[0].upstream: unknown upstream")), "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("loom.yaml:5:5: routes[1].id: duplicate")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("needs ai_gateway.enabled")), "{p:?}");
+    }
+
+    #[test]
+    fn enabled_unimplemented_sections_are_rejected() {
+        let text = "ai_gateway:\n  enabled: true\n  providers: [{name: m, type: mock}]\n  semantic_cache:\n    enabled: true\n    similarity_threshold: 0.92\n  token_accounting:\n    enabled: false\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("semantic_cache.enabled") && p[0].contains("not implemented"), "{}", p[0]);
+    }
+
+    #[test]
+    fn missing_env_is_reported_with_position() {
+        let p = problems("ai_gateway:\n  providers:\n    - {name: a, type: openai, api_key: ${NOT_SET_ANYWHERE}}\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("loom.yaml:3:"), "{}", p[0]);
+        assert!(p[0].contains("NOT_SET_ANYWHERE"));
+    }
+}
