@@ -1,0 +1,254 @@
+//! The providers of one configuration and which of them serve which model.
+//!
+//! Today candidates come back in priority order and the gateway uses the
+//! first; the routing strategies and failover of a later stage reorder and walk
+//! this same list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use loom_config::{AiGateway, ProviderKind};
+use loom_models::chat::{ChatRequest, ChatResponse};
+use loom_models::completions::{CompletionRequest, CompletionResponse};
+use loom_models::embeddings::{EmbeddingRequest, EmbeddingResponse};
+use loom_models::models_list::ModelCard;
+
+use crate::mock::Mock;
+use crate::openai::OpenAi;
+use crate::stats::{ProviderSnapshot, ProviderStats, StatsBook};
+use crate::{ChunkStream, CompletionStream, Error};
+
+/// One configured provider.
+#[derive(Debug)]
+pub struct Provider {
+    name: String,
+    kind: ProviderKind,
+    adapter: Adapter,
+    stats: Arc<ProviderStats>,
+}
+
+#[derive(Debug)]
+enum Adapter {
+    OpenAi(OpenAi),
+    Mock(Mock),
+}
+
+impl Provider {
+    /// Its configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its type.
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    /// Its live statistics.
+    pub fn stats(&self) -> &ProviderStats {
+        &self.stats
+    }
+
+    /// A chat completion.
+    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.chat(req).await,
+            Adapter::Mock(m) => m.chat(req).await,
+        }
+    }
+
+    /// A streamed chat completion. The stream always ends with a usage chunk
+    /// when the provider reports usage, whether or not the client asked.
+    pub async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.chat_stream(req).await,
+            Adapter::Mock(m) => m.chat_stream(req).await,
+        }
+    }
+
+    /// A legacy text completion.
+    pub async fn completions(&self, req: &CompletionRequest) -> Result<CompletionResponse, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.completions(req).await,
+            Adapter::Mock(m) => m.completions(req).await,
+        }
+    }
+
+    /// A streamed legacy text completion.
+    pub async fn completions_stream(&self, req: &mut CompletionRequest) -> Result<CompletionStream, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.completions_stream(req).await,
+            Adapter::Mock(m) => m.completions_stream(req).await,
+        }
+    }
+
+    /// Embeddings.
+    pub async fn embeddings(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.embeddings(req).await,
+            Adapter::Mock(m) => m.embeddings(req).await,
+        }
+    }
+}
+
+/// A provider chosen for a request, with the model name to send it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub provider: Arc<Provider>,
+    pub model: String,
+}
+
+/// The providers of one configuration.
+#[derive(Debug, Default)]
+pub struct Registry {
+    providers: Vec<Arc<Provider>>,
+    /// Model → (provider index, upstream model), in priority order.
+    by_model: HashMap<String, Vec<(usize, String)>>,
+    /// Providers with no `models:` list, in priority order: they serve any other model.
+    catch_all: Vec<usize>,
+    cards: Vec<ModelCard>,
+}
+
+impl Registry {
+    /// Builds every provider of `cfg`. The HTTP client is shared so that its
+    /// connection pools outlive a configuration reload.
+    pub fn build(cfg: &AiGateway, client: &reqwest::Client, stats: &StatsBook) -> Result<Registry, Error> {
+        let mut providers = Vec::with_capacity(cfg.providers.len());
+        let mut priority = Vec::with_capacity(cfg.providers.len());
+        for (i, p) in cfg.providers.iter().enumerate() {
+            let adapter = match p.kind {
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                    Adapter::OpenAi(OpenAi::new(p, client.clone())?)
+                }
+                ProviderKind::Mock => Adapter::Mock(Mock::new(&p.name, p.mock.clone().unwrap_or_default())),
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "provider {}: type {other:?} is not implemented yet",
+                        p.name
+                    )));
+                }
+            };
+            let routed = cfg.routing.providers.iter().find(|r| r.name == p.name);
+            let prio = routed.and_then(|r| r.priority).or(p.priority).unwrap_or(u32::MAX);
+            priority.push((prio, i));
+            providers.push(Arc::new(Provider {
+                name: p.name.clone(),
+                kind: p.kind,
+                adapter,
+                stats: stats.get(&p.name),
+            }));
+        }
+        priority.sort();
+        let order: Vec<usize> = priority.into_iter().map(|(_, i)| i).collect();
+
+        let mut by_model: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+        let mut cards = Vec::new();
+        for &i in &order {
+            let p = &cfg.providers[i];
+            for m in &p.models {
+                by_model.entry(m.clone()).or_default().push((i, m.clone()));
+                cards.push(ModelCard::new(m.clone(), p.name.clone()));
+            }
+        }
+        for (model, per_provider) in &cfg.model_mapping {
+            let list = by_model.entry(model.clone()).or_default();
+            for &i in &order {
+                if let Some(upstream) = per_provider.get(&cfg.providers[i].name)
+                    && !list.iter().any(|(j, _)| *j == i)
+                {
+                    list.push((i, upstream.clone()));
+                }
+            }
+            list.sort_by_key(|(i, _)| order.iter().position(|o| o == i));
+            if !cards.iter().any(|c| &c.id == model) {
+                cards.push(ModelCard::new(model.clone(), "loom"));
+            }
+        }
+        let catch_all = order
+            .iter()
+            .copied()
+            .filter(|&i| cfg.providers[i].models.is_empty())
+            .collect();
+        Ok(Registry {
+            providers,
+            by_model,
+            catch_all,
+            cards,
+        })
+    }
+
+    /// The providers that serve `model`, most preferred first.
+    pub fn candidates(&self, model: &str) -> Result<Vec<Target>, Error> {
+        let list: Vec<Target> = match self.by_model.get(model) {
+            Some(list) => list
+                .iter()
+                .map(|(i, m)| Target {
+                    provider: self.providers[*i].clone(),
+                    model: m.clone(),
+                })
+                .collect(),
+            None => self
+                .catch_all
+                .iter()
+                .map(|&i| Target {
+                    provider: self.providers[i].clone(),
+                    model: model.to_owned(),
+                })
+                .collect(),
+        };
+        if list.is_empty() {
+            Err(Error::UnknownModel(model.to_owned()))
+        } else {
+            Ok(list)
+        }
+    }
+
+    /// The models to list on `GET /v1/models`.
+    pub fn models(&self) -> &[ModelCard] {
+        &self.cards
+    }
+
+    /// Statistics of every provider, in configuration order.
+    pub fn snapshots(&self) -> Vec<ProviderSnapshot> {
+        self.providers
+            .iter()
+            .map(|p| p.stats.snapshot(&p.name))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(yaml: &str) -> Registry {
+        let cfg: AiGateway = serde_norway::from_str(yaml).unwrap();
+        Registry::build(&cfg, &reqwest::Client::new(), &StatsBook::default()).unwrap()
+    }
+
+    #[test]
+    fn candidates_follow_models_mapping_and_priority() {
+        let r = registry(
+            r#"
+providers:
+  - {name: b, type: mock, models: [gpt-4], priority: 2}
+  - {name: a, type: mock, models: [gpt-4, small], priority: 1}
+  - {name: any, type: mock}
+model_mapping:
+  gpt-4: {any: big-local}
+"#,
+        );
+        let c = r.candidates("gpt-4").unwrap();
+        let names: Vec<(&str, &str)> = c.iter().map(|t| (t.provider.name(), t.model.as_str())).collect();
+        assert_eq!(names, [("a", "gpt-4"), ("b", "gpt-4"), ("any", "big-local")]);
+        let c = r.candidates("unlisted").unwrap();
+        assert_eq!(c[0].provider.name(), "any");
+        assert_eq!(r.models().len(), 3);
+    }
+
+    #[test]
+    fn unknown_model_without_catch_all() {
+        let r = registry("providers: [{name: a, type: mock, models: [x]}]");
+        assert!(matches!(r.candidates("y"), Err(Error::UnknownModel(_))));
+    }
+}
