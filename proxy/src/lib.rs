@@ -1,1 +1,50 @@
+//! The general reverse proxy.
+//!
+//! [`Upstream`] is one named group of endpoints built from configuration;
+//! [`Forwarder`] sends a request to one of its endpoints and returns the
+//! upstream's response. Both bodies stream through without buffering;
+//! hop-by-hop headers are removed in each direction and the `X-Forwarded-*`
+//! headers are added. A refused or failed connection is a 502, an upstream
+//! that does not answer in time a 504.
+//!
+//! Connection pools live in the [`Forwarder`], which outlives configuration
+//! reloads, so keep-alive connections survive a reload.
 
+mod forward;
+mod headers;
+mod upstream;
+
+pub use forward::{Body, BoxError, ClientInfo, Forwarder};
+pub use headers::strip_hop_by_hop;
+pub use upstream::Upstream;
+
+/// The crate's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configured endpoint is not a usable URL.
+    #[error("upstream {upstream}: invalid endpoint {endpoint:?}")]
+    InvalidEndpoint { upstream: String, endpoint: String },
+    /// No connection could be made.
+    #[error("upstream {upstream} refused the connection")]
+    Connect { upstream: String },
+    /// The upstream did not send response headers in time.
+    #[error("upstream {upstream} timed out")]
+    Timeout { upstream: String },
+    /// The exchange failed after the connection was made.
+    #[error("upstream {upstream} failed: {detail}")]
+    Failed { upstream: String, detail: String },
+    /// The request could not be built (a path that is not a valid URI).
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+}
+
+impl Error {
+    /// The status the client sees.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Error::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
+            Error::BadRequest(_) => http::StatusCode::BAD_REQUEST,
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Forwarding one request to an upstream endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::headers::strip_hop_by_hop;
+use crate::{Error, Upstream};
+
+/// Error type of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type requests are forwarded with.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What the proxy knows about the downstream client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+}
+
+type PoolKey = (Duration, usize);
+
+/// Sends requests to upstreams over pooled keep-alive connections. One per
+/// process: pools are kept per distinct connect timeout and pool size, so a
+/// configuration reload keeps its connections.
+#[derive(Default)]
+pub struct Forwarder {
+    clients: Mutex<HashMap<PoolKey, Client<HttpConnector, Body>>>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    fn client(&self, upstream: &Upstream) -> Client<HttpConnector, Body> {
+        let key = (upstream.connect_timeout, upstream.max_idle);
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(key)
+            .or_insert_with(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(upstream.connect_timeout));
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(upstream.max_idle)
+                    .pool_timer(TokioTimer::new())
+                    .build(connector)
+            })
+            .clone()
+    }
+
+    /// Forwards `req` to the next endpoint of `upstream`. The response comes
+    /// back once its headers have arrived; its body streams afterwards.
+    pub async fn forward(
+        &self,
+        upstream: &Arc<Upstream>,
+        mut req: Request<Body>,
+        client: ClientInfo,
+    ) -> Result<Response<Incoming>, Error> {
+        let endpoint = upstream.pick();
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let path = format!("{}{}", endpoint.base_path, path_and_query);
+        let uri = Uri::builder()
+            .scheme(endpoint.scheme.clone())
+            .authority(endpoint.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+
+        let original_host = req
+            .headers()
+            .get(HOST)
+            .cloned()
+            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        let ip = client.addr.ip().to_string();
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::try_from(xff) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
+        if let Some(host) = original_host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
+            headers.insert(HOST, v);
+        }
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+
+        let send = self.client(upstream).request(req);
+        let mut resp = match tokio::time::timeout(upstream.timeout, send).await {
+            Err(_) => {
+                return Err(Error::Timeout {
+                    upstream: upstream.name.clone(),
+                });
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(Error::Connect {
+                    upstream: upstream.name.clone(),
+                });
+            }
+            Ok(Err(e)) => {
+                let detail = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+                return Err(Error::Failed {
+                    upstream: upstream.name.clone(),
+                    detail,
+                });
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
+    }
+}
