@@ -79,7 +79,12 @@ pub fn load_with_env(
                 .strip_prefix(&format!("{field}: "))
                 .map(str::to_owned)
                 .unwrap_or(message);
-            Error::Invalid(vec![problem(line, column, &field, error::suggest(&message))])
+            Error::Invalid(vec![problem(
+                line,
+                column,
+                &field,
+                error::suggest(&message),
+            )])
         })?
     };
 

@@ -26,7 +26,10 @@ impl Locations {
             let pos = (span.start.line(), span.start.col() + 1);
             let starts_value = matches!(
                 event,
-                Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(..)
+                Event::Scalar(..)
+                    | Event::MappingStart(..)
+                    | Event::SequenceStart(..)
+                    | Event::Alias(..)
             );
             // The path of the value this event begins, if it begins one.
             let mut value_path = None;

@@ -46,13 +46,21 @@ fn listeners(config: &Config, found: &mut Found) {
     for (i, l) in config.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
         if !names.insert(&l.name) {
-            found.push((format!("{at}.name"), format!("duplicate listener name {:?}", l.name)));
+            found.push((
+                format!("{at}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            ));
         }
         if let Err(e) = listen_address(&l.address) {
             found.push((format!("{at}.address"), e));
         }
         if l.protocol != Protocol::Http {
-            not_yet(found, format!("{at}.protocol"), "a TLS or HTTP/3 listener", 9);
+            not_yet(
+                found,
+                format!("{at}.protocol"),
+                "a TLS or HTTP/3 listener",
+                9,
+            );
         }
     }
 }
@@ -62,15 +70,26 @@ fn upstreams(config: &Config, found: &mut Found) {
     for (i, u) in config.upstreams.iter().enumerate() {
         let at = format!("upstreams[{i}]");
         if !names.insert(&u.name) {
-            found.push((format!("{at}.name"), format!("duplicate upstream name {:?}", u.name)));
+            found.push((
+                format!("{at}.name"),
+                format!("duplicate upstream name {:?}", u.name),
+            ));
         }
         if u.endpoints.is_empty() {
-            found.push((format!("{at}.endpoints"), "an upstream needs at least one endpoint".into()));
+            found.push((
+                format!("{at}.endpoints"),
+                "an upstream needs at least one endpoint".into(),
+            ));
         }
         for (j, e) in u.endpoints.iter().enumerate() {
             if let Some(rest) = e.strip_prefix("https://") {
                 let _ = rest;
-                not_yet(found, format!("{at}.endpoints[{j}]"), "TLS to upstreams (https://)", 9);
+                not_yet(
+                    found,
+                    format!("{at}.endpoints[{j}]"),
+                    "TLS to upstreams (https://)",
+                    9,
+                );
             } else if !e.starts_with("http://") || e.len() <= "http://".len() {
                 found.push((
                     format!("{at}.endpoints[{j}]"),
@@ -92,17 +111,26 @@ fn routes(config: &Config, found: &mut Found) {
             found.push((format!("{at}.id"), format!("duplicate route id {:?}", r.id)));
         }
         if !r.path.starts_with('/') {
-            found.push((format!("{at}.path"), format!("path {:?} must start with /", r.path)));
+            found.push((
+                format!("{at}.path"),
+                format!("path {:?} must start with /", r.path),
+            ));
         } else if r.path.trim_end_matches('*').contains('*') {
             found.push((
                 format!("{at}.path"),
-                format!("path {:?}: a wildcard is only allowed at the end, as /prefix/*", r.path),
+                format!(
+                    "path {:?}: a wildcard is only allowed at the end, as /prefix/*",
+                    r.path
+                ),
             ));
         }
         if let Some(methods) = &r.methods {
             for (j, m) in methods.iter().enumerate() {
                 if http_method_invalid(m) {
-                    found.push((format!("{at}.methods[{j}]"), format!("invalid HTTP method {m:?}")));
+                    found.push((
+                        format!("{at}.methods[{j}]"),
+                        format!("invalid HTTP method {m:?}"),
+                    ));
                 }
             }
         }
@@ -126,13 +154,28 @@ fn routes(config: &Config, found: &mut Found) {
             _ => {}
         }
         if r.middleware.auth.is_some() {
-            not_yet(found, format!("{at}.middleware.auth"), "consumer authentication", 6);
+            not_yet(
+                found,
+                format!("{at}.middleware.auth"),
+                "consumer authentication",
+                6,
+            );
         }
         if r.middleware.rate_limit.is_some() {
-            not_yet(found, format!("{at}.middleware.rate_limit"), "route rate limiting", 9);
+            not_yet(
+                found,
+                format!("{at}.middleware.rate_limit"),
+                "route rate limiting",
+                9,
+            );
         }
         if !r.middleware.plugins.is_empty() {
-            not_yet(found, format!("{at}.middleware.plugins"), "Proxy-Wasm plugins", 10);
+            not_yet(
+                found,
+                format!("{at}.middleware.plugins"),
+                "Proxy-Wasm plugins",
+                10,
+            );
         }
     }
 }
@@ -148,7 +191,10 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
         if p.name.is_empty() {
             found.push((format!("{at}.name"), "a provider needs a name".into()));
         } else if !names.insert(p.name.as_str()) {
-            found.push((format!("{at}.name"), format!("duplicate provider name {:?}", p.name)));
+            found.push((
+                format!("{at}.name"),
+                format!("duplicate provider name {:?}", p.name),
+            ));
         }
         match p.kind {
             ProviderKind::Openai | ProviderKind::Mock => {}
@@ -173,20 +219,34 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
             ));
         }
         if p.mock.is_some() && p.kind != ProviderKind::Mock {
-            found.push((format!("{at}.mock"), "mock options only apply to type: mock".into()));
+            found.push((
+                format!("{at}.mock"),
+                "mock options only apply to type: mock".into(),
+            ));
         }
     }
     if ai.enabled && ai.providers.is_empty() {
-        found.push(("ai_gateway.providers".into(), "the AI gateway needs at least one provider".into()));
+        found.push((
+            "ai_gateway.providers".into(),
+            "the AI gateway needs at least one provider".into(),
+        ));
     }
     let r = &ai.routing;
     if r.strategy != Strategy::Priority {
-        not_yet(found, "ai_gateway.routing.strategy".into(), "routing strategies other than priority", 5);
+        not_yet(
+            found,
+            "ai_gateway.routing.strategy".into(),
+            "routing strategies other than priority",
+            5,
+        );
     }
     if r.fallback {
         not_yet(found, "ai_gateway.routing.fallback".into(), "failover", 5);
     }
-    for (field, f) in [("ai_gateway.failover", &ai.failover), ("ai_gateway.routing.failover", &r.failover)] {
+    for (field, f) in [
+        ("ai_gateway.failover", &ai.failover),
+        ("ai_gateway.routing.failover", &r.failover),
+    ] {
         if f.as_ref().is_some_and(|f| f.enabled) {
             not_yet(found, format!("{field}.enabled"), "failover", 5);
         }
@@ -210,26 +270,61 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
         }
     }
     if ai.semantic_cache.enabled {
-        not_yet(found, "ai_gateway.semantic_cache.enabled".into(), "the semantic cache", 7);
+        not_yet(
+            found,
+            "ai_gateway.semantic_cache.enabled".into(),
+            "the semantic cache",
+            7,
+        );
     }
     if ai.token_accounting.enabled {
-        not_yet(found, "ai_gateway.token_accounting.enabled".into(), "token accounting", 6);
+        not_yet(
+            found,
+            "ai_gateway.token_accounting.enabled".into(),
+            "token accounting",
+            6,
+        );
     }
     if ai.rate_limit.enabled {
-        not_yet(found, "ai_gateway.rate_limit.enabled".into(), "AI rate limiting", 6);
+        not_yet(
+            found,
+            "ai_gateway.rate_limit.enabled".into(),
+            "AI rate limiting",
+            6,
+        );
     }
     let s = &ai.security;
     if s.prompt_injection.as_ref().is_some_and(|p| p.enabled) {
-        not_yet(found, "ai_gateway.security.prompt_injection.enabled".into(), "prompt-injection detection", 8);
+        not_yet(
+            found,
+            "ai_gateway.security.prompt_injection.enabled".into(),
+            "prompt-injection detection",
+            8,
+        );
     }
     if s.content_filtering.as_ref().is_some_and(|p| p.enabled) {
-        not_yet(found, "ai_gateway.security.content_filtering.enabled".into(), "content filtering", 8);
+        not_yet(
+            found,
+            "ai_gateway.security.content_filtering.enabled".into(),
+            "content filtering",
+            8,
+        );
     }
     if s.pii_detection.as_ref().is_some_and(|p| p.enabled) {
-        not_yet(found, "ai_gateway.security.pii_detection.enabled".into(), "PII detection", 8);
+        not_yet(
+            found,
+            "ai_gateway.security.pii_detection.enabled".into(),
+            "PII detection",
+            8,
+        );
     }
     if s.max_tokens_per_request.is_some() {
-        not_yet(found, "ai_gateway.security.max_tokens_per_request".into(), "per-request token caps", 8);
+        not_yet(
+            found,
+            "ai_gateway.security.max_tokens_per_request".into(),
+            "per-request token caps",
+            8,
+        );
     }
 }
 
@@ -284,7 +379,9 @@ ai_gateway:
 
     #[test]
     fn wrong_type_is_located() {
-        let p = problems("ai_gateway:\n  enabled: true\n  providers:\n    - name: x\n      type: mock\n      models: 5\n");
+        let p = problems(
+            "ai_gateway:\n  enabled: true\n  providers:\n    - name: x\n      type: mock\n      models: 5\n",
+        );
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("loom.yaml:6:"), "{}", p[0]);
         assert!(p[0].contains("ai_gateway.providers[0].models"), "{}", p[0]);
@@ -294,10 +391,25 @@ ai_gateway:
     fn semantic_errors_are_located_and_all_reported() {
         let text = "routes:\n  - id: a\n    path: api\n    upstream: nowhere\n  - id: a\n    path: /x/*\n    ai_gateway: true\n";
         let p = problems(text);
-        assert!(p.iter().any(|m| m.starts_with("loom.yaml:3:5: routes[0].path")), "{p:?}");
-        assert!(p.iter().any(|m| m.starts_with("loom.yaml:4:5: routes[0].upstream: unknown upstream")), "{p:?}");
-        assert!(p.iter().any(|m| m.starts_with("loom.yaml:5:5: routes[1].id: duplicate")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("needs ai_gateway.enabled")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("loom.yaml:3:5: routes[0].path")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("loom.yaml:4:5: routes[0].upstream: unknown upstream")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("loom.yaml:5:5: routes[1].id: duplicate")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.contains("needs ai_gateway.enabled")),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -305,12 +417,18 @@ ai_gateway:
         let text = "ai_gateway:\n  enabled: true\n  providers: [{name: m, type: mock}]\n  semantic_cache:\n    enabled: true\n    similarity_threshold: 0.92\n  token_accounting:\n    enabled: false\n";
         let p = problems(text);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].contains("semantic_cache.enabled") && p[0].contains("not implemented"), "{}", p[0]);
+        assert!(
+            p[0].contains("semantic_cache.enabled") && p[0].contains("not implemented"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]
     fn missing_env_is_reported_with_position() {
-        let p = problems("ai_gateway:\n  providers:\n    - {name: a, type: openai, api_key: ${NOT_SET_ANYWHERE}}\n");
+        let p = problems(
+            "ai_gateway:\n  providers:\n    - {name: a, type: openai, api_key: ${NOT_SET_ANYWHERE}}\n",
+        );
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("loom.yaml:3:"), "{}", p[0]);
         assert!(p[0].contains("NOT_SET_ANYWHERE"));

@@ -1,1 +1,241 @@
-fn main() {}
+//! `loom`: the AI gateway and reverse proxy.
+//!
+//! `main` parses the command line, loads the configuration, binds the
+//! listeners and waits for a signal. The request path itself starts in
+//! [`pipeline::handle`].
+
+mod admin;
+mod ai;
+mod body;
+mod exchange;
+mod metrics;
+mod pipeline;
+mod reload;
+mod request_id;
+mod routes;
+mod server;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use loom_config::{Config, LogFormat};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::metrics::Metrics;
+use crate::state::{ConfigSource, Runtime, Shared};
+
+/// The built-in quickstart configuration (mock provider, loopback only).
+const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
+
+#[derive(Parser)]
+#[command(name = "loom", version, about = "AI gateway and reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Serve this configuration file (the same as `serve --config FILE`).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config, runs the built-in quickstart (mock provider).
+    Serve {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file; prints each problem, or OK.
+    Validate {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Accepts the Go-style single-dash `-config FILE` and `-config=FILE`.
+fn normalise_args() -> Vec<String> {
+    std::env::args()
+        .map(|a| match a.as_str() {
+            "-config" => "--config".to_owned(),
+            _ if a.starts_with("-config=") => format!("-{a}"),
+            _ => a,
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalise_args());
+    match (cli.command, cli.config) {
+        (Some(Command::Version), _) => {
+            println!("loom {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        (Some(Command::Validate { file }), _) => validate(&file),
+        (Some(Command::Serve { config }), global) => run(config.or(global)),
+        (None, Some(config)) => run(Some(config)),
+        (None, None) => {
+            eprintln!(
+                "usage: loom serve [--config FILE] | loom validate FILE | loom version (try --help)"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    let checked = loom_config::load_file(file)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| {
+            let http = loom_providers::http_client()?;
+            Runtime::build(config, &http, &loom_providers::StatsBook::default(), 0).map(|_| ())
+        });
+    match checked {
+        Ok(()) => {
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in format!("{e:#}").lines() {
+                println!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(source: &ConfigSource) -> Result<Config, loom_config::Error> {
+    match source {
+        ConfigSource::File(path) => loom_config::load_file(path),
+        ConfigSource::Embedded => loom_config::load_str(QUICKSTART, "<built-in quickstart>"),
+    }
+}
+
+/// The configuration with the default listener filled in when none is given.
+pub(crate) fn effective_listeners(mut config: Config) -> Config {
+    if config.listeners.is_empty() {
+        config.listeners.push(loom_config::Listener::default());
+    }
+    config
+}
+
+fn init_logging(cfg: &loom_config::Logging) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let source = path.map_or(ConfigSource::Embedded, ConfigSource::File);
+    let config = match load(&source) {
+        Ok(c) => effective_listeners(c),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(source, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "loom stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
+    let http = loom_providers::http_client()?;
+    let stats = loom_providers::StatsBook::default();
+    let grace = config.server.shutdown_grace.get();
+    let header_timeout = config.server.header_read_timeout.get();
+    let access_log = config.logging.access_log;
+    let listeners = config.listeners.clone();
+    let admin = config.admin.clone();
+    let runtime = Runtime::build(config, &http, &stats, 1)?;
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        metrics: Metrics::new().context("registering metrics")?,
+        stats,
+        http,
+        forwarder: loom_proxy::Forwarder::default(),
+        ready: AtomicBool::new(false),
+        generation: AtomicU64::new(1),
+        access_log,
+    });
+
+    let bound = server::bind(&listeners).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = if admin.enabled {
+        let addr = loom_config::listen_address(&admin.address).map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin: cannot bind {addr}"))?;
+        tracing::info!(address = %addr, "admin listening");
+        Some(tokio::spawn(server::serve_admin(
+            shared.clone(),
+            listener,
+            stop_rx.clone(),
+        )))
+    } else {
+        None
+    };
+    if let ConfigSource::File(path) = &source {
+        let shared = shared.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            if let Err(e) = reload::watch(shared, path).await {
+                tracing::error!(error = %e, "hot reload is unavailable");
+            }
+        });
+    } else {
+        tracing::info!("serving the built-in quickstart configuration (mock provider)");
+    }
+
+    let serving = tokio::spawn(server::serve(
+        shared.clone(),
+        bound,
+        stop_rx,
+        grace,
+        header_timeout,
+    ));
+    shared.ready.store(true, Ordering::Release);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "ready");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    shared.ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    let _ = serving.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

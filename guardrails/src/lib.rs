@@ -14,7 +14,10 @@ pub enum Verdict {
     /// Let it through (possibly after the guard rewrote it).
     Allow,
     /// Refuse the request; `reason` is a low-cardinality metrics label.
-    Block { reason: &'static str, message: String },
+    Block {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// One check.
@@ -65,7 +68,9 @@ impl Guardrails {
 
 impl std::fmt::Debug for Guardrails {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guardrails").field("guards", &self.guards.len()).finish()
+        f.debug_struct("Guardrails")
+            .field("guards", &self.guards.len())
+            .finish()
     }
 }
 
@@ -77,7 +82,10 @@ mod tests {
     impl Guard for BlockWord {
         fn check_request(&self, req: &mut ChatRequest) -> Verdict {
             if req.messages.iter().any(|m| m.text().contains(self.0)) {
-                Verdict::Block { reason: "test", message: "blocked".into() }
+                Verdict::Block {
+                    reason: "test",
+                    message: "blocked".into(),
+                }
             } else {
                 Verdict::Allow
             }
@@ -90,7 +98,9 @@ mod tests {
     #[test]
     fn first_block_wins() {
         let g = Guardrails::new(vec![Box::new(BlockWord("x"))]);
-        let mut req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"say x"}]}"#).unwrap();
+        let mut req: ChatRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"say x"}]}"#)
+                .unwrap();
         assert!(matches!(g.check_request(&mut req), Verdict::Block { .. }));
         req.messages[0].content = None;
         assert_eq!(g.check_request(&mut req), Verdict::Allow);

@@ -455,7 +455,10 @@ mod tests {
         let parsed: ChatResponse = serde_json::from_value(resp.clone()).unwrap();
         let mut expected = resp;
         // `logprobs: null` carries no information and is dropped.
-        expected["choices"][0].as_object_mut().unwrap().remove("logprobs");
+        expected["choices"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("logprobs");
         assert_eq!(serde_json::to_value(&parsed).unwrap(), expected);
 
         let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",

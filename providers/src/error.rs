@@ -100,7 +100,9 @@ impl Error {
     /// Classifies a transport error of the HTTP client.
     pub(crate) fn from_transport(provider: &str, err: &reqwest::Error) -> Error {
         if err.is_timeout() {
-            Error::Timeout { provider: provider.to_owned() }
+            Error::Timeout {
+                provider: provider.to_owned(),
+            }
         } else if err.is_connect() {
             Error::Connect {
                 provider: provider.to_owned(),

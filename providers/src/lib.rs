@@ -26,6 +26,9 @@ pub use registry::{Provider, Registry, Target};
 pub use sse::{StreamItem, sse_json};
 pub use stats::{ProviderSnapshot, ProviderStats, StatsBook};
 
+/// The HTTP client type providers share.
+pub use reqwest::Client as HttpClient;
+
 /// A streamed chat completion, one chunk per upstream event.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
 

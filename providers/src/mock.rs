@@ -109,7 +109,10 @@ impl Mock {
             created: now(),
             model: req.model.clone(),
             choices,
-            usage: Some(Usage::new(Self::prompt_tokens(req), completion * u64::from(n))),
+            usage: Some(Usage::new(
+                Self::prompt_tokens(req),
+                completion * u64::from(n),
+            )),
             ..ChatResponse::default()
         })
     }
@@ -158,7 +161,10 @@ impl Mock {
         Ok(Box::pin(stream))
     }
 
-    pub(crate) async fn completions(&self, req: &CompletionRequest) -> Result<CompletionResponse, Error> {
+    pub(crate) async fn completions(
+        &self,
+        req: &CompletionRequest,
+    ) -> Result<CompletionResponse, Error> {
         Self::pause(self.opts.latency.get()).await;
         let prompt = prompt_text(&req.prompt);
         let (text, finish) = Self::cap(format!(" mock completion of: {prompt}"), req.max_tokens);
@@ -179,22 +185,30 @@ impl Mock {
         })
     }
 
-    pub(crate) async fn completions_stream(&self, req: &CompletionRequest) -> Result<CompletionStream, Error> {
+    pub(crate) async fn completions_stream(
+        &self,
+        req: &CompletionRequest,
+    ) -> Result<CompletionStream, Error> {
         let whole = self.completions(req).await?;
-        let text = whole.choices.first().map(|c| c.text.clone()).unwrap_or_default();
+        let text = whole
+            .choices
+            .first()
+            .map(|c| c.text.clone())
+            .unwrap_or_default();
         let finish = whole.choices.first().and_then(|c| c.finish_reason.clone());
-        let mut items: Vec<CompletionResponse> = split(&text, self.opts.stream_chunks.max(1) as usize)
-            .into_iter()
-            .map(|piece| CompletionResponse {
-                choices: vec![CompletionChoice {
-                    index: 0,
-                    text: piece,
-                    ..CompletionChoice::default()
-                }],
-                usage: None,
-                ..whole.clone()
-            })
-            .collect();
+        let mut items: Vec<CompletionResponse> =
+            split(&text, self.opts.stream_chunks.max(1) as usize)
+                .into_iter()
+                .map(|piece| CompletionResponse {
+                    choices: vec![CompletionChoice {
+                        index: 0,
+                        text: piece,
+                        ..CompletionChoice::default()
+                    }],
+                    usage: None,
+                    ..whole.clone()
+                })
+                .collect();
         if let Some(last) = items.last_mut() {
             last.choices[0].finish_reason = finish;
         }
@@ -211,7 +225,10 @@ impl Mock {
         Ok(Box::pin(stream))
     }
 
-    pub(crate) async fn embeddings(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, Error> {
+    pub(crate) async fn embeddings(
+        &self,
+        req: &EmbeddingRequest,
+    ) -> Result<EmbeddingResponse, Error> {
         Self::pause(self.opts.latency.get()).await;
         let texts = req.texts();
         if texts.is_empty() {
@@ -259,7 +276,11 @@ impl Mock {
 fn prompt_text(prompt: &Value) -> String {
     match prompt {
         Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("\n"),
         other => other.to_string(),
     }
 }
@@ -275,7 +296,12 @@ fn vector(text: &str, dims: usize) -> Vec<f32> {
             (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         })
         .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }

@@ -40,16 +40,27 @@ impl OpenAi {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if !cfg.api_key.is_empty() {
-            let mut v = HeaderValue::try_from(format!("Bearer {}", cfg.api_key.expose()))
-                .map_err(|_| Error::Unsupported(format!("provider {}: api_key is not a valid header value", cfg.name)))?;
+            let mut v = HeaderValue::try_from(format!("Bearer {}", cfg.api_key.expose())).map_err(
+                |_| {
+                    Error::Unsupported(format!(
+                        "provider {}: api_key is not a valid header value",
+                        cfg.name
+                    ))
+                },
+            )?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
         for (k, v) in &cfg.headers {
-            let name = HeaderName::try_from(k.as_str())
-                .map_err(|_| Error::Unsupported(format!("provider {}: invalid header name {k:?}", cfg.name)))?;
-            let mut value = HeaderValue::try_from(v.expose())
-                .map_err(|_| Error::Unsupported(format!("provider {}: invalid value for header {k:?}", cfg.name)))?;
+            let name = HeaderName::try_from(k.as_str()).map_err(|_| {
+                Error::Unsupported(format!("provider {}: invalid header name {k:?}", cfg.name))
+            })?;
+            let mut value = HeaderValue::try_from(v.expose()).map_err(|_| {
+                Error::Unsupported(format!(
+                    "provider {}: invalid value for header {k:?}",
+                    cfg.name
+                ))
+            })?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -70,13 +81,18 @@ impl OpenAi {
     pub(crate) async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
         // Always ask for the final usage chunk: it is the source of truth for
         // accounting. The gateway removes it again if the client did not ask.
-        let opts = req.stream_options.get_or_insert_with(StreamOptions::default);
+        let opts = req
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
         let resp = self.send("/chat/completions", req).await?;
         Ok(Box::pin(sse_json(self.name.clone(), resp.bytes_stream())))
     }
 
-    pub(crate) async fn completions(&self, req: &CompletionRequest) -> Result<CompletionResponse, Error> {
+    pub(crate) async fn completions(
+        &self,
+        req: &CompletionRequest,
+    ) -> Result<CompletionResponse, Error> {
         let resp = self.send("/completions", req).await?;
         self.json(resp).await
     }
@@ -85,13 +101,18 @@ impl OpenAi {
         &self,
         req: &mut CompletionRequest,
     ) -> Result<CompletionStream, Error> {
-        let opts = req.stream_options.get_or_insert_with(StreamOptions::default);
+        let opts = req
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
         let resp = self.send("/completions", req).await?;
         Ok(Box::pin(sse_json(self.name.clone(), resp.bytes_stream())))
     }
 
-    pub(crate) async fn embeddings(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, Error> {
+    pub(crate) async fn embeddings(
+        &self,
+        req: &EmbeddingRequest,
+    ) -> Result<EmbeddingResponse, Error> {
         let resp = self.send("/embeddings", req).await?;
         self.json(resp).await
     }
@@ -157,4 +178,3 @@ pub(crate) fn upstream_message(body: &[u8]) -> String {
         }
     }
 }
-

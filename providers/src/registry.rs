@@ -75,7 +75,10 @@ impl Provider {
     }
 
     /// A streamed legacy text completion.
-    pub async fn completions_stream(&self, req: &mut CompletionRequest) -> Result<CompletionStream, Error> {
+    pub async fn completions_stream(
+        &self,
+        req: &mut CompletionRequest,
+    ) -> Result<CompletionStream, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.completions_stream(req).await,
             Adapter::Mock(m) => m.completions_stream(req).await,
@@ -112,7 +115,11 @@ pub struct Registry {
 impl Registry {
     /// Builds every provider of `cfg`. The HTTP client is shared so that its
     /// connection pools outlive a configuration reload.
-    pub fn build(cfg: &AiGateway, client: &reqwest::Client, stats: &StatsBook) -> Result<Registry, Error> {
+    pub fn build(
+        cfg: &AiGateway,
+        client: &reqwest::Client,
+        stats: &StatsBook,
+    ) -> Result<Registry, Error> {
         let mut providers = Vec::with_capacity(cfg.providers.len());
         let mut priority = Vec::with_capacity(cfg.providers.len());
         for (i, p) in cfg.providers.iter().enumerate() {
@@ -120,7 +127,9 @@ impl Registry {
                 ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                     Adapter::OpenAi(OpenAi::new(p, client.clone())?)
                 }
-                ProviderKind::Mock => Adapter::Mock(Mock::new(&p.name, p.mock.clone().unwrap_or_default())),
+                ProviderKind::Mock => {
+                    Adapter::Mock(Mock::new(&p.name, p.mock.clone().unwrap_or_default()))
+                }
                 other => {
                     return Err(Error::Unsupported(format!(
                         "provider {}: type {other:?} is not implemented yet",
@@ -129,7 +138,10 @@ impl Registry {
                 }
             };
             let routed = cfg.routing.providers.iter().find(|r| r.name == p.name);
-            let prio = routed.and_then(|r| r.priority).or(p.priority).unwrap_or(u32::MAX);
+            let prio = routed
+                .and_then(|r| r.priority)
+                .or(p.priority)
+                .unwrap_or(u32::MAX);
             priority.push((prio, i));
             providers.push(Arc::new(Provider {
                 name: p.name.clone(),
@@ -239,8 +251,14 @@ model_mapping:
 "#,
         );
         let c = r.candidates("gpt-4").unwrap();
-        let names: Vec<(&str, &str)> = c.iter().map(|t| (t.provider.name(), t.model.as_str())).collect();
-        assert_eq!(names, [("a", "gpt-4"), ("b", "gpt-4"), ("any", "big-local")]);
+        let names: Vec<(&str, &str)> = c
+            .iter()
+            .map(|t| (t.provider.name(), t.model.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("a", "gpt-4"), ("b", "gpt-4"), ("any", "big-local")]
+        );
         let c = r.candidates("unlisted").unwrap();
         assert_eq!(c[0].provider.name(), "any");
         assert_eq!(r.models().len(), 3);

@@ -141,7 +141,13 @@ mod tests {
         assert_eq!(out.len(), 2);
         let text: String = out
             .iter()
-            .map(|c| c.as_ref().unwrap().choices[0].delta.content.clone().unwrap())
+            .map(|c| {
+                c.as_ref().unwrap().choices[0]
+                    .delta
+                    .content
+                    .clone()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(text, "Hello");
     }
@@ -163,7 +169,10 @@ mod tests {
 
     #[tokio::test]
     async fn error_event_is_an_error() {
-        let out = chunks(&["data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"]).await;
+        let out = chunks(&[
+            "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n",
+        ])
+        .await;
         match &out[0] {
             Err(Error::Stream { detail, .. }) => assert_eq!(detail, "overloaded"),
             other => panic!("{other:?}"),

@@ -89,11 +89,11 @@ impl Forwarder {
             .build()
             .map_err(|e| Error::BadRequest(e.to_string()))?;
 
-        let original_host = req
-            .headers()
-            .get(HOST)
-            .cloned()
-            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let original_host = req.headers().get(HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         let ip = client.addr.ip().to_string();
@@ -127,7 +127,8 @@ impl Forwarder {
                 });
             }
             Ok(Err(e)) => {
-                let detail = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+                let detail = std::error::Error::source(&e)
+                    .map_or_else(|| e.to_string(), ToString::to_string);
                 return Err(Error::Failed {
                     upstream: upstream.name.clone(),
                     detail,

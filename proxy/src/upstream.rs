@@ -81,11 +81,9 @@ mod tests {
     use super::*;
 
     fn upstream(endpoints: &[&str]) -> Result<Upstream, Error> {
-        let cfg: loom_config::Upstream = serde_norway::from_str(&format!(
-            "name: u\nendpoints: [{}]",
-            endpoints.join(", ")
-        ))
-        .unwrap();
+        let cfg: loom_config::Upstream =
+            serde_norway::from_str(&format!("name: u\nendpoints: [{}]", endpoints.join(", ")))
+                .unwrap();
         Upstream::new(&cfg)
     }
 
@@ -93,7 +91,10 @@ mod tests {
     fn round_robin_over_endpoints() {
         let u = upstream(&["http://127.0.0.1:1", "http://127.0.0.1:2/base/"]).unwrap();
         let picks: Vec<String> = (0..4).map(|_| u.pick().authority.to_string()).collect();
-        assert_eq!(picks, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(
+            picks,
+            ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1", "127.0.0.1:2"]
+        );
         assert_eq!(u.endpoints[1].base_path, "/base");
     }
 

@@ -26,5 +26,10 @@ pub trait CompletionCache: Send + Sync {
     /// A stored answer for `req`, if one is close enough.
     fn lookup<'a>(&'a self, scope: &'a str, req: &'a ChatRequest) -> BoxFuture<'a, Option<Hit>>;
     /// Offers an answer for storage; the cache decides whether to keep it.
-    fn store<'a>(&'a self, scope: &'a str, req: &'a ChatRequest, resp: &'a ChatResponse) -> BoxFuture<'a, ()>;
+    fn store<'a>(
+        &'a self,
+        scope: &'a str,
+        req: &'a ChatRequest,
+        resp: &'a ChatResponse,
+    ) -> BoxFuture<'a, ()>;
 }

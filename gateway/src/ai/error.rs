@@ -1,0 +1,120 @@
+//! Errors of AI routes, always rendered in OpenAI's error envelope.
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use loom_models::error::ErrorEnvelope;
+
+use crate::body::{Body, full, json_response};
+
+/// An error answered on an AI route.
+#[derive(Debug)]
+pub enum ApiError {
+    Invalid {
+        message: String,
+        param: Option<String>,
+    },
+    NotFound {
+        message: String,
+        code: &'static str,
+    },
+    MethodNotAllowed,
+    TooLarge(u64),
+    UnsupportedMediaType,
+    Provider(loom_providers::Error),
+}
+
+impl ApiError {
+    /// A 400 naming the parameter at fault.
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
+        ApiError::Invalid {
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Provider(e) => e.status(),
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } => "invalid_request",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::TooLarge(_) => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Provider(e) => e.label(),
+        }
+    }
+
+    /// The envelope (for stream error events too).
+    pub fn envelope(&self) -> ErrorEnvelope {
+        match self {
+            ApiError::Invalid { message, param } => {
+                let e = ErrorEnvelope::new(message.clone(), "invalid_request_error", None);
+                match param {
+                    Some(p) => e.with_param(p.clone()),
+                    None => e,
+                }
+            }
+            ApiError::NotFound { message, code } => {
+                ErrorEnvelope::new(message.clone(), "invalid_request_error", Some(code))
+            }
+            ApiError::MethodNotAllowed => ErrorEnvelope::new(
+                "Method not allowed on this endpoint",
+                "invalid_request_error",
+                Some("method_not_allowed"),
+            ),
+            ApiError::TooLarge(limit) => ErrorEnvelope::new(
+                format!("Request body exceeds the limit of {limit} bytes"),
+                "invalid_request_error",
+                Some("request_too_large"),
+            ),
+            ApiError::UnsupportedMediaType => ErrorEnvelope::new(
+                "Content-Type must be application/json",
+                "invalid_request_error",
+                Some("unsupported_media_type"),
+            ),
+            ApiError::Provider(e) => ErrorEnvelope::new(e.to_string(), e.kind(), e.code()),
+        }
+    }
+
+    /// The response. A provider's 4xx answer passes through unchanged.
+    pub fn into_response(self) -> Response<Body> {
+        if let ApiError::Provider(loom_providers::Error::Status {
+            status,
+            body,
+            content_type,
+            ..
+        }) = &self
+            && status.is_client_error()
+            && !body.is_empty()
+        {
+            let mut resp = Response::new(full(body.clone()));
+            *resp.status_mut() = *status;
+            let ct = content_type
+                .as_deref()
+                .and_then(|c| HeaderValue::from_str(c).ok())
+                .unwrap_or(HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(CONTENT_TYPE, ct);
+            return resp;
+        }
+        let body = serde_json::to_vec(&self.envelope()).unwrap_or_default();
+        json_response(self.status(), body)
+    }
+}
+
+impl From<loom_providers::Error> for ApiError {
+    fn from(e: loom_providers::Error) -> Self {
+        ApiError::Provider(e)
+    }
+}

@@ -1,0 +1,415 @@
+//! The OpenAI-compatible API of AI routes.
+//!
+//! Every endpoint follows the same steps, in this order:
+//! read and parse the body → guardrails on the request → (cache lookup) →
+//! choose the provider → call it → relay the answer (streamed event by event,
+//! or whole) → settle: provider statistics, metrics, tokens, access log.
+//! Authentication and limits run before this, in the pipeline.
+
+mod error;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use loom_guardrails::Verdict;
+use loom_models::chat::{ChatRequest, Usage};
+use loom_models::completions::CompletionRequest;
+use loom_models::embeddings::EmbeddingRequest;
+use loom_models::models_list::ModelList;
+use loom_providers::{Provider, Target};
+use serde::de::DeserializeOwned;
+
+pub use error::ApiError;
+
+use crate::body::{Body, ReadError, json_response, read_limited};
+use crate::exchange::Exchange;
+use crate::routes::CompiledRoute;
+use crate::state::Runtime;
+
+/// Serves one request on an AI route. Returns the exchange back unless a
+/// stream took it over (it then ends with the stream's last byte).
+pub async fn handle(
+    rt: &Arc<Runtime>,
+    route: &CompiledRoute,
+    req: Request<Incoming>,
+    mut ex: Exchange,
+) -> (Response<Body>, Option<Exchange>) {
+    let path = req.uri().path();
+    let endpoint = path.strip_prefix("/v1").unwrap_or(path);
+    let limit = route.max_body.unwrap_or(u64::MAX);
+    let result = match (endpoint, req.method()) {
+        ("/chat/completions", &Method::POST) => chat(rt, req, limit, ex).await,
+        ("/completions", &Method::POST) => completions(rt, req, limit, ex).await,
+        ("/embeddings", &Method::POST) => match embeddings(rt, req, limit, &mut ex).await {
+            Ok(r) => Ok((r, Some(ex))),
+            Err(e) => Err((e, Some(ex))),
+        },
+        ("/models", &Method::GET) => Ok((models(rt), Some(ex))),
+        (p, &Method::GET) if p.starts_with("/models/") => match model(rt, &p["/models/".len()..]) {
+            Ok(r) => Ok((r, Some(ex))),
+            Err(e) => Err((e, Some(ex))),
+        },
+        ("/chat/completions" | "/completions" | "/embeddings" | "/models", _) => {
+            Err((ApiError::MethodNotAllowed, Some(ex)))
+        }
+        _ => Err((
+            ApiError::NotFound {
+                message: format!("Unknown endpoint {path} on an AI route"),
+                code: "unknown_url",
+            },
+            Some(ex),
+        )),
+    };
+    match result {
+        Ok(ok) => ok,
+        Err((err, mut ex)) => {
+            if let Some(ex) = ex.as_mut() {
+                ex.error = Some(err.label());
+            }
+            (err.into_response(), ex)
+        }
+    }
+}
+
+type Outcome = Result<(Response<Body>, Option<Exchange>), (ApiError, Option<Exchange>)>;
+
+/// Reads and parses a JSON request body.
+async fn parse_body<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: u64,
+) -> Result<T, ApiError> {
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        let ok = ct
+            .to_str()
+            .map(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            })
+            .unwrap_or(false);
+        if !ok {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    let bytes: Bytes = match read_limited(req, limit).await {
+        Ok(b) => b,
+        Err(ReadError::TooLarge(limit)) => return Err(ApiError::TooLarge(limit)),
+        Err(ReadError::Failed(e)) => {
+            return Err(ApiError::invalid(
+                format!("Could not read the request body: {e}"),
+                None,
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let msg = e.to_string();
+        let param = msg
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        ApiError::Invalid {
+            message: format!("Invalid request body: {msg}"),
+            param,
+        }
+    })
+}
+
+/// The provider chosen for `model`: the first candidate, in priority order.
+fn choose(rt: &Runtime, model: &str) -> Result<Target, ApiError> {
+    if model.is_empty() {
+        return Err(ApiError::invalid(
+            "`model` must not be empty",
+            Some("model"),
+        ));
+    }
+    let mut candidates = rt.providers.candidates(model)?;
+    Ok(candidates.swap_remove(0))
+}
+
+/// Records the provider side of a finished call.
+pub(crate) fn settle(
+    ex: &mut Exchange,
+    provider: &Provider,
+    client_model: &str,
+    provider_time: std::time::Duration,
+    status: u16,
+    usage: Option<&Usage>,
+    stream: bool,
+) {
+    let shared = ex.shared().clone();
+    let total = ex.elapsed();
+    let m = &shared.metrics;
+    let name = provider.name();
+    m.ai_request(name, client_model, status, total);
+    let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    m.ai_tokens(name, prompt, completion);
+    m.ai_overhead(stream, total.saturating_sub(provider_time));
+    if (200..300).contains(&status) {
+        provider
+            .stats()
+            .record_success(provider_time, prompt, completion);
+    } else if status >= 500 || status == 429 {
+        provider.stats().record_failure(provider_time);
+    }
+    ex.tokens = Some((prompt, completion));
+}
+
+async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exchange) -> Outcome {
+    let mut chat: ChatRequest = match parse_body(req, limit).await {
+        Ok(c) => c,
+        Err(e) => return Err((e, Some(ex))),
+    };
+    if chat.messages.is_empty() {
+        return Err((
+            ApiError::invalid(
+                "`messages` must contain at least one message",
+                Some("messages"),
+            ),
+            Some(ex),
+        ));
+    }
+    let stream = chat.is_stream();
+    if stream && !rt.streaming_enabled {
+        return Err((
+            ApiError::invalid("Streaming is disabled on this gateway", Some("stream")),
+            Some(ex),
+        ));
+    }
+    if let Verdict::Block { message, .. } = rt.guardrails.check_request(&mut chat) {
+        return Err((ApiError::invalid(message, None), Some(ex)));
+    }
+    let target = match choose(rt, &chat.model) {
+        Ok(t) => t,
+        Err(e) => return Err((e, Some(ex))),
+    };
+    let client_model = std::mem::replace(&mut chat.model, target.model.clone());
+    ex.provider = Some(target.provider.name().to_owned());
+    ex.model = Some(client_model.clone());
+    let called = Instant::now();
+    if stream {
+        let wants_usage = chat.wants_stream_usage();
+        return match target.provider.chat_stream(&mut chat).await {
+            Ok(events) => {
+                let call = sse::Call {
+                    provider: target.provider,
+                    client_model,
+                    called,
+                    wants_usage,
+                };
+                Ok((sse::response(events, call, ex), None))
+            }
+            Err(e) => {
+                let err = ApiError::from(e);
+                settle(
+                    &mut ex,
+                    &target.provider,
+                    &client_model,
+                    called.elapsed(),
+                    err.status().as_u16(),
+                    None,
+                    true,
+                );
+                Err((err, Some(ex)))
+            }
+        };
+    }
+    match target.provider.chat(&chat).await {
+        Ok(resp) => {
+            let provider_time = called.elapsed();
+            settle(
+                &mut ex,
+                &target.provider,
+                &client_model,
+                provider_time,
+                200,
+                resp.usage.as_ref(),
+                false,
+            );
+            let body = serde_json::to_vec(&resp).unwrap_or_default();
+            Ok((json_response(StatusCode::OK, body), Some(ex)))
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            settle(
+                &mut ex,
+                &target.provider,
+                &client_model,
+                called.elapsed(),
+                err.status().as_u16(),
+                None,
+                false,
+            );
+            Err((err, Some(ex)))
+        }
+    }
+}
+
+async fn completions(
+    rt: &Arc<Runtime>,
+    req: Request<Incoming>,
+    limit: u64,
+    mut ex: Exchange,
+) -> Outcome {
+    let mut body: CompletionRequest = match parse_body(req, limit).await {
+        Ok(c) => c,
+        Err(e) => return Err((e, Some(ex))),
+    };
+    let stream = body.is_stream();
+    if stream && !rt.streaming_enabled {
+        return Err((
+            ApiError::invalid("Streaming is disabled on this gateway", Some("stream")),
+            Some(ex),
+        ));
+    }
+    let target = match choose(rt, &body.model) {
+        Ok(t) => t,
+        Err(e) => return Err((e, Some(ex))),
+    };
+    let client_model = std::mem::replace(&mut body.model, target.model.clone());
+    ex.provider = Some(target.provider.name().to_owned());
+    ex.model = Some(client_model.clone());
+    let called = Instant::now();
+    if stream {
+        let wants_usage = body
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        return match target.provider.completions_stream(&mut body).await {
+            Ok(events) => {
+                let call = sse::Call {
+                    provider: target.provider,
+                    client_model,
+                    called,
+                    wants_usage,
+                };
+                Ok((sse::response(events, call, ex), None))
+            }
+            Err(e) => {
+                let err = ApiError::from(e);
+                settle(
+                    &mut ex,
+                    &target.provider,
+                    &client_model,
+                    called.elapsed(),
+                    err.status().as_u16(),
+                    None,
+                    true,
+                );
+                Err((err, Some(ex)))
+            }
+        };
+    }
+    match target.provider.completions(&body).await {
+        Ok(resp) => {
+            settle(
+                &mut ex,
+                &target.provider,
+                &client_model,
+                called.elapsed(),
+                200,
+                resp.usage.as_ref(),
+                false,
+            );
+            Ok((
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_vec(&resp).unwrap_or_default(),
+                ),
+                Some(ex),
+            ))
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            settle(
+                &mut ex,
+                &target.provider,
+                &client_model,
+                called.elapsed(),
+                err.status().as_u16(),
+                None,
+                false,
+            );
+            Err((err, Some(ex)))
+        }
+    }
+}
+
+async fn embeddings(
+    rt: &Arc<Runtime>,
+    req: Request<Incoming>,
+    limit: u64,
+    ex: &mut Exchange,
+) -> Result<Response<Body>, ApiError> {
+    let mut body: EmbeddingRequest = parse_body(req, limit).await?;
+    let target = choose(rt, &body.model)?;
+    let client_model = std::mem::replace(&mut body.model, target.model.clone());
+    ex.provider = Some(target.provider.name().to_owned());
+    ex.model = Some(client_model.clone());
+    let called = Instant::now();
+    match target.provider.embeddings(&body).await {
+        Ok(resp) => {
+            let usage = resp.usage.as_ref().map(|u| Usage::new(u.prompt_tokens, 0));
+            settle(
+                ex,
+                &target.provider,
+                &client_model,
+                called.elapsed(),
+                200,
+                usage.as_ref(),
+                false,
+            );
+            Ok(json_response(
+                StatusCode::OK,
+                serde_json::to_vec(&resp).unwrap_or_default(),
+            ))
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            settle(
+                ex,
+                &target.provider,
+                &client_model,
+                called.elapsed(),
+                err.status().as_u16(),
+                None,
+                false,
+            );
+            Err(err)
+        }
+    }
+}
+
+fn models(rt: &Runtime) -> Response<Body> {
+    let list = ModelList::new(rt.providers.models().to_vec());
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&list).unwrap_or_default(),
+    )
+}
+
+fn model(rt: &Runtime, id: &str) -> Result<Response<Body>, ApiError> {
+    match rt.providers.models().iter().find(|c| c.id == id) {
+        Some(card) => Ok(json_response(
+            StatusCode::OK,
+            serde_json::to_vec(card).unwrap_or_default(),
+        )),
+        None => Err(ApiError::NotFound {
+            message: format!("The model `{id}` does not exist"),
+            code: "model_not_found",
+        }),
+    }
+}
+
+/// Headers of an event-stream response.
+fn sse_headers(resp: &mut Response<Body>) {
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}

@@ -1,0 +1,206 @@
+//! Relaying a provider's stream to the client as server-sent events.
+//!
+//! Each upstream event becomes one body frame as soon as it arrives; hyper
+//! writes it at once, so no event waits for a timer (`streaming.flush_interval`
+//! is therefore always met). The provider is always asked for usage; the
+//! final usage chunk is removed again when the client did not ask for it. A
+//! provider failure mid-stream becomes an SSE error event in OpenAI's shape
+//! followed by a clean end of the body. A client that goes away drops this
+//! body, which drops the provider's stream and so cancels the upstream request.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use http::Response;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use loom_models::chat::{ChatChunk, Usage};
+use loom_models::completions::CompletionResponse;
+use loom_providers::Provider;
+use serde::Serialize;
+
+use super::{ApiError, settle, sse_headers};
+use crate::body::{Body, BoxError};
+use crate::exchange::Exchange;
+
+/// An event type the relay understands.
+pub trait Event: Serialize + Send + 'static {
+    fn usage_mut(&mut self) -> &mut Option<Usage>;
+    fn has_choices(&self) -> bool;
+    /// Characters of generated text in this event (for estimates when a stream is cut).
+    fn text_len(&self) -> usize;
+}
+
+impl Event for ChatChunk {
+    fn usage_mut(&mut self) -> &mut Option<Usage> {
+        &mut self.usage
+    }
+    fn has_choices(&self) -> bool {
+        !self.choices.is_empty()
+    }
+    fn text_len(&self) -> usize {
+        self.choices
+            .iter()
+            .map(|c| {
+                c.delta.content.as_ref().map_or(0, String::len)
+                    + c.delta.tool_calls.as_ref().map_or(0, |t| {
+                        t.iter()
+                            .filter_map(|d| d.function.as_ref()?.arguments.as_ref())
+                            .map(String::len)
+                            .sum()
+                    })
+            })
+            .sum()
+    }
+}
+
+impl Event for CompletionResponse {
+    fn usage_mut(&mut self) -> &mut Option<Usage> {
+        &mut self.usage
+    }
+    fn has_choices(&self) -> bool {
+        !self.choices.is_empty()
+    }
+    fn text_len(&self) -> usize {
+        self.choices.iter().map(|c| c.text.len()).sum()
+    }
+}
+
+/// The provider call behind a stream.
+pub struct Call {
+    pub provider: Arc<Provider>,
+    pub client_model: String,
+    pub called: Instant,
+    pub wants_usage: bool,
+}
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, loom_providers::Error>> + Send>>;
+
+/// Builds the streamed response.
+pub fn response<T: Event>(events: EventStream<T>, call: Call, mut ex: Exchange) -> Response<Body> {
+    ex.status = 200;
+    let body = Relay {
+        events,
+        call,
+        exchange: Some(ex),
+        usage: None,
+        text_chars: 0,
+        done: false,
+    };
+    let mut resp = Response::new(body.boxed_unsync());
+    sse_headers(&mut resp);
+    resp
+}
+
+struct Relay<T> {
+    events: EventStream<T>,
+    call: Call,
+    exchange: Option<Exchange>,
+    usage: Option<Usage>,
+    text_chars: usize,
+    done: bool,
+}
+
+fn encode(value: &impl Serialize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(256).writer();
+    buf.get_mut().put_slice(b"data: ");
+    if serde_json::to_writer(&mut buf, value).is_err() {
+        return Bytes::new();
+    }
+    let mut buf = buf.into_inner();
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
+impl<T> Relay<T> {
+    /// Settles the call and ends the exchange. `status` is what the log
+    /// records: 200, 502 for a provider failure, 499 for a client that left.
+    fn finish(&mut self, status: u16, error: Option<&'static str>) {
+        let Some(mut ex) = self.exchange.take() else {
+            return;
+        };
+        let usage = match self.usage.take() {
+            Some(u) => u,
+            // Nothing reported (stream cut): estimate the completion.
+            None => Usage::new(0, (self.text_chars as u64).div_ceil(4)),
+        };
+        ex.status = status;
+        ex.error = error;
+        let call = &self.call;
+        settle(
+            &mut ex,
+            &call.provider,
+            &call.client_model,
+            call.called.elapsed(),
+            status,
+            Some(&usage),
+            true,
+        );
+    }
+}
+
+impl<T: Event> HttpBody for Relay<T> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.events.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(mut event))) => {
+                    this.text_chars += event.text_len();
+                    if let Some(u) = event.usage_mut().take() {
+                        this.usage = Some(u.clone());
+                        if this.call.wants_usage {
+                            *event.usage_mut() = Some(u);
+                        } else if !event.has_choices() {
+                            continue;
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(encode(&event)))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    let err = ApiError::from(e);
+                    let status = err.status().as_u16();
+                    this.finish(status, Some(err.label()));
+                    tracing::warn!(error = %err.envelope().error.message, "stream failed after it started");
+                    return Poll::Ready(Some(Ok(Frame::data(encode(&err.envelope())))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.finish(200, None);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                        b"data: [DONE]\n\n",
+                    )))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl<T> Drop for Relay<T> {
+    fn drop(&mut self) {
+        // Still open: the client went away before the end.
+        self.finish(499, Some("client_closed"));
+    }
+}

@@ -1,0 +1,89 @@
+//! What the gateway knows about one request while serving it, and the access
+//! log line and HTTP metrics written when it ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Method;
+
+use crate::state::Shared;
+
+/// One request in flight.
+pub struct Exchange {
+    pub request_id: String,
+    pub route: Arc<str>,
+    pub method: Method,
+    pub path: String,
+    pub started: Instant,
+    pub status: u16,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens: Option<(u64, u64)>,
+    /// Why the request failed, as a short label, when it did.
+    pub error: Option<&'static str>,
+    shared: Arc<Shared>,
+}
+
+impl Exchange {
+    /// Starts tracking a request.
+    pub fn new(
+        shared: Arc<Shared>,
+        request_id: String,
+        method: Method,
+        path: String,
+        started: Instant,
+    ) -> Exchange {
+        shared.metrics.in_flight.inc();
+        Exchange {
+            request_id,
+            route: Arc::from("-"),
+            method,
+            path,
+            started,
+            status: 0,
+            provider: None,
+            model: None,
+            tokens: None,
+            error: None,
+            shared,
+        }
+    }
+
+    /// The process state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Exchange {
+    /// Ending an exchange (at the last byte of a stream, or when its response
+    /// is handed to the connection) writes its metrics and access-log line.
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let m = &self.shared.metrics;
+        m.in_flight.dec();
+        m.http_request(&self.route, self.method.as_str(), self.status, elapsed);
+        if self.shared.access_log {
+            let (tokens_in, tokens_out) = self.tokens.unwrap_or((0, 0));
+            tracing::info!(
+                target: "loom::access",
+                request_id = %self.request_id,
+                route = %self.route,
+                method = %self.method,
+                path = %self.path,
+                status = self.status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                provider = self.provider.as_deref().unwrap_or("-"),
+                model = self.model.as_deref().unwrap_or("-"),
+                tokens_in,
+                tokens_out,
+                error = self.error.unwrap_or("-"),
+            );
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The data path, top to bottom. Every request on every listener goes through
+//! [`handle`]:
+//!
+//! 1. take the configuration generation the request will finish on;
+//! 2. request id (the client's `x-request-id` or a new one);
+//! 3. route lookup (host, path, method);
+//! 4. route middleware, in order: auth → limits → plugins (each a no-op until
+//!    configured; the configuration loader rejects them until they exist);
+//! 5. the route's handler: the AI API ([`crate::ai`]) or the reverse proxy;
+//! 6. `x-request-id` on the response; metrics and the access-log line are
+//!    written when the exchange ends (for a stream: at its last byte).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use loom_proxy::{ClientInfo, Upstream};
+
+use crate::body::{Body, json_response};
+use crate::exchange::Exchange;
+use crate::routes::{CompiledRoute, Lookup, RouteKind};
+use crate::state::Shared;
+use crate::{ai, request_id};
+
+/// Serves one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    client: ClientInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let rt = shared.runtime.load_full();
+    let id = request_id::for_request(req.headers());
+    let id_header = HeaderValue::from_str(&id).ok();
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host());
+    let mut ex = Exchange::new(
+        shared.clone(),
+        id,
+        req.method().clone(),
+        req.uri().path().to_owned(),
+        started,
+    );
+
+    let (mut resp, ex) = match rt.routes.find(host, req.uri().path(), req.method()) {
+        Lookup::NotFound => (
+            plain_error(StatusCode::NOT_FOUND, "no route matches this request"),
+            Some(ex),
+        ),
+        Lookup::MethodNotAllowed => (
+            plain_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            ),
+            Some(ex),
+        ),
+        Lookup::Found(route) => {
+            ex.route = route.id.clone();
+            // Middleware slots: auth → limits → plugins attach here.
+            match &route.kind {
+                RouteKind::Ai => ai::handle(&rt, route, req, ex).await,
+                RouteKind::Proxy(upstream) => {
+                    let resp = proxy(&shared, route, upstream, req, client, &mut ex).await;
+                    (resp, Some(ex))
+                }
+            }
+        }
+    };
+    if let Some(v) = id_header {
+        resp.headers_mut().insert(request_id::HEADER, v);
+    }
+    if let Some(mut ex) = ex {
+        ex.status = resp.status().as_u16();
+    }
+    Ok(resp)
+}
+
+/// An error of the gateway itself on a non-AI path, as JSON.
+fn plain_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"message": message, "type": "gateway_error", "param": null, "code": null}});
+    json_response(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Forwards a request on a proxy route; both bodies stream.
+async fn proxy(
+    shared: &Shared,
+    route: &CompiledRoute,
+    upstream: &Arc<Upstream>,
+    mut req: Request<Incoming>,
+    client: ClientInfo,
+    ex: &mut Exchange,
+) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
+        req.headers_mut().insert(request_id::HEADER, v);
+    }
+    let req = match route.max_body {
+        None => req.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Some(limit) => {
+            let declared = req
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                ex.error = Some("body_too_large");
+                return plain_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            }
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            req.map(|b| Limited::new(b, limit).boxed_unsync())
+        }
+    };
+    match shared.forwarder.forward(upstream, req, client).await {
+        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Err(e) => {
+            ex.error = Some(match e.status() {
+                StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
+                _ => "upstream_error",
+            });
+            tracing::warn!(request_id = %ex.request_id, error = %e, "proxy request failed");
+            plain_error(e.status(), &e.to_string())
+        }
+    }
+}

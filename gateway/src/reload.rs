@@ -1,0 +1,115 @@
+//! Hot reload: on SIGHUP or a change of the configuration file, parse,
+//! validate and compile the new configuration, then swap it in atomically. A
+//! bad configuration is logged and the running one keeps serving; requests in
+//! flight finish on the configuration they started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::state::{Runtime, Shared};
+
+/// Watches `path` and SIGHUP, reloading on either, until the process ends.
+pub async fn watch(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let file_name = path.file_name().map(ToOwned::to_owned);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let file_tx = tx.clone();
+    // Watch the directory: editors and config managers replace files by rename.
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && ev.kind.is_modify() | ev.kind.is_create()
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == file_name.as_deref())
+        {
+            let _ = file_tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let hup_tx = tx;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received");
+            if hup_tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+
+    while rx.recv().await.is_some() {
+        // Coalesce the burst of events one save produces.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while rx.try_recv().is_ok() {}
+        reload(&shared, &path).await;
+    }
+    drop(watcher);
+    Ok(())
+}
+
+/// One reload attempt.
+pub async fn reload(shared: &Arc<Shared>, path: &Path) {
+    let loaded = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || loom_config::load_file(&path)).await
+    };
+    let config = match loaded {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            shared.metrics.reload(false);
+            for line in e.to_string().lines() {
+                tracing::error!(
+                    problem = line,
+                    "configuration rejected; the previous one keeps serving"
+                );
+            }
+            return;
+        }
+        Err(e) => {
+            shared.metrics.reload(false);
+            tracing::error!(error = %e, "configuration reload failed");
+            return;
+        }
+    };
+    let current = shared.runtime.load();
+    let addresses = |c: &loom_config::Config| {
+        let mut v: Vec<String> = c
+            .listeners
+            .iter()
+            .map(|l| format!("{}={}/{:?}", l.name, l.address, l.protocol))
+            .collect();
+        v.push(format!("admin={}", c.admin.address));
+        v
+    };
+    if addresses(&crate::effective_listeners(current.config.clone()))
+        != addresses(&crate::effective_listeners(config.clone()))
+    {
+        tracing::warn!(
+            "listener or admin addresses changed: the new addresses take effect only after a restart"
+        );
+    }
+    let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    match Runtime::build(config, &shared.http, &shared.stats, generation) {
+        Ok(rt) => {
+            shared.runtime.store(Arc::new(rt));
+            shared.metrics.reload(true);
+            tracing::info!(generation, "configuration reloaded");
+        }
+        Err(e) => {
+            shared.metrics.reload(false);
+            tracing::error!(error = %format!("{e:#}"), "configuration rejected; the previous one keeps serving");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Listeners: accept connections, serve HTTP/1.1 and cleartext HTTP/2 on one
+//! port, and drain gracefully on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use loom_proxy::ClientInfo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::pipeline;
+use crate::state::Shared;
+
+/// A bound listener.
+pub struct Bound {
+    pub name: String,
+    pub listener: TcpListener,
+}
+
+/// Binds every configured listener, failing if any address is taken.
+pub async fn bind(listeners: &[loom_config::Listener]) -> anyhow::Result<Vec<Bound>> {
+    let mut out = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        let addr = loom_config::listen_address(&l.address).map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listener {}: cannot bind {addr}", l.name))?;
+        out.push(Bound {
+            name: l.name.clone(),
+            listener,
+        });
+    }
+    Ok(out)
+}
+
+/// Serves the data-plane listeners until `stop` turns true, then waits up to
+/// `grace` for in-flight requests and streams to finish.
+pub async fn serve(
+    shared: Arc<Shared>,
+    bound: Vec<Bound>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+    header_timeout: Duration,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+
+    let mut accepts = tokio::task::JoinSet::new();
+    for b in bound {
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let graceful = graceful.clone();
+        let mut stop = stop.clone();
+        accepts.spawn(async move {
+            let local = b.listener.local_addr().ok();
+            tracing::info!(listener = %b.name, address = ?local, "listening");
+            loop {
+                let (stream, peer): (_, SocketAddr) = tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = b.listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and similar: back off briefly.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let client = ClientInfo {
+                    addr: peer,
+                    scheme: "http",
+                };
+                let svc = service_fn(move |req| pipeline::handle(shared.clone(), client, req));
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned();
+                let watched = graceful.watcher().watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = watched.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        });
+    }
+    let _ = stop.changed().await;
+    while accepts.join_next().await.is_some() {}
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        return;
+    };
+    tracing::info!(connections = graceful.count(), grace = ?grace, "draining");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+}
+
+/// Serves the admin API until `stop` turns true.
+pub async fn serve_admin(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = crate::admin::router(shared);
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
