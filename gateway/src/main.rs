@@ -188,6 +188,9 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
 
     let bound = server::bind(&listeners).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The admin listener stays up while the data plane drains, so readiness
+    // can report the drain; it stops last.
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = if admin.enabled {
         let addr = loom_config::listen_address(&admin.address).map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -197,7 +200,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         Some(tokio::spawn(server::serve_admin(
             shared.clone(),
             listener,
-            stop_rx.clone(),
+            admin_stop_rx,
         )))
     } else {
         None
@@ -233,6 +236,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     shared.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    let _ = admin_stop_tx.send(true);
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -1,0 +1,358 @@
+"""Test harness: a fake OpenAI upstream, a plain HTTP upstream, and the real
+`loom` binary started on a temporary configuration.
+
+The fakes speak the exact wire formats on loopback and record what they
+receive, so tests can assert on what Loom sent upstream. Nothing here mocks
+Loom itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class ChunkedWriter:
+    """Writes an HTTP/1.1 chunked body, flushing each chunk."""
+
+    def __init__(self, wfile):
+        self.wfile = wfile
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+    def close(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible upstream serving recorded transcripts.
+
+    The model name selects a behaviour:
+      fake-error-400 / fake-error-500   answer with that recorded error
+      fake-gated-stream                 send the first event, then wait for `release`
+      fake-broken-stream                send two events, then drop the connection
+      fake-hang                         never answer (until `release` or 30 s)
+      anything else                     the recorded answer
+    """
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.release = threading.Event()
+        self.last_event_sent = threading.Event()
+        self.cancelled = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                raw = self.rfile.read(length)
+                body = json.loads(raw) if raw else {}
+                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                model = body.get("model", "")
+                if model == "fake-error-400":
+                    return self._send(400, fixture("openai_error_400.json"))
+                if model == "fake-error-500":
+                    return self._send(500, fixture("openai_error_500.json"))
+                if model == "fake-hang":
+                    fake.release.wait(30)
+                    return self._send(200, fixture("openai_chat.json"))
+                if self.path.endswith("/chat/completions"):
+                    if body.get("stream"):
+                        return self._stream(body)
+                    return self._send(200, fixture("openai_chat.json"))
+                if self.path.endswith("/completions"):
+                    return self._send(200, fixture("openai_completion.json"))
+                if self.path.endswith("/embeddings"):
+                    return self._embeddings(body)
+                return self._send(404, b'{"error":{"message":"Unknown URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}')
+
+            def _send(self, status: int, payload: bytes, ctype: str = "application/json"):
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(payload)))
+                self.send_header("x-request-id", "req_fake123")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _embeddings(self, body):
+                doc = json.loads(fixture("openai_embeddings.json"))
+                if body.get("encoding_format") == "base64":
+                    import base64
+                    import struct
+
+                    vec = doc["data"][0]["embedding"]
+                    doc["data"][0]["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+                self._send(200, json.dumps(doc).encode())
+
+            def _stream(self, body):
+                model = body.get("model")
+                include_usage = (body.get("stream_options") or {}).get("include_usage", False)
+                events = [e for e in fixture("openai_chat_stream.sse").decode().split("\n\n") if e.strip()]
+                if not include_usage:
+                    events = [e for e in events if '"choices":[]' not in e]
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream; charset=utf-8")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                out = ChunkedWriter(self.wfile)
+                try:
+                    for i, event in enumerate(events):
+                        if model == "fake-broken-stream" and i == 2:
+                            # Drop the connection mid-answer, as a crashed upstream would.
+                            self.wfile.flush()
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            self.close_connection = True
+                            return
+                        if i == len(events) - 1:
+                            fake.last_event_sent.set()
+                        out.write((event + "\n\n").encode())
+                        if model == "fake-gated-stream" and i == 0:
+                            fake.release.wait(30)
+                    out.close()
+                except (BrokenPipeError, ConnectionResetError):
+                    fake.cancelled.set()
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeBackend:
+    """A plain HTTP service behind a proxy route.
+
+    GET  /echo...       JSON of method, path, query and headers it received
+    POST /upload        streams the body, answers its length and sha256
+    GET  /download?mb=N streams N MiB of a known pattern
+    GET  /hang          never answers (until close)
+    """
+
+    def __init__(self):
+        self.hang = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _json(self, status, doc, extra_headers=()):
+                payload = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                for k, v in extra_headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self):
+                if self.path.startswith("/echo") or self.path.startswith("/base/echo"):
+                    return self._json(
+                        200,
+                        {"method": "GET", "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}},
+                        [("x-backend", "yes"), ("connection", "keep-alive, x-hop"), ("x-hop", "secret")],
+                    )
+                if self.path.startswith("/download"):
+                    mb = int(self.path.split("mb=")[1])
+                    self.send_response(200)
+                    self.send_header("content-type", "application/octet-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    out = ChunkedWriter(self.wfile)
+                    block = bytes(range(256)) * 4096  # 1 MiB
+                    for _ in range(mb):
+                        out.write(block)
+                    out.close()
+                    return
+                if self.path.startswith("/hang"):
+                    fake.hang.wait(30)
+                    return self._json(200, {})
+                self._json(404, {"error": "not found"})
+
+            def do_POST(self):
+                h = hashlib.sha256()
+                n = 0
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    while True:
+                        size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        left = size
+                        while left:
+                            part = self.rfile.read(min(left, 1 << 16))
+                            h.update(part)
+                            n += len(part)
+                            left -= len(part)
+                        self.rfile.readline()
+                else:
+                    left = int(self.headers.get("content-length", "0"))
+                    while left:
+                        part = self.rfile.read(min(left, 1 << 16))
+                        h.update(part)
+                        n += len(part)
+                        left -= len(part)
+                self._json(201, {"length": n, "sha256": h.hexdigest()})
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.hang.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def loom_bin() -> str:
+    path = os.environ.get("LOOM_BIN")
+    if not path:
+        target = os.environ.get("CARGO_TARGET_DIR", str(Path(__file__).resolve().parents[2] / "target"))
+        path = str(Path(target) / "debug" / "loom")
+    if not Path(path).exists():
+        raise RuntimeError(f"loom binary not found at {path}: build it first (cargo build -p loom-gateway)")
+    return path
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_until(predicate, timeout: float = 10, what: str = "condition"):
+    """Polls a condition (not a fixed sleep) until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Loom:
+    """The real binary on a temporary configuration.
+
+    The config text may use {port} and {admin_port}; they are filled in with
+    free loopback ports.
+    """
+
+    def __init__(self, config: str, env: dict | None = None, wait_ready: bool = True):
+        self.dir = tempfile.TemporaryDirectory(prefix="loom-e2e-")
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.config_path = Path(self.dir.name) / "loom.yaml"
+        self.write_config(config)
+        self.log_path = Path(self.dir.name) / "loom.log"
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.setdefault("RUST_LOG", "info")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [loom_bin(), "serve", "--config", str(self.config_path)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+        if wait_ready:
+            wait_until(self.is_ready, what="loom /ready")
+
+    def write_config(self, text: str):
+        text = text.replace("{port}", str(self.port)).replace("{admin_port}", str(self.admin_port))
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.config_path)
+
+    def is_ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"loom exited with {self.proc.returncode}:\n{self.log()}")
+        status, _ = http_get(self.admin + "/ready", timeout=1)
+        return status == 200
+
+    def generation(self) -> int:
+        _, body = http_get(self.admin + "/ready")
+        return json.loads(body).get("config_generation", 0)
+
+    def metrics(self) -> str:
+        return http_get(self.admin + "/metrics")[1].decode()
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        code = self.proc.returncode
+        self.dir.cleanup()
+        return code
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """The value of one sample in Prometheus text, 0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
