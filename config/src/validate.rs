@@ -140,7 +140,7 @@ fn routes(config: &Config, found: &mut Found) {
                 "a route is either an AI route (ai_gateway: true) or a proxy route (upstream), not both".into(),
             )),
             (false, None) => found.push((
-                format!("{at}"),
+                at.clone(),
                 "a route needs ai_gateway: true or an upstream to forward to".into(),
             )),
             (false, Some(u)) if !upstream_names.contains(u.as_str()) => found.push((

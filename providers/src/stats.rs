@@ -43,11 +43,12 @@ impl ProviderStats {
     pub fn snapshot(&self, name: &str) -> ProviderSnapshot {
         let requests = self.requests.load(Relaxed);
         let consecutive = self.consecutive_failures.load(Relaxed);
-        let avg = if requests == 0 {
-            0
-        } else {
-            self.latency_micros_total.load(Relaxed) / requests / 1000
-        };
+        let avg = self
+            .latency_micros_total
+            .load(Relaxed)
+            .checked_div(requests)
+            .unwrap_or(0)
+            / 1000;
         ProviderSnapshot {
             name: name.to_owned(),
             status: match consecutive {

@@ -1,1 +1,51 @@
-fn main() {}
+//! A fast fake upstream for benchmarks: answers `POST /v1/chat/completions`
+//! with a recorded OpenAI response and every other request with a small body,
+//! so that it costs far less CPU than the gateway in front of it.
+//!
+//! Usage: `loom-bench-upstream PORT`
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+const CHAT: &[u8] = include_bytes!("../../../tests/e2e/fixtures/openai_chat.json");
+const PLAIN: &[u8] = b"{\"ok\":true,\"service\":\"bench-upstream\"}";
+
+async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = if req.uri().path().ends_with("/chat/completions") {
+        CHAT
+    } else {
+        PLAIN
+    };
+    let mut resp = Response::new(Full::new(Bytes::from_static(body)));
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(18000);
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                .await;
+        });
+    }
+}
