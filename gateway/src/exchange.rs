@@ -21,6 +21,8 @@ pub struct Exchange {
     pub tokens: Option<(u64, u64)>,
     /// Why the request failed, as a short label, when it did.
     pub error: Option<&'static str>,
+    /// The matched route's duration histogram.
+    pub route_duration: Option<prometheus::Histogram>,
     shared: Arc<Shared>,
 }
 
@@ -45,6 +47,7 @@ impl Exchange {
             model: None,
             tokens: None,
             error: None,
+            route_duration: None,
             shared,
         }
     }
@@ -67,7 +70,13 @@ impl Drop for Exchange {
         let elapsed = self.started.elapsed();
         let m = &self.shared.metrics;
         m.in_flight.dec();
-        m.http_request(&self.route, self.method.as_str(), self.status, elapsed);
+        m.http_request(
+            &self.route,
+            self.method.as_str(),
+            self.status,
+            elapsed,
+            self.route_duration.as_ref(),
+        );
         if self.shared.access_log {
             let (tokens_in, tokens_out) = self.tokens.unwrap_or((0, 0));
             tracing::info!(

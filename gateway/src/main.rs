@@ -93,8 +93,16 @@ fn validate(file: &std::path::Path) -> ExitCode {
     let checked = loom_config::load_file(file)
         .map_err(anyhow::Error::from)
         .and_then(|config| {
-            let http = loom_providers::http_client()?;
-            Runtime::build(config, &http, &loom_providers::StatsBook::default(), 0).map(|_| ())
+            let http = loom_providers::HttpClient::new()?;
+            let metrics = Metrics::new()?;
+            Runtime::build(
+                config,
+                &http,
+                &loom_providers::StatsBook::default(),
+                &metrics,
+                0,
+            )
+            .map(|_| ())
         });
     match checked {
         Ok(()) => {
@@ -167,17 +175,18 @@ fn run(path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
-    let http = loom_providers::http_client()?;
+    let http = loom_providers::HttpClient::new()?;
     let stats = loom_providers::StatsBook::default();
     let grace = config.server.shutdown_grace.get();
     let header_timeout = config.server.header_read_timeout.get();
     let access_log = config.logging.access_log;
     let listeners = config.listeners.clone();
     let admin = config.admin.clone();
-    let runtime = Runtime::build(config, &http, &stats, 1)?;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let runtime = Runtime::build(config, &http, &stats, &metrics, 1)?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
-        metrics: Metrics::new().context("registering metrics")?,
+        metrics,
         stats,
         http,
         forwarder: loom_proxy::Forwarder::default(),

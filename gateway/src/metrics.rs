@@ -4,12 +4,14 @@
 //! both spellings the documentation uses (`type="prompt"|"completion"` and
 //! `type="input"|"output"`), so filter on one pair when summing.
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Most distinct model label values kept; later ones are reported as `other`,
@@ -30,12 +32,61 @@ pub struct Metrics {
     ai_duration: HistogramVec,
     ai_duration_by_provider: HistogramVec,
     ai_tokens: IntCounterVec,
-    ai_overhead: HistogramVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     reloads: IntCounterVec,
     pub in_flight: IntGauge,
-    models_seen: RwLock<HashSet<String>>,
+    overhead: [Histogram; 2],
+    /// Resolved series per provider and model label, so that settling a
+    /// request costs one map lookup instead of nine label hashes.
+    ai_series: RwLock<HashMap<String, SeriesByModel, Fnv>>,
+    model_labels: RwLock<usize>,
+}
+
+/// The series one (provider, model) pair writes to.
+struct AiSeries {
+    ok: IntCounter,
+    duration: Histogram,
+    duration_by_provider: Histogram,
+    /// prompt, input, completion, output.
+    tokens: [IntCounter; 4],
+}
+
+/// FNV-1a for the small string keys of the series cache: the standard
+/// SipHash costs more than the lookup it guards on this path.
+#[derive(Default)]
+struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Fnv = BuildHasherDefault<FnvHasher>;
+type SeriesByModel = HashMap<String, Arc<AiSeries>, Fnv>;
+
+/// What one finished AI request reports.
+pub struct AiOutcome {
+    pub status: u16,
+    /// To the last byte.
+    pub duration: Duration,
+    /// Prompt and completion tokens.
+    pub tokens: (u64, u64),
+    /// Total minus time waiting on the provider.
+    pub overhead: Duration,
+    pub stream: bool,
 }
 
 fn counter(
@@ -70,6 +121,17 @@ impl Metrics {
         let r = Registry::new();
         let in_flight = IntGauge::new("loom_requests_in_flight", "Requests being served")?;
         r.register(Box::new(in_flight.clone()))?;
+        let ai_overhead = histogram(
+            &r,
+            "loom_ai_overhead_seconds",
+            "Time Loom adds to an AI request: total minus time waiting on the provider",
+            &["stream"],
+            OVERHEAD_BUCKETS,
+        )?;
+        let overhead = [
+            ai_overhead.with_label_values(&["false"]),
+            ai_overhead.with_label_values(&["true"]),
+        ];
         Ok(Metrics {
             ai_requests: counter(
                 &r,
@@ -97,13 +159,7 @@ impl Metrics {
                 "Tokens by provider and type (prompt/completion, also as input/output)",
                 &["provider", "type"],
             )?,
-            ai_overhead: histogram(
-                &r,
-                "loom_ai_overhead_seconds",
-                "Time Loom adds to an AI request: total minus time waiting on the provider",
-                &["stream"],
-                OVERHEAD_BUCKETS,
-            )?,
+            overhead,
             http_requests: counter(
                 &r,
                 "loom_http_requests_total",
@@ -125,73 +181,120 @@ impl Metrics {
             )?,
             in_flight,
             registry: r,
-            models_seen: RwLock::new(HashSet::new()),
+            ai_series: RwLock::new(HashMap::default()),
+            model_labels: RwLock::new(0),
         })
     }
 
-    /// The model label for `model`, bounded in cardinality.
-    fn model_label<'a>(&self, model: &'a str) -> &'a str {
-        if let Ok(seen) = self.models_seen.read()
-            && seen.contains(model)
+    /// The series of (provider, model), created on first use. Past
+    /// `MAX_MODEL_LABELS` distinct models, new ones share the label `other`.
+    fn series(&self, provider: &str, model: &str) -> Arc<AiSeries> {
+        if let Ok(map) = self.ai_series.read()
+            && let Some(s) = map.get(provider).and_then(|m| m.get(model))
         {
-            return model;
+            return s.clone();
         }
-        match self.models_seen.write() {
-            Ok(mut seen) if seen.len() < MAX_MODEL_LABELS => {
-                seen.insert(model.to_owned());
+        let mut labels = self
+            .model_labels
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let model = if *labels < MAX_MODEL_LABELS {
+            model
+        } else {
+            "other"
+        };
+        let mut map = self
+            .ai_series
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let per_provider = map.entry(provider.to_owned()).or_default();
+        if let Some(s) = per_provider.get(model) {
+            return s.clone();
+        }
+        *labels += 1;
+        let tokens = ["prompt", "input", "completion", "output"]
+            .map(|kind| self.ai_tokens.with_label_values(&[provider, kind]));
+        let series = Arc::new(AiSeries {
+            ok: self
+                .ai_requests
+                .with_label_values(&[provider, model, "200"]),
+            duration: self.ai_duration.with_label_values(&[provider, model]),
+            duration_by_provider: self.ai_duration_by_provider.with_label_values(&[provider]),
+            tokens,
+        });
+        per_provider.insert(model.to_owned(), series.clone());
+        series
+    }
+
+    /// Records a finished AI request: status, duration, tokens and the time
+    /// Loom itself added.
+    pub fn ai_request(&self, provider: &str, model: &str, outcome: AiOutcome) {
+        let AiOutcome {
+            status,
+            duration,
+            tokens,
+            overhead,
+            stream,
+        } = outcome;
+        let s = self.series(provider, model);
+        if status == 200 {
+            s.ok.inc();
+        } else {
+            let mut buf = [0u8; 3];
+            let model = if *self
+                .model_labels
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                <= MAX_MODEL_LABELS
+            {
                 model
-            }
-            _ => "other",
+            } else {
+                "other"
+            };
+            self.ai_requests
+                .with_label_values(&[provider, model, status_str(status, &mut buf)])
+                .inc();
         }
-    }
-
-    /// Records a finished AI request.
-    pub fn ai_request(&self, provider: &str, model: &str, status: u16, duration: Duration) {
-        let model = self.model_label(model);
-        let mut buf = [0u8; 3];
-        self.ai_requests
-            .with_label_values(&[provider, model, status_str(status, &mut buf)])
-            .inc();
-        self.ai_duration
-            .with_label_values(&[provider, model])
-            .observe(duration.as_secs_f64());
-        self.ai_duration_by_provider
-            .with_label_values(&[provider])
-            .observe(duration.as_secs_f64());
-    }
-
-    /// Adds token counts.
-    pub fn ai_tokens(&self, provider: &str, prompt: u64, completion: u64) {
-        for (kind, n) in [
-            ("prompt", prompt),
-            ("input", prompt),
-            ("completion", completion),
-            ("output", completion),
-        ] {
-            if n > 0 {
-                self.ai_tokens
-                    .with_label_values(&[provider, kind])
-                    .inc_by(n);
-            }
+        s.duration.observe(duration.as_secs_f64());
+        s.duration_by_provider.observe(duration.as_secs_f64());
+        let (prompt, completion) = tokens;
+        if prompt > 0 {
+            s.tokens[0].inc_by(prompt);
+            s.tokens[1].inc_by(prompt);
         }
+        if completion > 0 {
+            s.tokens[2].inc_by(completion);
+            s.tokens[3].inc_by(completion);
+        }
+        self.overhead[usize::from(stream)].observe(overhead.as_secs_f64());
     }
 
-    /// Records the time Loom itself spent on an AI request.
-    pub fn ai_overhead(&self, stream: bool, overhead: Duration) {
-        self.ai_overhead
-            .with_label_values(&[if stream { "true" } else { "false" }])
-            .observe(overhead.as_secs_f64());
+    /// The duration histogram of a route, resolved once when routes are built.
+    pub fn route_duration(&self, route: &str) -> Histogram {
+        self.http_duration.with_label_values(&[route])
     }
 
-    /// Records a request on any route.
-    pub fn http_request(&self, route: &str, method: &str, status: u16, duration: Duration) {
+    /// Records a request on any route. `duration` is the route's resolved
+    /// histogram, or `None` when no route matched.
+    pub fn http_request(
+        &self,
+        route: &str,
+        method: &str,
+        status: u16,
+        elapsed: Duration,
+        duration: Option<&Histogram>,
+    ) {
         let mut buf = [0u8; 3];
         self.http_requests
             .with_label_values(&[route, method, status_str(status, &mut buf)])
             .inc();
-        self.http_duration
-            .with_label_values(&[route])
-            .observe(duration.as_secs_f64());
+        match duration {
+            Some(h) => h.observe(elapsed.as_secs_f64()),
+            None => self
+                .http_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64()),
+        }
     }
 
     /// Counts a reload attempt.
@@ -230,9 +333,29 @@ mod tests {
     #[test]
     fn renders_documented_names() {
         let m = Metrics::new().unwrap();
-        m.ai_request("openai", "gpt-4", 200, Duration::from_millis(20));
-        m.ai_tokens("openai", 10, 5);
-        m.http_request("api", "GET", 404, Duration::from_millis(1));
+        m.ai_request(
+            "openai",
+            "gpt-4",
+            AiOutcome {
+                status: 200,
+                duration: Duration::from_millis(20),
+                tokens: (10, 5),
+                overhead: Duration::from_micros(30),
+                stream: false,
+            },
+        );
+        m.ai_request(
+            "openai",
+            "gpt-4",
+            AiOutcome {
+                status: 502,
+                duration: Duration::from_millis(20),
+                tokens: (0, 0),
+                overhead: Duration::from_micros(30),
+                stream: true,
+            },
+        );
+        m.http_request("api", "GET", 404, Duration::from_millis(1), None);
         let text = m.render();
         assert!(
             text.contains(
@@ -243,19 +366,41 @@ mod tests {
         assert!(text.contains(r#"loom_ai_tokens_total{provider="openai",type="prompt"} 10"#));
         assert!(text.contains(r#"loom_ai_tokens_total{provider="openai",type="output"} 5"#));
         assert!(text.contains("loom_ai_request_duration_seconds_bucket"));
-        assert!(text.contains("loom_ai_duration_seconds_count{provider=\"openai\"} 1"));
+        assert!(text.contains("loom_ai_duration_seconds_count{provider=\"openai\"} 2"));
         assert!(
             text.contains(r#"loom_http_requests_total{method="GET",route="api",status="404"} 1"#)
         );
     }
 
+    fn outcome(d: Duration) -> AiOutcome {
+        AiOutcome {
+            status: 200,
+            duration: d,
+            tokens: (1, 1),
+            overhead: d,
+            stream: false,
+        }
+    }
+
     #[test]
     fn model_labels_are_bounded() {
         let m = Metrics::new().unwrap();
-        for i in 0..MAX_MODEL_LABELS {
-            assert_eq!(m.model_label(&format!("m{i}")), format!("m{i}"));
+        let d = Duration::from_millis(1);
+        for i in 0..MAX_MODEL_LABELS + 5 {
+            m.ai_request("p", &format!("m{i}"), outcome(d));
         }
-        assert_eq!(m.model_label("one-too-many"), "other");
-        assert_eq!(m.model_label("m0"), "m0");
+        let text = m.render();
+        assert!(text.contains(r#"loom_ai_requests_total{model="m0",provider="p",status="200"} 1"#));
+        assert!(
+            text.contains(r#"loom_ai_requests_total{model="other",provider="p",status="200"} 5"#),
+            "{text}"
+        );
+        assert!(!text.contains(&format!("model=\"m{}\"", MAX_MODEL_LABELS)));
+        // Known series keep their own label after the cap.
+        m.ai_request("p", "m0", outcome(d));
+        assert!(
+            m.render()
+                .contains(r#"loom_ai_requests_total{model="m0",provider="p",status="200"} 2"#)
+        );
     }
 }

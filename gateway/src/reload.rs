@@ -101,7 +101,13 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
         );
     }
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
-    match Runtime::build(config, &shared.http, &shared.stats, generation) {
+    match Runtime::build(
+        config,
+        &shared.http,
+        &shared.stats,
+        &shared.metrics,
+        generation,
+    ) {
         Ok(rt) => {
             shared.runtime.store(Arc::new(rt));
             shared.metrics.reload(true);

@@ -32,7 +32,19 @@ pub fn for_request(headers: &HeaderMap) -> String {
         return v.to_owned();
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:08x}{:012x}", process_prefix(), n)
+    let mut id = String::with_capacity(20);
+    push_hex(&mut id, u64::from(process_prefix()), 8);
+    push_hex(&mut id, n, 12);
+    id
+}
+
+/// Appends the low `digits` hex digits of `v`; `format!` with padding costs
+/// several times more on the per-request path.
+fn push_hex(out: &mut String, v: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((v >> (i * 4)) & 0xf) as usize]));
+    }
 }
 
 #[cfg(test)]
@@ -46,6 +58,14 @@ mod tests {
         let b = for_request(&h);
         assert_ne!(a, b);
         assert_eq!(a.len(), 20);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        let (pa, na) = a.split_at(8);
+        let (pb, nb) = b.split_at(8);
+        assert_eq!(pa, pb);
+        assert_eq!(
+            u64::from_str_radix(nb, 16).unwrap(),
+            u64::from_str_radix(na, 16).unwrap() + 1
+        );
         h.insert(HEADER, "abc-123".parse().unwrap());
         assert_eq!(for_request(&h), "abc-123");
         h.insert(HEADER, "has space".parse().unwrap());

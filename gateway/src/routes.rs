@@ -42,6 +42,8 @@ pub struct CompiledRoute {
     pub kind: RouteKind,
     /// Largest request body, if limited.
     pub max_body: Option<u64>,
+    /// `loom_http_request_duration_seconds{route}`, resolved once.
+    pub duration: prometheus::Histogram,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -66,6 +68,7 @@ impl RouteTable {
     pub fn build(
         routes: &[Route],
         ai_max_body: u64,
+        metrics: &crate::metrics::Metrics,
         upstream: impl Fn(&str) -> Option<Arc<Upstream>>,
     ) -> anyhow::Result<RouteTable> {
         let mut out = Vec::with_capacity(routes.len());
@@ -111,6 +114,7 @@ impl RouteTable {
                 id: Arc::from(r.id.as_str()),
                 kind,
                 max_body,
+                duration: metrics.route_duration(&r.id),
                 host,
                 path,
                 methods,
@@ -180,7 +184,13 @@ mod tests {
 
     fn table(yaml: &str) -> RouteTable {
         let routes: Vec<Route> = serde_norway::from_str(yaml).unwrap();
-        RouteTable::build(&routes, 1024, |_| None).unwrap()
+        RouteTable::build(
+            &routes,
+            1024,
+            &crate::metrics::Metrics::new().unwrap(),
+            |_| None,
+        )
+        .unwrap()
     }
 
     fn id(t: &RouteTable, host: Option<&str>, path: &str, m: Method) -> String {

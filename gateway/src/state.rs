@@ -58,6 +58,7 @@ impl Runtime {
         config: Config,
         http: &loom_providers::HttpClient,
         stats: &StatsBook,
+        metrics: &Metrics,
         generation: u64,
     ) -> anyhow::Result<Runtime> {
         let upstreams: HashMap<String, Arc<Upstream>> = config
@@ -65,10 +66,12 @@ impl Runtime {
             .iter()
             .map(|u| Ok((u.name.clone(), Arc::new(Upstream::new(u)?))))
             .collect::<Result<_, loom_proxy::Error>>()?;
-        let routes =
-            RouteTable::build(&config.routes, config.ai_gateway.max_body_size.0, |name| {
-                upstreams.get(name).cloned()
-            })?;
+        let routes = RouteTable::build(
+            &config.routes,
+            config.ai_gateway.max_body_size.0,
+            metrics,
+            |name| upstreams.get(name).cloned(),
+        )?;
         let providers =
             Registry::build(&config.ai_gateway, http, stats).context("building providers")?;
         Ok(Runtime {

@@ -98,12 +98,8 @@ impl Error {
     }
 
     /// Classifies a transport error of the HTTP client.
-    pub(crate) fn from_transport(provider: &str, err: &reqwest::Error) -> Error {
-        if err.is_timeout() {
-            Error::Timeout {
-                provider: provider.to_owned(),
-            }
-        } else if err.is_connect() {
+    pub(crate) fn from_transport(provider: &str, err: &hyper_util::client::legacy::Error) -> Error {
+        if err.is_connect() {
             Error::Connect {
                 provider: provider.to_owned(),
                 detail: root_cause(err),

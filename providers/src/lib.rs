@@ -8,26 +8,27 @@
 //! client should see and whether another provider could succeed.
 
 mod error;
+mod http;
 mod mock;
 mod openai;
 mod registry;
 mod sse;
 mod stats;
+mod usage;
 
 use std::pin::Pin;
 
+use bytes::Bytes;
 use futures_util::Stream;
-use loom_models::chat::ChatChunk;
+use loom_models::chat::{ChatChunk, Usage};
 use loom_models::completions::CompletionResponse;
 
 pub use error::Error;
+pub use http::HttpClient;
 pub use mock::rough_tokens;
 pub use registry::{Provider, Registry, Target};
 pub use sse::{StreamItem, sse_json};
 pub use stats::{ProviderSnapshot, ProviderStats, StatsBook};
-
-/// The HTTP client type providers share.
-pub use reqwest::Client as HttpClient;
 
 /// A streamed chat completion, one chunk per upstream event.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
@@ -35,13 +36,22 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Sen
 /// A streamed legacy completion.
 pub type CompletionStream = Pin<Box<dyn Stream<Item = Result<CompletionResponse, Error>> + Send>>;
 
-/// The HTTP client every provider shares: rustls, HTTP/2 where the server
-/// offers it, pooled keep-alive connections.
-pub fn http_client() -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| Error::Unsupported(format!("cannot build the HTTP client: {e}")))
+/// A complete, non-streamed answer: the JSON body exactly as the client will
+/// receive it, and the token usage it reports. Providers that speak OpenAI's
+/// format pass the upstream body through untouched; translating providers
+/// serialise their canonical response here.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+impl Reply {
+    /// A reply serialised from a canonical value.
+    pub fn json(value: &impl serde::Serialize, usage: Option<Usage>) -> Reply {
+        Reply {
+            body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+            usage,
+        }
+    }
 }

@@ -14,7 +14,7 @@ use loom_models::completions::{CompletionChoice, CompletionRequest, CompletionRe
 use loom_models::embeddings::{Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage};
 use serde_json::Value;
 
-use crate::{ChunkStream, CompletionStream, Error};
+use crate::{ChunkStream, CompletionStream, Error, Reply};
 
 /// A provider that answers by itself.
 #[derive(Debug)]
@@ -86,7 +86,12 @@ impl Mock {
         }
     }
 
-    pub(crate) async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, Error> {
+    pub(crate) async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
+        let resp = self.chat_response(req).await;
+        Ok(Reply::json(&resp, resp.usage.clone()))
+    }
+
+    async fn chat_response(&self, req: &ChatRequest) -> ChatResponse {
         Self::pause(self.opts.latency.get()).await;
         let (text, finish) = Self::cap(Self::answer(req), req.max_output_tokens());
         let completion = rough_tokens(&text);
@@ -103,7 +108,7 @@ impl Mock {
                 ..Choice::default()
             })
             .collect();
-        Ok(ChatResponse {
+        ChatResponse {
             id: format!("chatcmpl-mock-{:016x}", digest(&text)),
             object: "chat.completion".to_owned(),
             created: now(),
@@ -114,7 +119,7 @@ impl Mock {
                 completion * u64::from(n),
             )),
             ..ChatResponse::default()
-        })
+        }
     }
 
     pub(crate) async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
@@ -161,15 +166,17 @@ impl Mock {
         Ok(Box::pin(stream))
     }
 
-    pub(crate) async fn completions(
-        &self,
-        req: &CompletionRequest,
-    ) -> Result<CompletionResponse, Error> {
+    pub(crate) async fn completions(&self, req: &CompletionRequest) -> Result<Reply, Error> {
+        let resp = self.completion_response(req).await;
+        Ok(Reply::json(&resp, resp.usage.clone()))
+    }
+
+    async fn completion_response(&self, req: &CompletionRequest) -> CompletionResponse {
         Self::pause(self.opts.latency.get()).await;
         let prompt = prompt_text(&req.prompt);
         let (text, finish) = Self::cap(format!(" mock completion of: {prompt}"), req.max_tokens);
         let usage = Usage::new(rough_tokens(&prompt), rough_tokens(&text));
-        Ok(CompletionResponse {
+        CompletionResponse {
             id: format!("cmpl-mock-{:016x}", digest(&text)),
             object: "text_completion".to_owned(),
             created: now(),
@@ -182,14 +189,14 @@ impl Mock {
             }],
             usage: Some(usage),
             ..CompletionResponse::default()
-        })
+        }
     }
 
     pub(crate) async fn completions_stream(
         &self,
         req: &CompletionRequest,
     ) -> Result<CompletionStream, Error> {
-        let whole = self.completions(req).await?;
+        let whole = self.completion_response(req).await;
         let text = whole
             .choices
             .first()
@@ -225,10 +232,7 @@ impl Mock {
         Ok(Box::pin(stream))
     }
 
-    pub(crate) async fn embeddings(
-        &self,
-        req: &EmbeddingRequest,
-    ) -> Result<EmbeddingResponse, Error> {
+    pub(crate) async fn embeddings(&self, req: &EmbeddingRequest) -> Result<Reply, Error> {
         Self::pause(self.opts.latency.get()).await;
         let texts = req.texts();
         if texts.is_empty() {
@@ -260,7 +264,7 @@ impl Mock {
                 }
             })
             .collect();
-        Ok(EmbeddingResponse {
+        let resp = EmbeddingResponse {
             object: "list".to_owned(),
             data,
             model: req.model.clone(),
@@ -269,7 +273,8 @@ impl Mock {
                 total_tokens: tokens,
             }),
             ..EmbeddingResponse::default()
-        })
+        };
+        Ok(Reply::json(&resp, Some(Usage::new(tokens, 0))))
     }
 }
 
@@ -328,8 +333,12 @@ mod tests {
     #[tokio::test]
     async fn answer_is_deterministic_with_usage() {
         let mock = Mock::new("mock", MockOptions::default());
-        let a = mock.chat(&req("hello there")).await.unwrap();
-        let b = mock.chat(&req("hello there")).await.unwrap();
+        let a = mock.chat_response(&req("hello there")).await;
+        let b = mock.chat_response(&req("hello there")).await;
+        let reply = mock.chat(&req("hello there")).await.unwrap();
+        assert_eq!(reply.usage, a.usage);
+        let parsed: ChatResponse = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(parsed.choices, a.choices);
         assert_eq!(a.choices[0].message.text(), b.choices[0].message.text());
         assert!(a.choices[0].message.text().contains("hello there"));
         let u = a.usage.unwrap();
@@ -344,7 +353,7 @@ mod tests {
             ..MockOptions::default()
         };
         let mock = Mock::new("mock", opts);
-        let whole = mock.chat(&req("stream me")).await.unwrap();
+        let whole = mock.chat_response(&req("stream me")).await;
         let chunks: Vec<ChatChunk> = mock
             .chat_stream(&req("stream me"))
             .await

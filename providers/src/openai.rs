@@ -1,20 +1,27 @@
-//! OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, Groq, …):
-//! the canonical types are already their wire format, so this adapter only
-//! sets the model, asks for stream usage, and maps errors.
+//! OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, Groq, …).
+//!
+//! The canonical types are already their wire format, so this adapter sets
+//! the model, asks for stream usage, and maps errors. A non-streamed answer is
+//! passed to the client byte for byte; only its `usage` is read.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use loom_config::Provider as ProviderConfig;
-use loom_models::chat::{ChatRequest, ChatResponse, StreamOptions};
-use loom_models::completions::{CompletionRequest, CompletionResponse};
-use loom_models::embeddings::{EmbeddingRequest, EmbeddingResponse};
+use loom_models::chat::{ChatRequest, StreamOptions};
+use loom_models::completions::CompletionRequest;
+use loom_models::embeddings::EmbeddingRequest;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
+use crate::http::HttpClient;
 use crate::sse::sse_json;
-use crate::{ChunkStream, CompletionStream, Error};
+use crate::usage::usage_of;
+use crate::{ChunkStream, CompletionStream, Error, Reply};
 
 const OPENAI_BASE: &str = "https://api.openai.com/v1";
 
@@ -22,60 +29,62 @@ const OPENAI_BASE: &str = "https://api.openai.com/v1";
 #[derive(Debug)]
 pub struct OpenAi {
     name: String,
-    base: String,
+    chat_uri: Uri,
+    completions_uri: Uri,
+    embeddings_uri: Uri,
     headers: HeaderMap,
     timeout: Duration,
-    client: reqwest::Client,
+    client: HttpClient,
+}
+
+fn invalid(provider: &str, what: impl std::fmt::Display) -> Error {
+    Error::Unsupported(format!("provider {provider}: {what}"))
 }
 
 impl OpenAi {
-    /// Builds the adapter; fails on a header that is not valid HTTP.
-    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Result<OpenAi, Error> {
+    /// Builds the adapter; fails on a base URL or header that is not valid HTTP.
+    pub fn new(cfg: &ProviderConfig, client: HttpClient) -> Result<OpenAi, Error> {
         let base = cfg
             .base_url
             .as_deref()
             .unwrap_or(OPENAI_BASE)
-            .trim_end_matches('/')
-            .to_owned();
+            .trim_end_matches('/');
+        let uri = |path: &str| -> Result<Uri, Error> {
+            format!("{base}{path}")
+                .parse()
+                .map_err(|_| invalid(&cfg.name, format_args!("invalid base_url {base:?}")))
+        };
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if !cfg.api_key.is_empty() {
-            let mut v = HeaderValue::try_from(format!("Bearer {}", cfg.api_key.expose())).map_err(
-                |_| {
-                    Error::Unsupported(format!(
-                        "provider {}: api_key is not a valid header value",
-                        cfg.name
-                    ))
-                },
-            )?;
+            let mut v = HeaderValue::try_from(format!("Bearer {}", cfg.api_key.expose()))
+                .map_err(|_| invalid(&cfg.name, "api_key is not a valid header value"))?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
         for (k, v) in &cfg.headers {
-            let name = HeaderName::try_from(k.as_str()).map_err(|_| {
-                Error::Unsupported(format!("provider {}: invalid header name {k:?}", cfg.name))
-            })?;
-            let mut value = HeaderValue::try_from(v.expose()).map_err(|_| {
-                Error::Unsupported(format!(
-                    "provider {}: invalid value for header {k:?}",
-                    cfg.name
-                ))
-            })?;
+            let name = HeaderName::try_from(k.as_str())
+                .map_err(|_| invalid(&cfg.name, format_args!("invalid header name {k:?}")))?;
+            let mut value = HeaderValue::try_from(v.expose())
+                .map_err(|_| invalid(&cfg.name, format_args!("invalid value for header {k:?}")))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
         Ok(OpenAi {
             name: cfg.name.clone(),
-            base,
+            chat_uri: uri("/chat/completions")?,
+            completions_uri: uri("/completions")?,
+            embeddings_uri: uri("/embeddings")?,
             headers,
             timeout: cfg.timeout.get(),
             client,
         })
     }
 
-    pub(crate) async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, Error> {
-        let resp = self.send("/chat/completions", req).await?;
-        self.json(resp).await
+    pub(crate) async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let resp = self.send(&self.chat_uri, req, deadline).await?;
+        self.reply(resp, deadline).await
     }
 
     pub(crate) async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
@@ -85,16 +94,19 @@ impl OpenAi {
             .stream_options
             .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
-        let resp = self.send("/chat/completions", req).await?;
-        Ok(Box::pin(sse_json(self.name.clone(), resp.bytes_stream())))
+        let deadline = Instant::now() + self.timeout;
+        let resp = self.send(&self.chat_uri, req, deadline).await?;
+        Ok(Box::pin(sse_json(
+            self.name.clone(),
+            resp.into_body().into_data_stream(),
+            deadline,
+        )))
     }
 
-    pub(crate) async fn completions(
-        &self,
-        req: &CompletionRequest,
-    ) -> Result<CompletionResponse, Error> {
-        let resp = self.send("/completions", req).await?;
-        self.json(resp).await
+    pub(crate) async fn completions(&self, req: &CompletionRequest) -> Result<Reply, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let resp = self.send(&self.completions_uri, req, deadline).await?;
+        self.reply(resp, deadline).await
     }
 
     pub(crate) async fn completions_stream(
@@ -105,30 +117,38 @@ impl OpenAi {
             .stream_options
             .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
-        let resp = self.send("/completions", req).await?;
-        Ok(Box::pin(sse_json(self.name.clone(), resp.bytes_stream())))
+        let deadline = Instant::now() + self.timeout;
+        let resp = self.send(&self.completions_uri, req, deadline).await?;
+        Ok(Box::pin(sse_json(
+            self.name.clone(),
+            resp.into_body().into_data_stream(),
+            deadline,
+        )))
     }
 
-    pub(crate) async fn embeddings(
-        &self,
-        req: &EmbeddingRequest,
-    ) -> Result<EmbeddingResponse, Error> {
-        let resp = self.send("/embeddings", req).await?;
-        self.json(resp).await
+    pub(crate) async fn embeddings(&self, req: &EmbeddingRequest) -> Result<Reply, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let resp = self.send(&self.embeddings_uri, req, deadline).await?;
+        self.reply(resp, deadline).await
     }
 
     /// Posts `body` and returns the response once its status is a success.
-    async fn send(&self, path: &str, body: &impl Serialize) -> Result<reqwest::Response, Error> {
+    async fn send(
+        &self,
+        uri: &Uri,
+        body: &impl Serialize,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, Error> {
         let body = serde_json::to_vec(body).map_err(|e| Error::Unsupported(e.to_string()))?;
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .headers(self.headers.clone())
-            .timeout(self.timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::from_transport(&self.name, &e))?;
+        let mut req = Request::post(uri.clone())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::Unsupported(e.to_string()))?;
+        *req.headers_mut() = self.headers.clone();
+        let resp = match tokio::time::timeout_at(deadline, self.client.send(req)).await {
+            Err(_) => return Err(self.timed_out()),
+            Ok(Err(e)) => return Err(Error::from_transport(&self.name, &e)),
+            Ok(Ok(resp)) => resp,
+        };
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -138,7 +158,7 @@ impl OpenAi {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = resp.bytes().await.unwrap_or_else(|_| Bytes::new());
+        let body = self.collect(resp, deadline).await.unwrap_or_default();
         Err(Error::Status {
             provider: self.name.clone(),
             status,
@@ -148,15 +168,30 @@ impl OpenAi {
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, Error> {
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::from_transport(&self.name, &e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidResponse {
+    async fn collect(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Bytes, Error> {
+        match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
+            Err(_) => Err(self.timed_out()),
+            Ok(Err(e)) => Err(Error::Stream {
+                provider: self.name.clone(),
+                detail: e.to_string(),
+            }),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+
+    async fn reply(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Reply, Error> {
+        let body = self.collect(resp, deadline).await?;
+        let usage = usage_of(&body).map_err(|detail| Error::InvalidResponse {
             provider: self.name.clone(),
-            detail: e.to_string(),
-        })
+            detail,
+        })?;
+        Ok(Reply { body, usage })
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            provider: self.name.clone(),
+        }
     }
 }
 

@@ -8,15 +8,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use loom_config::{AiGateway, ProviderKind};
-use loom_models::chat::{ChatRequest, ChatResponse};
-use loom_models::completions::{CompletionRequest, CompletionResponse};
-use loom_models::embeddings::{EmbeddingRequest, EmbeddingResponse};
+use loom_models::chat::ChatRequest;
+use loom_models::completions::CompletionRequest;
+use loom_models::embeddings::EmbeddingRequest;
 use loom_models::models_list::ModelCard;
 
+use crate::http::HttpClient;
 use crate::mock::Mock;
 use crate::openai::OpenAi;
 use crate::stats::{ProviderSnapshot, ProviderStats, StatsBook};
-use crate::{ChunkStream, CompletionStream, Error};
+use crate::{ChunkStream, CompletionStream, Error, Reply};
 
 /// One configured provider.
 #[derive(Debug)]
@@ -29,7 +30,7 @@ pub struct Provider {
 
 #[derive(Debug)]
 enum Adapter {
-    OpenAi(OpenAi),
+    OpenAi(Box<OpenAi>),
     Mock(Mock),
 }
 
@@ -50,7 +51,7 @@ impl Provider {
     }
 
     /// A chat completion.
-    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, Error> {
+    pub async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.chat(req).await,
             Adapter::Mock(m) => m.chat(req).await,
@@ -67,7 +68,7 @@ impl Provider {
     }
 
     /// A legacy text completion.
-    pub async fn completions(&self, req: &CompletionRequest) -> Result<CompletionResponse, Error> {
+    pub async fn completions(&self, req: &CompletionRequest) -> Result<Reply, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.completions(req).await,
             Adapter::Mock(m) => m.completions(req).await,
@@ -86,7 +87,7 @@ impl Provider {
     }
 
     /// Embeddings.
-    pub async fn embeddings(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, Error> {
+    pub async fn embeddings(&self, req: &EmbeddingRequest) -> Result<Reply, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.embeddings(req).await,
             Adapter::Mock(m) => m.embeddings(req).await,
@@ -117,7 +118,7 @@ impl Registry {
     /// connection pools outlive a configuration reload.
     pub fn build(
         cfg: &AiGateway,
-        client: &reqwest::Client,
+        client: &HttpClient,
         stats: &StatsBook,
     ) -> Result<Registry, Error> {
         let mut providers = Vec::with_capacity(cfg.providers.len());
@@ -125,7 +126,7 @@ impl Registry {
         for (i, p) in cfg.providers.iter().enumerate() {
             let adapter = match p.kind {
                 ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                    Adapter::OpenAi(OpenAi::new(p, client.clone())?)
+                    Adapter::OpenAi(Box::new(OpenAi::new(p, client.clone())?))
                 }
                 ProviderKind::Mock => {
                     Adapter::Mock(Mock::new(&p.name, p.mock.clone().unwrap_or_default()))
@@ -235,7 +236,7 @@ mod tests {
 
     fn registry(yaml: &str) -> Registry {
         let cfg: AiGateway = serde_norway::from_str(yaml).unwrap();
-        Registry::build(&cfg, &reqwest::Client::new(), &StatsBook::default()).unwrap()
+        Registry::build(&cfg, &HttpClient::new().unwrap(), &StatsBook::default()).unwrap()
     }
 
     #[test]

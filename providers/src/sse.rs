@@ -33,7 +33,11 @@ impl StreamItem for loom_models::completions::CompletionResponse {
 }
 
 /// Decodes an SSE byte stream into items of type `T`.
-pub fn sse_json<T, S, E>(provider: String, bytes: S) -> impl Stream<Item = Result<T, Error>> + Send
+pub fn sse_json<T, S, E>(
+    provider: String,
+    bytes: S,
+    deadline: tokio::time::Instant,
+) -> impl Stream<Item = Result<T, Error>> + Send
 where
     T: StreamItem + Send + 'static,
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
@@ -44,19 +48,28 @@ where
         provider: String,
         finished: bool,
         done: bool,
+        deadline: tokio::time::Instant,
     }
     let state = State {
         events: Box::pin(bytes.eventsource()),
         provider,
         finished: false,
         done: false,
+        deadline,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
         }
         loop {
-            let Some(next) = st.events.next().await else {
+            let Ok(next) = tokio::time::timeout_at(st.deadline, st.events.next()).await else {
+                st.done = true;
+                let err = Error::Timeout {
+                    provider: st.provider.clone(),
+                };
+                return Some((Err(err), st));
+            };
+            let Some(next) = next else {
                 st.done = true;
                 if st.finished {
                     return None;
@@ -120,7 +133,8 @@ mod tests {
                 .map(|p| Ok::<_, std::convert::Infallible>(Bytes::from_static(p.as_bytes())))
                 .collect::<Vec<_>>(),
         );
-        let s = sse_json::<ChatChunk, _, _>("p".into(), bytes);
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let s = sse_json::<ChatChunk, _, _>("p".into(), bytes, far);
         s.collect().await
     }
 

@@ -28,6 +28,7 @@ pub use error::ApiError;
 
 use crate::body::{Body, ReadError, json_response, read_limited};
 use crate::exchange::Exchange;
+use crate::metrics::AiOutcome;
 use crate::routes::CompiledRoute;
 use crate::state::Runtime;
 
@@ -143,12 +144,18 @@ pub(crate) fn settle(
 ) {
     let shared = ex.shared().clone();
     let total = ex.elapsed();
-    let m = &shared.metrics;
-    let name = provider.name();
-    m.ai_request(name, client_model, status, total);
     let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-    m.ai_tokens(name, prompt, completion);
-    m.ai_overhead(stream, total.saturating_sub(provider_time));
+    shared.metrics.ai_request(
+        provider.name(),
+        client_model,
+        AiOutcome {
+            status,
+            duration: total,
+            tokens: (prompt, completion),
+            overhead: total.saturating_sub(provider_time),
+            stream,
+        },
+    );
     if (200..300).contains(&status) {
         provider
             .stats()
@@ -230,8 +237,7 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
                 resp.usage.as_ref(),
                 false,
             );
-            let body = serde_json::to_vec(&resp).unwrap_or_default();
-            Ok((json_response(StatusCode::OK, body), Some(ex)))
+            Ok((json_response(StatusCode::OK, resp.body), Some(ex)))
         }
         Err(e) => {
             let err = ApiError::from(e);
@@ -316,13 +322,7 @@ async fn completions(
                 resp.usage.as_ref(),
                 false,
             );
-            Ok((
-                json_response(
-                    StatusCode::OK,
-                    serde_json::to_vec(&resp).unwrap_or_default(),
-                ),
-                Some(ex),
-            ))
+            Ok((json_response(StatusCode::OK, resp.body), Some(ex)))
         }
         Err(e) => {
             let err = ApiError::from(e);
@@ -354,20 +354,16 @@ async fn embeddings(
     let called = Instant::now();
     match target.provider.embeddings(&body).await {
         Ok(resp) => {
-            let usage = resp.usage.as_ref().map(|u| Usage::new(u.prompt_tokens, 0));
             settle(
                 ex,
                 &target.provider,
                 &client_model,
                 called.elapsed(),
                 200,
-                usage.as_ref(),
+                resp.usage.as_ref(),
                 false,
             );
-            Ok(json_response(
-                StatusCode::OK,
-                serde_json::to_vec(&resp).unwrap_or_default(),
-            ))
+            Ok(json_response(StatusCode::OK, resp.body))
         }
         Err(e) => {
             let err = ApiError::from(e);
