@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
+use crate::metrics::RouteSeries;
 use crate::state::Shared;
 
 /// One request in flight.
@@ -21,8 +22,8 @@ pub struct Exchange {
     pub tokens: Option<(u64, u64)>,
     /// Why the request failed, as a short label, when it did.
     pub error: Option<&'static str>,
-    /// The matched route's duration histogram.
-    pub route_duration: Option<prometheus::Histogram>,
+    /// The matched route's metrics.
+    pub route_metrics: Option<Arc<RouteSeries>>,
     shared: Arc<Shared>,
 }
 
@@ -47,7 +48,7 @@ impl Exchange {
             model: None,
             tokens: None,
             error: None,
-            route_duration: None,
+            route_metrics: None,
             shared,
         }
     }
@@ -70,13 +71,10 @@ impl Drop for Exchange {
         let elapsed = self.started.elapsed();
         let m = &self.shared.metrics;
         m.in_flight.dec();
-        m.http_request(
-            &self.route,
-            self.method.as_str(),
-            self.status,
-            elapsed,
-            self.route_duration.as_ref(),
-        );
+        match &self.route_metrics {
+            Some(r) => r.record(&self.method, self.status, elapsed),
+            None => m.unrouted_request(self.method.as_str(), self.status, elapsed),
+        }
         if self.shared.access_log {
             let (tokens_in, tokens_out) = self.tokens.unwrap_or((0, 0));
             tracing::info!(

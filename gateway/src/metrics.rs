@@ -77,6 +77,52 @@ impl Hasher for FnvHasher {
 type Fnv = BuildHasherDefault<FnvHasher>;
 type SeriesByModel = HashMap<String, Arc<AiSeries>, Fnv>;
 
+/// The HTTP series of one route. The (method, status) counters it has used
+/// are kept in a short list: a scan of a few entries is cheaper than hashing
+/// three label values per request.
+pub struct RouteSeries {
+    route: String,
+    duration: Histogram,
+    requests: IntCounterVec,
+    seen: RwLock<Vec<(http::Method, u16, IntCounter)>>,
+}
+
+/// Most (method, status) pairs a route keeps resolved.
+const MAX_ROUTE_SERIES: usize = 64;
+
+impl RouteSeries {
+    /// Records one request on the route.
+    pub fn record(&self, method: &http::Method, status: u16, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        if let Ok(seen) = self.seen.read()
+            && let Some((_, _, c)) = seen.iter().find(|(m, s, _)| *s == status && m == method)
+        {
+            c.inc();
+            return;
+        }
+        let mut buf = [0u8; 3];
+        let counter = self.requests.with_label_values(&[
+            self.route.as_str(),
+            method.as_str(),
+            status_str(status, &mut buf),
+        ]);
+        counter.inc();
+        if let Ok(mut seen) = self.seen.write()
+            && seen.len() < MAX_ROUTE_SERIES
+        {
+            seen.push((method.clone(), status, counter));
+        }
+    }
+}
+
+impl std::fmt::Debug for RouteSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSeries")
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
 /// What one finished AI request reports.
 pub struct AiOutcome {
     pub status: u16,
@@ -269,32 +315,25 @@ impl Metrics {
         self.overhead[usize::from(stream)].observe(overhead.as_secs_f64());
     }
 
-    /// The duration histogram of a route, resolved once when routes are built.
-    pub fn route_duration(&self, route: &str) -> Histogram {
-        self.http_duration.with_label_values(&[route])
+    /// The series of a route, resolved once when routes are built.
+    pub fn route_series(&self, route: &str) -> RouteSeries {
+        RouteSeries {
+            route: route.to_owned(),
+            duration: self.http_duration.with_label_values(&[route]),
+            requests: self.http_requests.clone(),
+            seen: RwLock::new(Vec::new()),
+        }
     }
 
-    /// Records a request on any route. `duration` is the route's resolved
-    /// histogram, or `None` when no route matched.
-    pub fn http_request(
-        &self,
-        route: &str,
-        method: &str,
-        status: u16,
-        elapsed: Duration,
-        duration: Option<&Histogram>,
-    ) {
+    /// Records a request that matched no route.
+    pub fn unrouted_request(&self, method: &str, status: u16, elapsed: Duration) {
         let mut buf = [0u8; 3];
         self.http_requests
-            .with_label_values(&[route, method, status_str(status, &mut buf)])
+            .with_label_values(&["-", method, status_str(status, &mut buf)])
             .inc();
-        match duration {
-            Some(h) => h.observe(elapsed.as_secs_f64()),
-            None => self
-                .http_duration
-                .with_label_values(&[route])
-                .observe(elapsed.as_secs_f64()),
-        }
+        self.http_duration
+            .with_label_values(&["-"])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts a reload attempt.
@@ -355,7 +394,11 @@ mod tests {
                 stream: true,
             },
         );
-        m.http_request("api", "GET", 404, Duration::from_millis(1), None);
+        let route = m.route_series("api");
+        route.record(&http::Method::GET, 404, Duration::from_millis(1));
+        route.record(&http::Method::GET, 404, Duration::from_millis(1));
+        route.record(&http::Method::POST, 200, Duration::from_millis(1));
+        m.unrouted_request("GET", 404, Duration::from_millis(1));
         let text = m.render();
         assert!(
             text.contains(
@@ -368,8 +411,15 @@ mod tests {
         assert!(text.contains("loom_ai_request_duration_seconds_bucket"));
         assert!(text.contains("loom_ai_duration_seconds_count{provider=\"openai\"} 2"));
         assert!(
-            text.contains(r#"loom_http_requests_total{method="GET",route="api",status="404"} 1"#)
+            text.contains(r#"loom_http_requests_total{method="GET",route="api",status="404"} 2"#)
         );
+        assert!(
+            text.contains(r#"loom_http_requests_total{method="POST",route="api",status="200"} 1"#)
+        );
+        assert!(
+            text.contains(r#"loom_http_requests_total{method="GET",route="-",status="404"} 1"#)
+        );
+        assert!(text.contains(r#"loom_http_request_duration_seconds_count{route="api"} 3"#));
     }
 
     fn outcome(d: Duration) -> AiOutcome {

@@ -63,7 +63,7 @@ pub async fn handle(
         ),
         Lookup::Found(route) => {
             ex.route = route.id.clone();
-            ex.route_duration = Some(route.duration.clone());
+            ex.route_metrics = Some(route.metrics.clone());
             // Middleware slots: auth → limits → plugins attach here.
             match &route.kind {
                 RouteKind::Ai => ai::handle(&rt, route, req, ex).await,

@@ -42,8 +42,8 @@ pub struct CompiledRoute {
     pub kind: RouteKind,
     /// Largest request body, if limited.
     pub max_body: Option<u64>,
-    /// `loom_http_request_duration_seconds{route}`, resolved once.
-    pub duration: prometheus::Histogram,
+    /// The route's HTTP metrics, resolved once.
+    pub metrics: Arc<crate::metrics::RouteSeries>,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -114,7 +114,7 @@ impl RouteTable {
                 id: Arc::from(r.id.as_str()),
                 kind,
                 max_body,
-                duration: metrics.route_duration(&r.id),
+                metrics: Arc::new(metrics.route_series(&r.id)),
                 host,
                 path,
                 methods,

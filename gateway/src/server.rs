@@ -81,11 +81,9 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                let client = ClientInfo {
-                    addr: peer,
-                    scheme: "http",
-                };
-                let svc = service_fn(move |req| pipeline::handle(shared.clone(), client, req));
+                let client = ClientInfo::new(peer, "http");
+                let svc =
+                    service_fn(move |req| pipeline::handle(shared.clone(), client.clone(), req));
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), svc)
                     .into_owned();

@@ -27,12 +27,23 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// What the proxy knows about the downstream client.
-#[derive(Debug, Clone, Copy)]
+/// What the proxy knows about the downstream client; built once per connection.
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub addr: SocketAddr,
+    /// The client IP as a header value, formatted once per connection.
+    pub ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
+}
+
+impl ClientInfo {
+    /// Information about a client connected from `addr`.
+    pub fn new(addr: SocketAddr, scheme: &'static str) -> ClientInfo {
+        let ip = HeaderValue::try_from(addr.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ClientInfo { addr, ip, scheme }
+    }
 }
 
 type PoolKey = (Duration, usize);
@@ -96,12 +107,14 @@ impl Forwarder {
         });
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        let ip = client.addr.ip().to_string();
         let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip,
+            Some(prior) => {
+                let ip = client.ip.to_str().unwrap_or("unknown");
+                HeaderValue::try_from(format!("{prior}, {ip}")).ok()
+            }
+            None => Some(client.ip.clone()),
         };
-        if let Ok(v) = HeaderValue::try_from(xff) {
+        if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
