@@ -81,9 +81,17 @@ impl OpenAi {
         })
     }
 
-    pub(crate) async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
+    pub(crate) async fn chat(
+        &self,
+        req: &ChatRequest,
+        original: Option<Bytes>,
+    ) -> Result<Reply, Error> {
         let deadline = Instant::now() + self.timeout;
-        let resp = self.send(&self.chat_uri, req, deadline).await?;
+        let body = match original {
+            Some(bytes) => bytes,
+            None => to_json(req)?,
+        };
+        let resp = self.send(&self.chat_uri, body, deadline).await?;
         self.reply(resp, deadline).await
     }
 
@@ -95,7 +103,7 @@ impl OpenAi {
             .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
         let deadline = Instant::now() + self.timeout;
-        let resp = self.send(&self.chat_uri, req, deadline).await?;
+        let resp = self.send(&self.chat_uri, to_json(req)?, deadline).await?;
         Ok(Box::pin(sse_json(
             self.name.clone(),
             resp.into_body().into_data_stream(),
@@ -103,9 +111,17 @@ impl OpenAi {
         )))
     }
 
-    pub(crate) async fn completions(&self, req: &CompletionRequest) -> Result<Reply, Error> {
+    pub(crate) async fn completions(
+        &self,
+        req: &CompletionRequest,
+        original: Option<Bytes>,
+    ) -> Result<Reply, Error> {
         let deadline = Instant::now() + self.timeout;
-        let resp = self.send(&self.completions_uri, req, deadline).await?;
+        let body = match original {
+            Some(bytes) => bytes,
+            None => to_json(req)?,
+        };
+        let resp = self.send(&self.completions_uri, body, deadline).await?;
         self.reply(resp, deadline).await
     }
 
@@ -118,7 +134,9 @@ impl OpenAi {
             .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
         let deadline = Instant::now() + self.timeout;
-        let resp = self.send(&self.completions_uri, req, deadline).await?;
+        let resp = self
+            .send(&self.completions_uri, to_json(req)?, deadline)
+            .await?;
         Ok(Box::pin(sse_json(
             self.name.clone(),
             resp.into_body().into_data_stream(),
@@ -126,9 +144,17 @@ impl OpenAi {
         )))
     }
 
-    pub(crate) async fn embeddings(&self, req: &EmbeddingRequest) -> Result<Reply, Error> {
+    pub(crate) async fn embeddings(
+        &self,
+        req: &EmbeddingRequest,
+        original: Option<Bytes>,
+    ) -> Result<Reply, Error> {
         let deadline = Instant::now() + self.timeout;
-        let resp = self.send(&self.embeddings_uri, req, deadline).await?;
+        let body = match original {
+            Some(bytes) => bytes,
+            None => to_json(req)?,
+        };
+        let resp = self.send(&self.embeddings_uri, body, deadline).await?;
         self.reply(resp, deadline).await
     }
 
@@ -136,12 +162,11 @@ impl OpenAi {
     async fn send(
         &self,
         uri: &Uri,
-        body: &impl Serialize,
+        body: Bytes,
         deadline: Instant,
     ) -> Result<Response<Incoming>, Error> {
-        let body = serde_json::to_vec(body).map_err(|e| Error::Unsupported(e.to_string()))?;
         let mut req = Request::post(uri.clone())
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| Error::Unsupported(e.to_string()))?;
         *req.headers_mut() = self.headers.clone();
         let resp = match tokio::time::timeout_at(deadline, self.client.send(req)).await {
@@ -193,6 +218,12 @@ impl OpenAi {
             provider: self.name.clone(),
         }
     }
+}
+
+fn to_json(value: &impl Serialize) -> Result<Bytes, Error> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Unsupported(e.to_string()))
 }
 
 /// The message of an OpenAI-style error body, or the start of the body.

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use loom_config::{AiGateway, ProviderKind};
 use loom_models::chat::ChatRequest;
 use loom_models::completions::CompletionRequest;
@@ -50,10 +52,12 @@ impl Provider {
         &self.stats
     }
 
-    /// A chat completion.
-    pub async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
+    /// A chat completion. `original` is the client's body when `req` is
+    /// exactly what it says: providers that speak the same format send it
+    /// as is instead of serialising `req` again.
+    pub async fn chat(&self, req: &ChatRequest, original: Option<Bytes>) -> Result<Reply, Error> {
         match &self.adapter {
-            Adapter::OpenAi(a) => a.chat(req).await,
+            Adapter::OpenAi(a) => a.chat(req, original).await,
             Adapter::Mock(m) => m.chat(req).await,
         }
     }
@@ -68,9 +72,13 @@ impl Provider {
     }
 
     /// A legacy text completion.
-    pub async fn completions(&self, req: &CompletionRequest) -> Result<Reply, Error> {
+    pub async fn completions(
+        &self,
+        req: &CompletionRequest,
+        original: Option<Bytes>,
+    ) -> Result<Reply, Error> {
         match &self.adapter {
-            Adapter::OpenAi(a) => a.completions(req).await,
+            Adapter::OpenAi(a) => a.completions(req, original).await,
             Adapter::Mock(m) => m.completions(req).await,
         }
     }
@@ -87,9 +95,13 @@ impl Provider {
     }
 
     /// Embeddings.
-    pub async fn embeddings(&self, req: &EmbeddingRequest) -> Result<Reply, Error> {
+    pub async fn embeddings(
+        &self,
+        req: &EmbeddingRequest,
+        original: Option<Bytes>,
+    ) -> Result<Reply, Error> {
         match &self.adapter {
-            Adapter::OpenAi(a) => a.embeddings(req).await,
+            Adapter::OpenAi(a) => a.embeddings(req, original).await,
             Adapter::Mock(m) => m.embeddings(req).await,
         }
     }

@@ -79,20 +79,16 @@ pub async fn handle(
 
 type Outcome = Result<(Response<Body>, Option<Exchange>), (ApiError, Option<Exchange>)>;
 
-/// Reads and parses a JSON request body.
+/// Reads and parses a JSON request body; returns the parsed value and the
+/// bytes it came from.
 async fn parse_body<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: u64,
-) -> Result<T, ApiError> {
+) -> Result<(T, Bytes), ApiError> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
-        let ok = ct
-            .to_str()
-            .map(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            })
-            .unwrap_or(false);
+        const JSON: &[u8] = b"application/json";
+        let v = ct.as_bytes().trim_ascii_start();
+        let ok = v.len() >= JSON.len() && v[..JSON.len()].eq_ignore_ascii_case(JSON);
         if !ok {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -107,7 +103,7 @@ async fn parse_body<T: DeserializeOwned>(
             ));
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let value = serde_json::from_slice(&bytes).map_err(|e| {
         let msg = e.to_string();
         let param = msg
             .strip_prefix("missing field `")
@@ -117,7 +113,8 @@ async fn parse_body<T: DeserializeOwned>(
             message: format!("Invalid request body: {msg}"),
             param,
         }
-    })
+    })?;
+    Ok((value, bytes))
 }
 
 /// The provider chosen for `model`: the first candidate, in priority order.
@@ -167,7 +164,7 @@ pub(crate) fn settle(
 }
 
 async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exchange) -> Outcome {
-    let mut chat: ChatRequest = match parse_body(req, limit).await {
+    let (mut chat, original): (ChatRequest, Bytes) = match parse_body(req, limit).await {
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
     };
@@ -225,7 +222,9 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
             }
         };
     }
-    match target.provider.chat(&chat).await {
+    // Unchanged by mapping or guardrails: the client's bytes go upstream as they are.
+    let original = (target.model == client_model && rt.guardrails.is_empty()).then_some(original);
+    match target.provider.chat(&chat, original).await {
         Ok(resp) => {
             let provider_time = called.elapsed();
             settle(
@@ -261,7 +260,7 @@ async fn completions(
     limit: u64,
     mut ex: Exchange,
 ) -> Outcome {
-    let mut body: CompletionRequest = match parse_body(req, limit).await {
+    let (mut body, original): (CompletionRequest, Bytes) = match parse_body(req, limit).await {
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
     };
@@ -311,7 +310,8 @@ async fn completions(
             }
         };
     }
-    match target.provider.completions(&body).await {
+    let original = (target.model == client_model).then_some(original);
+    match target.provider.completions(&body, original).await {
         Ok(resp) => {
             settle(
                 &mut ex,
@@ -346,13 +346,14 @@ async fn embeddings(
     limit: u64,
     ex: &mut Exchange,
 ) -> Result<Response<Body>, ApiError> {
-    let mut body: EmbeddingRequest = parse_body(req, limit).await?;
+    let (mut body, original): (EmbeddingRequest, Bytes) = parse_body(req, limit).await?;
     let target = choose(rt, &body.model)?;
     let client_model = std::mem::replace(&mut body.model, target.model.clone());
     ex.provider = Some(target.provider.name().to_owned());
     ex.model = Some(client_model.clone());
     let called = Instant::now();
-    match target.provider.embeddings(&body).await {
+    let original = (target.model == client_model).then_some(original);
+    match target.provider.embeddings(&body, original).await {
         Ok(resp) => {
             settle(
                 ex,
