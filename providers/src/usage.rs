@@ -62,7 +62,12 @@ fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
     let mut found = None;
     let mut i = start;
     while i < body.len() {
-        match body[i] {
+        let b = body[i];
+        if !STRUCTURAL[usize::from(b)] {
+            i += 1;
+            continue;
+        }
+        match b {
             b'"' => {
                 let end = string_end(body, i + 1).ok_or("unterminated string")?;
                 // A key of the top-level object: a string at depth 1 followed by ':'.
@@ -79,7 +84,7 @@ fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
                 continue;
             }
             b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
+            _ => {
                 depth = depth.checked_sub(1).ok_or("unbalanced brackets")?;
                 if depth == 0 {
                     let rest = &body[i + 1..];
@@ -89,24 +94,41 @@ fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
                     return Ok(found);
                 }
             }
-            _ => {}
         }
         i += 1;
     }
     Err("truncated JSON object".to_owned())
 }
 
+/// Bytes the scan stops at outside strings: quotes and brackets.
+const STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
+
 /// Index of the quote that closes the string whose content starts at `from`.
+/// Keys and short values end within a few bytes, where a plain loop beats
+/// setting up a vectorised search; longer strings use `memchr`.
 fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
+    let short_end = body.len().min(from + 16);
+    while from < short_end {
+        match body[from] {
+            b'"' => return Some(from),
+            b'\\' => from += 2,
+            _ => from += 1,
+        }
+    }
     loop {
-        let at = from + memchr::memchr2(b'"', b'\\', &body[from..])?;
+        let at = from + memchr::memchr2(b'"', b'\\', body.get(from..)?)?;
         if body[at] == b'"' {
             return Some(at);
         }
         from = at + 2; // skip the escaped character
-        if from > body.len() {
-            return None;
-        }
     }
 }
 
