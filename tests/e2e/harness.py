@@ -97,6 +97,8 @@ class FakeOpenAI:
                         return self._stream(body)
                     return self._send(200, fixture("openai_chat.json"))
                 if self.path.endswith("/completions"):
+                    if body.get("stream"):
+                        return self._completion_stream(body)
                     return self._send(200, fixture("openai_completion.json"))
                 if self.path.endswith("/embeddings"):
                     return self._embeddings(body)
@@ -119,6 +121,20 @@ class FakeOpenAI:
                     vec = doc["data"][0]["embedding"]
                     doc["data"][0]["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
                 self._send(200, json.dumps(doc).encode())
+
+            def _completion_stream(self, body):
+                include_usage = (body.get("stream_options") or {}).get("include_usage", False)
+                events = [e for e in fixture("openai_completion_stream.sse").decode().split("\n\n") if e.strip()]
+                if not include_usage:
+                    events = [e for e in events if '"choices":[]' not in e]
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream; charset=utf-8")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                out = ChunkedWriter(self.wfile)
+                for event in events:
+                    out.write((event + "\n\n").encode())
+                out.close()
 
             def _stream(self, body):
                 model = body.get("model")

@@ -235,3 +235,31 @@ def test_access_log_line_per_request(loom_ai):
     line = lines[0]
     for part in ["route=ai", "status=200", 'provider="upstream"', 'model="gpt-4o"', "tokens_in=19", "tokens_out=10", "duration_ms="]:
         assert part in line, line
+
+
+def test_client_disconnect_cancels_the_upstream_request(loom_ai, fake_openai):
+    with httpx.stream(
+        "POST",
+        loom_ai.base + "/v1/chat/completions",
+        json={"model": "fake-gated-stream", "messages": [{"role": "user", "content": "x"}], "stream": True},
+    ) as r:
+        first = next(r.iter_lines())
+        assert first.startswith("data: ")
+    # The client is gone. Loom must drop its upstream connection, so the
+    # upstream's next write fails.
+    fake_openai.release.set()
+    from harness import wait_until
+
+    wait_until(fake_openai.cancelled.is_set, what="the upstream to see the cancellation")
+    wait_until(lambda: "status=499" in loom_ai.log(), what="the access log to record the client leaving")
+    line = next(l for l in loom_ai.log().splitlines() if "status=499" in l)
+    assert 'error="client_closed"' in line
+
+
+def test_legacy_completions_stream(loom_ai, fake_openai):
+    chunks = list(
+        client(loom_ai).completions.create(model="gpt-3.5-turbo-instruct", prompt="Say this is a test", stream=True)
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "\n\nThis is indeed a test"
+    assert fake_openai.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert all(c.usage is None for c in chunks)

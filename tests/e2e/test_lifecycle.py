@@ -174,3 +174,20 @@ def test_seed_usage_example_reports_what_is_not_implemented_yet(tmp_path):
     for field in ["middleware.auth", "type", "routing.fallback", "semantic_cache.enabled", "prompt_injection.enabled"]:
         assert field in out.stdout, out.stdout
     assert "unknown field" not in out.stdout
+
+
+def test_json_logs_carry_the_access_line(fake_openai):
+    cfg = ai_config(fake_openai.url) + "\nlogging:\n  format: json\n"
+    loom = Loom(cfg, env={"UPSTREAM_KEY": "k"})
+    try:
+        assert chat(loom).status_code == 200
+        wait_until(lambda: "loom::access" in loom.log(), what="the access line")
+        import json as _json
+
+        lines = [_json.loads(l) for l in loom.log().splitlines() if l.startswith("{")]
+        access = [l for l in lines if l.get("target") == "loom::access"]
+        assert len(access) == 1
+        fields = access[0]["fields"]
+        assert fields["status"] == 200 and fields["provider"] == "upstream" and fields["tokens_in"] == 19
+    finally:
+        loom.stop()
