@@ -197,7 +197,7 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
             ));
         }
         match p.kind {
-            ProviderKind::Openai | ProviderKind::Mock => {}
+            ProviderKind::Openai | ProviderKind::Mock | ProviderKind::Anthropic => {}
             ProviderKind::OpenaiCompatible if p.base_url.is_none() => found.push((
                 format!("{at}.base_url"),
                 "an openai_compatible provider needs base_url (for example http://127.0.0.1:11434/v1)".into(),

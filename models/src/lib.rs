@@ -10,6 +10,7 @@
 //! the error envelope live beside them; provider-native wire types (Anthropic,
 //! Gemini) get their own modules as adapters need them.
 
+pub mod anthropic;
 pub mod chat;
 pub mod completions;
 pub mod embeddings;

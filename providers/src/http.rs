@@ -12,13 +12,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
+use http::header::{CONTENT_TYPE, HeaderMap};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use tokio::time::Instant;
 
 use crate::Error;
 
@@ -55,4 +58,91 @@ impl HttpClient {
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         self.client.request(req).await
     }
+}
+
+/// Posts `body` to `uri` before `deadline`; a response whose status is not a
+/// success becomes [`Error::Status`] carrying the provider's body.
+pub(crate) async fn post(
+    client: &HttpClient,
+    provider: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<Response<Incoming>, Error> {
+    let mut req = Request::post(uri.clone())
+        .body(Full::new(body))
+        .map_err(|e| Error::Unsupported(e.to_string()))?;
+    *req.headers_mut() = headers.clone();
+    let resp = match tokio::time::timeout_at(deadline, client.send(req)).await {
+        Err(_) => {
+            return Err(Error::Timeout {
+                provider: provider.to_owned(),
+            });
+        }
+        Ok(Err(e)) => return Err(Error::from_transport(provider, &e)),
+        Ok(Ok(resp)) => resp,
+    };
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = collect(provider, resp, deadline).await.unwrap_or_default();
+    Err(Error::Status {
+        provider: provider.to_owned(),
+        status,
+        message: crate::openai::upstream_message(&body),
+        body,
+        content_type,
+    })
+}
+
+/// Reads a whole response body before `deadline`.
+pub(crate) async fn collect(
+    provider: &str,
+    resp: Response<Incoming>,
+    deadline: Instant,
+) -> Result<Bytes, Error> {
+    match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
+        Err(_) => Err(Error::Timeout {
+            provider: provider.to_owned(),
+        }),
+        Ok(Err(e)) => Err(Error::Stream {
+            provider: provider.to_owned(),
+            detail: e.to_string(),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Builds the header map of a provider: fixed headers, then the configured
+/// extra headers. Every value is marked sensitive so it never prints.
+pub(crate) fn headers(
+    cfg: &loom_config::Provider,
+    fixed: Vec<(http::HeaderName, String)>,
+) -> Result<HeaderMap, Error> {
+    let invalid = |what: String| Error::Unsupported(format!("provider {}: {what}", cfg.name));
+    let mut map = HeaderMap::new();
+    map.insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let extra = cfg.headers.iter().map(|(k, v)| {
+        http::HeaderName::try_from(k.as_str())
+            .map(|name| (name, v.expose().to_owned()))
+            .map_err(|_| invalid(format!("invalid header name {k:?}")))
+    });
+    for pair in fixed.into_iter().map(Ok).chain(extra) {
+        let (name, value) = pair?;
+        let mut value = http::HeaderValue::try_from(value)
+            .map_err(|_| invalid(format!("invalid value for header {name}")))?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
 }

@@ -7,6 +7,7 @@
 //! data path never sees a provider-specific shape. Errors carry the status the
 //! client should see and whether another provider could succeed.
 
+mod anthropic;
 mod error;
 mod http;
 mod mock;

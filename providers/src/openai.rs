@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
+use http::header::{AUTHORIZATION, HeaderMap};
+use http::{Response, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use loom_config::Provider as ProviderConfig;
 use loom_models::chat::{ChatRequest, StreamOptions};
@@ -54,22 +54,11 @@ impl OpenAi {
                 .parse()
                 .map_err(|_| invalid(&cfg.name, format_args!("invalid base_url {base:?}")))
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut fixed = Vec::new();
         if !cfg.api_key.is_empty() {
-            let mut v = HeaderValue::try_from(format!("Bearer {}", cfg.api_key.expose()))
-                .map_err(|_| invalid(&cfg.name, "api_key is not a valid header value"))?;
-            v.set_sensitive(true);
-            headers.insert(AUTHORIZATION, v);
+            fixed.push((AUTHORIZATION, format!("Bearer {}", cfg.api_key.expose())));
         }
-        for (k, v) in &cfg.headers {
-            let name = HeaderName::try_from(k.as_str())
-                .map_err(|_| invalid(&cfg.name, format_args!("invalid header name {k:?}")))?;
-            let mut value = HeaderValue::try_from(v.expose())
-                .map_err(|_| invalid(&cfg.name, format_args!("invalid value for header {k:?}")))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        let headers = crate::http::headers(cfg, fixed)?;
         Ok(OpenAi {
             name: cfg.name.clone(),
             chat_uri: uri("/chat/completions")?,
@@ -158,65 +147,22 @@ impl OpenAi {
         self.reply(resp, deadline).await
     }
 
-    /// Posts `body` and returns the response once its status is a success.
     async fn send(
         &self,
         uri: &Uri,
         body: Bytes,
         deadline: Instant,
     ) -> Result<Response<Incoming>, Error> {
-        let mut req = Request::post(uri.clone())
-            .body(Full::new(body))
-            .map_err(|e| Error::Unsupported(e.to_string()))?;
-        *req.headers_mut() = self.headers.clone();
-        let resp = match tokio::time::timeout_at(deadline, self.client.send(req)).await {
-            Err(_) => return Err(self.timed_out()),
-            Ok(Err(e)) => return Err(Error::from_transport(&self.name, &e)),
-            Ok(Ok(resp)) => resp,
-        };
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = self.collect(resp, deadline).await.unwrap_or_default();
-        Err(Error::Status {
-            provider: self.name.clone(),
-            status,
-            message: upstream_message(&body),
-            body,
-            content_type,
-        })
-    }
-
-    async fn collect(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Bytes, Error> {
-        match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
-            Err(_) => Err(self.timed_out()),
-            Ok(Err(e)) => Err(Error::Stream {
-                provider: self.name.clone(),
-                detail: e.to_string(),
-            }),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        }
+        crate::http::post(&self.client, &self.name, uri, &self.headers, body, deadline).await
     }
 
     async fn reply(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Reply, Error> {
-        let body = self.collect(resp, deadline).await?;
+        let body = crate::http::collect(&self.name, resp, deadline).await?;
         let usage = usage_of(&body).map_err(|detail| Error::InvalidResponse {
             provider: self.name.clone(),
             detail,
         })?;
         Ok(Reply { body, usage })
-    }
-
-    fn timed_out(&self) -> Error {
-        Error::Timeout {
-            provider: self.name.clone(),
-        }
     }
 }
 

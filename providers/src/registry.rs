@@ -15,6 +15,7 @@ use loom_models::completions::CompletionRequest;
 use loom_models::embeddings::EmbeddingRequest;
 use loom_models::models_list::ModelCard;
 
+use crate::anthropic::Anthropic;
 use crate::http::HttpClient;
 use crate::mock::Mock;
 use crate::openai::OpenAi;
@@ -33,6 +34,7 @@ pub struct Provider {
 #[derive(Debug)]
 enum Adapter {
     OpenAi(Box<OpenAi>),
+    Anthropic(Box<Anthropic>),
     Mock(Mock),
 }
 
@@ -47,6 +49,13 @@ impl Provider {
         self.kind
     }
 
+    fn not_served(&self, endpoint: &str) -> Error {
+        Error::Unsupported(format!(
+            "provider {} ({:?}) does not serve {endpoint}",
+            self.name, self.kind
+        ))
+    }
+
     /// Its live statistics.
     pub fn stats(&self) -> &ProviderStats {
         &self.stats
@@ -58,6 +67,7 @@ impl Provider {
     pub async fn chat(&self, req: &ChatRequest, original: Option<Bytes>) -> Result<Reply, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.chat(req, original).await,
+            Adapter::Anthropic(a) => a.chat(req).await,
             Adapter::Mock(m) => m.chat(req).await,
         }
     }
@@ -67,6 +77,7 @@ impl Provider {
     pub async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.chat_stream(req).await,
+            Adapter::Anthropic(a) => a.chat_stream(req).await,
             Adapter::Mock(m) => m.chat_stream(req).await,
         }
     }
@@ -79,6 +90,7 @@ impl Provider {
     ) -> Result<Reply, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.completions(req, original).await,
+            Adapter::Anthropic(_) => Err(self.not_served("/v1/completions")),
             Adapter::Mock(m) => m.completions(req).await,
         }
     }
@@ -90,6 +102,7 @@ impl Provider {
     ) -> Result<CompletionStream, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.completions_stream(req).await,
+            Adapter::Anthropic(_) => Err(self.not_served("/v1/completions")),
             Adapter::Mock(m) => m.completions_stream(req).await,
         }
     }
@@ -102,6 +115,7 @@ impl Provider {
     ) -> Result<Reply, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.embeddings(req, original).await,
+            Adapter::Anthropic(_) => Err(self.not_served("/v1/embeddings")),
             Adapter::Mock(m) => m.embeddings(req).await,
         }
     }
@@ -139,6 +153,9 @@ impl Registry {
             let adapter = match p.kind {
                 ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                     Adapter::OpenAi(Box::new(OpenAi::new(p, client.clone())?))
+                }
+                ProviderKind::Anthropic => {
+                    Adapter::Anthropic(Box::new(Anthropic::new(p, client.clone())?))
                 }
                 ProviderKind::Mock => {
                     Adapter::Mock(Mock::new(&p.name, p.mock.clone().unwrap_or_default()))

@@ -372,3 +372,71 @@ def metric_value(text: str, name: str, **labels) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+class FakeAnthropic:
+    """An Anthropic Messages API upstream serving recorded transcripts.
+
+    The model name selects errors (claude-error-529 / -400 / -429); a request
+    that offers tools and does not yet carry a tool result gets the recorded
+    tool_use answer; anything else gets the recorded text answer. Streams are
+    written a few bytes at a time, so events and multi-byte characters are
+    split across reads.
+    """
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                if self.path != "/v1/messages":
+                    return self._send(404, b'{"type":"error","error":{"type":"not_found_error","message":"Not found"}}')
+                model = body.get("model", "")
+                for code in (529, 400, 429):
+                    if model == f"claude-error-{code}":
+                        name = "overloaded" if code == 529 else str(code)
+                        return self._send(code, fixture(f"anthropic_error_{name}.json"))
+                last = body["messages"][-1]
+                has_result = isinstance(last["content"], list) and any(
+                    b.get("type") == "tool_result" for b in last["content"]
+                )
+                wants_tool = bool(body.get("tools")) and not has_result
+                if body.get("stream"):
+                    return self._stream(fixture("anthropic_tool_stream.sse" if wants_tool else "anthropic_stream.sse"))
+                return self._send(200, fixture("anthropic_tool_use.json" if wants_tool else "anthropic_message.json"))
+
+            def _send(self, status, payload):
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.send_header("request-id", "req_018EeWyXxfu5pfWkrYcMdjWG")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _stream(self, payload: bytes):
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                out = ChunkedWriter(self.wfile)
+                for i in range(0, len(payload), 7):
+                    out.write(payload[i : i + 7])
+                out.close()
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -245,13 +245,14 @@ def test_client_disconnect_cancels_the_upstream_request(loom_ai, fake_openai):
     ) as r:
         first = next(r.iter_lines())
         assert first.startswith("data: ")
-    # The client is gone. Loom must drop its upstream connection, so the
-    # upstream's next write fails.
-    fake_openai.release.set()
+    # The client is gone while the upstream is silent. Loom notices, ends the
+    # exchange and drops its upstream connection, so the upstream's next
+    # write fails.
     from harness import wait_until
 
+    wait_until(lambda: "status=499" in loom_ai.log(), what="Loom to notice the client leaving")
+    fake_openai.release.set()
     wait_until(fake_openai.cancelled.is_set, what="the upstream to see the cancellation")
-    wait_until(lambda: "status=499" in loom_ai.log(), what="the access log to record the client leaving")
     line = next(l for l in loom_ai.log().splitlines() if "status=499" in l)
     assert 'error="client_closed"' in line
 

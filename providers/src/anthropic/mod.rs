@@ -1,0 +1,253 @@
+//! The Anthropic Messages API behind the OpenAI chat API.
+//!
+//! Requests are translated to `POST /v1/messages` ([`translate`]), answers and
+//! stream events back to OpenAI's shapes ([`translate`], [`stream`]). Anthropic
+//! error bodies become OpenAI error envelopes with the provider's message, and
+//! its `529 overloaded` becomes a 503.
+
+mod stream;
+mod translate;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use http::header::HeaderName;
+use http::{StatusCode, Uri};
+use http_body_util::BodyExt;
+use loom_config::Provider as ProviderConfig;
+use loom_models::anthropic::{API_VERSION, ErrorEnvelope, MessagesResponse, StreamEvent};
+use loom_models::chat::ChatRequest;
+use loom_models::error::ErrorEnvelope as OpenAiError;
+use tokio::time::Instant;
+
+use crate::http::HttpClient;
+use crate::{ChunkStream, Error, Reply};
+
+const ANTHROPIC_BASE: &str = "https://api.anthropic.com";
+
+/// An Anthropic endpoint.
+#[derive(Debug)]
+pub struct Anthropic {
+    name: String,
+    messages_uri: Uri,
+    headers: http::HeaderMap,
+    timeout: Duration,
+    client: HttpClient,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Anthropic {
+    /// Builds the adapter; `api_version` sets the `anthropic-version` header.
+    pub fn new(cfg: &ProviderConfig, client: HttpClient) -> Result<Anthropic, Error> {
+        let base = cfg
+            .base_url
+            .as_deref()
+            .unwrap_or(ANTHROPIC_BASE)
+            .trim_end_matches('/');
+        let path = if base.ends_with("/v1") {
+            "/messages"
+        } else {
+            "/v1/messages"
+        };
+        let messages_uri = format!("{base}{path}").parse().map_err(|_| {
+            Error::Unsupported(format!("provider {}: invalid base_url {base:?}", cfg.name))
+        })?;
+        let fixed = vec![
+            (
+                HeaderName::from_static("x-api-key"),
+                cfg.api_key.expose().to_owned(),
+            ),
+            (
+                HeaderName::from_static("anthropic-version"),
+                cfg.api_version
+                    .clone()
+                    .unwrap_or_else(|| API_VERSION.to_owned()),
+            ),
+        ];
+        Ok(Anthropic {
+            name: cfg.name.clone(),
+            messages_uri,
+            headers: crate::http::headers(cfg, fixed)?,
+            timeout: cfg.timeout.get(),
+            client,
+        })
+    }
+
+    async fn post(
+        &self,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        crate::http::post(
+            &self.client,
+            &self.name,
+            &self.messages_uri,
+            &self.headers,
+            body,
+            deadline,
+        )
+        .await
+        .map_err(to_openai_error)
+    }
+
+    pub(crate) async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
+        let body = translate::request(req, &req.model, false)?;
+        let body = serde_json::to_vec(&body).map_err(|e| Error::Unsupported(e.to_string()))?;
+        let deadline = Instant::now() + self.timeout;
+        let resp = self.post(Bytes::from(body), deadline).await?;
+        let bytes = crate::http::collect(&self.name, resp, deadline).await?;
+        let parsed: MessagesResponse =
+            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidResponse {
+                provider: self.name.clone(),
+                detail: e.to_string(),
+            })?;
+        let out = translate::response(parsed, now());
+        Ok(Reply::json(&out, out.usage.clone()))
+    }
+
+    pub(crate) async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
+        let body = translate::request(req, &req.model, true)?;
+        let body = serde_json::to_vec(&body).map_err(|e| Error::Unsupported(e.to_string()))?;
+        let deadline = Instant::now() + self.timeout;
+        let resp = self.post(Bytes::from(body), deadline).await?;
+        let events = Box::pin(resp.into_body().into_data_stream().eventsource());
+        let state = (events, stream::Translator::new(&self.name, now()), false);
+        let provider = self.name.clone();
+        let chunks = futures_util::stream::unfold(state, move |(mut events, mut tr, mut done)| {
+            let provider = provider.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let next = match tokio::time::timeout_at(deadline, events.next()).await {
+                        Err(_) => Some(Err(Error::Timeout {
+                            provider: provider.clone(),
+                        })),
+                        Ok(None) if tr.finished => None,
+                        Ok(None) => Some(Err(Error::Stream {
+                            provider: provider.clone(),
+                            detail: "the upstream closed the stream before message_stop".to_owned(),
+                        })),
+                        Ok(Some(Err(e))) => Some(Err(Error::Stream {
+                            provider: provider.clone(),
+                            detail: e.to_string(),
+                        })),
+                        Ok(Some(Ok(ev))) => {
+                            match serde_json::from_str::<StreamEvent>(&ev.data) {
+                                // Event types added after this version are skipped.
+                                Err(_) if ev.event != "error" => continue,
+                                Err(e) => Some(Err(Error::Stream {
+                                    provider: provider.clone(),
+                                    detail: e.to_string(),
+                                })),
+                                Ok(event) => match tr.on_event(event) {
+                                    Ok(None) => continue,
+                                    Ok(Some(chunk)) => Some(Ok(chunk)),
+                                    Err(e) => Some(Err(e)),
+                                },
+                            }
+                        }
+                    };
+                    return match next {
+                        None => None,
+                        Some(item) => {
+                            done = item.is_err() || tr.finished;
+                            Some((item, (events, tr, done)))
+                        }
+                    };
+                }
+            }
+        });
+        Ok(Box::pin(chunks))
+    }
+}
+
+/// An Anthropic error answer as an OpenAI one: the envelope is rewritten,
+/// the provider's message and error type are kept, and 529 (overloaded)
+/// becomes 503.
+fn to_openai_error(e: Error) -> Error {
+    let Error::Status {
+        provider,
+        status,
+        message,
+        body,
+        ..
+    } = e
+    else {
+        return e;
+    };
+    let (kind, message) = match serde_json::from_slice::<ErrorEnvelope>(&body) {
+        Ok(env) => (env.error.kind, env.error.message),
+        Err(_) => ("api_error".to_owned(), message),
+    };
+    let status = if status.as_u16() == 529 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
+    let openai_type = match kind.as_str() {
+        "invalid_request_error" | "not_found_error" | "request_too_large" => {
+            "invalid_request_error"
+        }
+        "authentication_error" => "authentication_error",
+        "permission_error" => "permission_error",
+        "rate_limit_error" => "rate_limit_error",
+        _ => "server_error",
+    };
+    let envelope = OpenAiError::new(message.clone(), openai_type, Some(kind.as_str()));
+    Error::Status {
+        provider,
+        status,
+        message,
+        body: Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default()),
+        content_type: Some("application/json".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_become_openai_envelopes() {
+        let e = to_openai_error(Error::Status {
+            provider: "a".into(),
+            status: StatusCode::from_u16(529).unwrap(),
+            message: String::new(),
+            body: Bytes::from_static(
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ),
+            content_type: None,
+        });
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let Error::Status { body, .. } = &e else {
+            panic!()
+        };
+        let env: OpenAiError = serde_json::from_slice(body).unwrap();
+        assert_eq!(env.error.message, "Overloaded");
+        assert_eq!(env.error.kind, "server_error");
+
+        let e = to_openai_error(Error::Status {
+            provider: "a".into(),
+            status: StatusCode::BAD_REQUEST,
+            message: String::new(),
+            body: Bytes::from_static(br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#),
+            content_type: None,
+        });
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let Error::Status { body, .. } = &e else {
+            panic!()
+        };
+        let env: OpenAiError = serde_json::from_slice(body).unwrap();
+        assert_eq!(env.error.kind, "invalid_request_error");
+        assert!(env.error.message.starts_with("prompt is too long"));
+    }
+}
