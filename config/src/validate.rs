@@ -203,6 +203,11 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
                 "an openai_compatible provider needs base_url (for example http://127.0.0.1:11434/v1)".into(),
             )),
             ProviderKind::OpenaiCompatible => {}
+            ProviderKind::AzureOpenai if p.endpoint.is_none() && p.base_url.is_none() => found.push((
+                format!("{at}.endpoint"),
+                "an azure_openai provider needs endpoint (for example https://myorg.openai.azure.com)".into(),
+            )),
+            ProviderKind::AzureOpenai => {}
             other => not_yet(
                 found,
                 format!("{at}.type"),
@@ -210,13 +215,15 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
                 4,
             ),
         }
-        if let Some(url) = &p.base_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            found.push((
-                format!("{at}.base_url"),
-                format!("invalid base_url {url:?}: expected an http:// or https:// URL"),
-            ));
+        for (key, url) in [("base_url", &p.base_url), ("endpoint", &p.endpoint)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                found.push((
+                    format!("{at}.{key}"),
+                    format!("invalid {key} {url:?}: expected an http:// or https:// URL"),
+                ));
+            }
         }
         if p.mock.is_some() && p.kind != ProviderKind::Mock {
             found.push((

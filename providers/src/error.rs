@@ -8,8 +8,10 @@ use http::StatusCode;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// No configured provider serves the requested model.
-    #[error("The model `{0}` does not exist or is not served by this gateway")]
-    UnknownModel(String),
+    #[error(
+        "The model `{model}` does not exist or is not served by this gateway; available models: {available}"
+    )]
+    UnknownModel { model: String, available: String },
     /// The request asks for something this provider cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -41,7 +43,7 @@ impl Error {
     /// The status code the client sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Error::UnknownModel { .. } => StatusCode::NOT_FOUND,
             Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::Connect { .. } | Error::InvalidResponse { .. } | Error::Stream { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -58,7 +60,7 @@ impl Error {
     /// OpenAI's `error.type` for this error.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::UnknownModel(_) | Error::Unsupported(_) => "invalid_request_error",
+            Error::UnknownModel { .. } | Error::Unsupported(_) => "invalid_request_error",
             Error::Status { status, .. } if status.as_u16() == 429 => "rate_limit_error",
             Error::Status { status, .. } if status.is_client_error() => "invalid_request_error",
             _ => "upstream_error",
@@ -68,7 +70,7 @@ impl Error {
     /// OpenAI's `error.code` for this error.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            Error::UnknownModel(_) => Some("model_not_found"),
+            Error::UnknownModel { .. } => Some("model_not_found"),
             Error::Timeout { .. } => Some("upstream_timeout"),
             Error::Connect { .. } => Some("upstream_unreachable"),
             _ => None,
@@ -87,7 +89,7 @@ impl Error {
     /// A low-cardinality label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::UnknownModel(_) => "unknown_model",
+            Error::UnknownModel { .. } => "unknown_model",
             Error::Unsupported(_) => "unsupported",
             Error::Connect { .. } => "connect",
             Error::Timeout { .. } => "timeout",

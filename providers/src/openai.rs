@@ -1,4 +1,5 @@
-//! OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, Groq, …).
+//! OpenAI, Azure OpenAI and OpenAI-compatible servers (vLLM, Ollama,
+//! llama.cpp, Groq, …).
 //!
 //! The canonical types are already their wire format, so this adapter sets
 //! the model, asks for stream usage, and maps errors. A non-streamed answer is
@@ -11,7 +12,10 @@ use http::header::{AUTHORIZATION, HeaderMap};
 use http::{Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use loom_config::Provider as ProviderConfig;
+use std::collections::BTreeMap;
+
+use http::header::HeaderName;
+use loom_config::{Provider as ProviderConfig, ProviderKind};
 use loom_models::chat::{ChatRequest, StreamOptions};
 use loom_models::completions::CompletionRequest;
 use loom_models::embeddings::EmbeddingRequest;
@@ -25,16 +29,81 @@ use crate::{ChunkStream, CompletionStream, Error, Reply};
 
 const OPENAI_BASE: &str = "https://api.openai.com/v1";
 
+/// Azure API version used when the configuration names none.
+const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// First Azure API version that accepts `stream_options`.
+const AZURE_STREAM_USAGE_SINCE: &str = "2024-09-01";
+
 /// An OpenAI-style endpoint.
 #[derive(Debug)]
 pub struct OpenAi {
     name: String,
-    chat_uri: Uri,
-    completions_uri: Uri,
-    embeddings_uri: Uri,
+    routes: Routes,
+    /// Whether streams may ask for the final usage chunk.
+    stream_usage: bool,
     headers: HeaderMap,
     timeout: Duration,
     client: HttpClient,
+}
+
+/// Where each endpoint of each model lives.
+#[derive(Debug)]
+enum Routes {
+    /// One base URL for every model, parsed once.
+    Fixed {
+        chat: Uri,
+        completions: Uri,
+        embeddings: Uri,
+    },
+    /// Azure OpenAI: one deployment per model, the API version in the query.
+    Azure {
+        endpoint: String,
+        api_version: String,
+        deployments: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Routes {
+    fn uri(&self, endpoint: Endpoint, model: &str) -> Result<Uri, Error> {
+        match self {
+            Routes::Fixed {
+                chat,
+                completions,
+                embeddings,
+            } => Ok(match endpoint {
+                Endpoint::Chat => chat.clone(),
+                Endpoint::Completions => completions.clone(),
+                Endpoint::Embeddings => embeddings.clone(),
+            }),
+            Routes::Azure {
+                endpoint: base,
+                api_version,
+                deployments,
+            } => {
+                let deployment = deployments.get(model).map_or(model, String::as_str);
+                let path = match endpoint {
+                    Endpoint::Chat => "chat/completions",
+                    Endpoint::Completions => "completions",
+                    Endpoint::Embeddings => "embeddings",
+                };
+                format!("{base}/openai/deployments/{deployment}/{path}?api-version={api_version}")
+                    .parse()
+                    .map_err(|_| {
+                        Error::Unsupported(format!(
+                            "`{model}` cannot be used in an Azure deployment URL"
+                        ))
+                    })
+            }
+        }
+    }
 }
 
 fn invalid(provider: &str, what: impl std::fmt::Display) -> Error {
@@ -44,27 +113,63 @@ fn invalid(provider: &str, what: impl std::fmt::Display) -> Error {
 impl OpenAi {
     /// Builds the adapter; fails on a base URL or header that is not valid HTTP.
     pub fn new(cfg: &ProviderConfig, client: HttpClient) -> Result<OpenAi, Error> {
-        let base = cfg
-            .base_url
-            .as_deref()
-            .unwrap_or(OPENAI_BASE)
-            .trim_end_matches('/');
-        let uri = |path: &str| -> Result<Uri, Error> {
-            format!("{base}{path}")
-                .parse()
-                .map_err(|_| invalid(&cfg.name, format_args!("invalid base_url {base:?}")))
-        };
+        let azure = cfg.kind == ProviderKind::AzureOpenai;
         let mut fixed = Vec::new();
-        if !cfg.api_key.is_empty() {
-            fixed.push((AUTHORIZATION, format!("Bearer {}", cfg.api_key.expose())));
-        }
-        let headers = crate::http::headers(cfg, fixed)?;
+        let (routes, stream_usage) = if azure {
+            let endpoint = cfg
+                .endpoint
+                .as_deref()
+                .or(cfg.base_url.as_deref())
+                .ok_or_else(|| invalid(&cfg.name, "an azure_openai provider needs endpoint"))?
+                .trim_end_matches('/')
+                .to_owned();
+            let api_version = cfg
+                .api_version
+                .clone()
+                .unwrap_or_else(|| AZURE_API_VERSION.to_owned());
+            if !cfg.api_key.is_empty() {
+                fixed.push((
+                    HeaderName::from_static("api-key"),
+                    cfg.api_key.expose().to_owned(),
+                ));
+            }
+            let stream_usage = api_version.as_str() >= AZURE_STREAM_USAGE_SINCE;
+            let routes = Routes::Azure {
+                endpoint,
+                api_version,
+                deployments: cfg.deployments.clone(),
+            };
+            // Fail at load, not per request, on an endpoint that cannot form a URL.
+            routes
+                .uri(Endpoint::Chat, "check")
+                .map_err(|_| invalid(&cfg.name, "invalid endpoint"))?;
+            (routes, stream_usage)
+        } else {
+            let base = cfg
+                .base_url
+                .as_deref()
+                .unwrap_or(OPENAI_BASE)
+                .trim_end_matches('/');
+            let uri = |path: &str| -> Result<Uri, Error> {
+                format!("{base}{path}")
+                    .parse()
+                    .map_err(|_| invalid(&cfg.name, format_args!("invalid base_url {base:?}")))
+            };
+            if !cfg.api_key.is_empty() {
+                fixed.push((AUTHORIZATION, format!("Bearer {}", cfg.api_key.expose())));
+            }
+            let routes = Routes::Fixed {
+                chat: uri("/chat/completions")?,
+                completions: uri("/completions")?,
+                embeddings: uri("/embeddings")?,
+            };
+            (routes, true)
+        };
         Ok(OpenAi {
             name: cfg.name.clone(),
-            chat_uri: uri("/chat/completions")?,
-            completions_uri: uri("/completions")?,
-            embeddings_uri: uri("/embeddings")?,
-            headers,
+            routes,
+            stream_usage,
+            headers: crate::http::headers(cfg, fixed)?,
             timeout: cfg.timeout.get(),
             client,
         })
@@ -80,19 +185,24 @@ impl OpenAi {
             Some(bytes) => bytes,
             None => to_json(req)?,
         };
-        let resp = self.send(&self.chat_uri, body, deadline).await?;
+        let uri = self.routes.uri(Endpoint::Chat, &req.model)?;
+        let resp = self.send(&uri, body, deadline).await?;
         self.reply(resp, deadline).await
     }
 
     pub(crate) async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
         // Always ask for the final usage chunk: it is the source of truth for
         // accounting. The gateway removes it again if the client did not ask.
-        let opts = req
-            .stream_options
-            .get_or_insert_with(StreamOptions::default);
-        opts.include_usage = Some(true);
+        // (Azure API versions before 2024-09-01 reject `stream_options`.)
+        if self.stream_usage {
+            let opts = req
+                .stream_options
+                .get_or_insert_with(StreamOptions::default);
+            opts.include_usage = Some(true);
+        }
         let deadline = Instant::now() + self.timeout;
-        let resp = self.send(&self.chat_uri, to_json(req)?, deadline).await?;
+        let uri = self.routes.uri(Endpoint::Chat, &req.model)?;
+        let resp = self.send(&uri, to_json(req)?, deadline).await?;
         Ok(Box::pin(sse_json(
             self.name.clone(),
             resp.into_body().into_data_stream(),
@@ -110,7 +220,8 @@ impl OpenAi {
             Some(bytes) => bytes,
             None => to_json(req)?,
         };
-        let resp = self.send(&self.completions_uri, body, deadline).await?;
+        let uri = self.routes.uri(Endpoint::Completions, &req.model)?;
+        let resp = self.send(&uri, body, deadline).await?;
         self.reply(resp, deadline).await
     }
 
@@ -118,14 +229,15 @@ impl OpenAi {
         &self,
         req: &mut CompletionRequest,
     ) -> Result<CompletionStream, Error> {
-        let opts = req
-            .stream_options
-            .get_or_insert_with(StreamOptions::default);
-        opts.include_usage = Some(true);
+        if self.stream_usage {
+            let opts = req
+                .stream_options
+                .get_or_insert_with(StreamOptions::default);
+            opts.include_usage = Some(true);
+        }
         let deadline = Instant::now() + self.timeout;
-        let resp = self
-            .send(&self.completions_uri, to_json(req)?, deadline)
-            .await?;
+        let uri = self.routes.uri(Endpoint::Completions, &req.model)?;
+        let resp = self.send(&uri, to_json(req)?, deadline).await?;
         Ok(Box::pin(sse_json(
             self.name.clone(),
             resp.into_body().into_data_stream(),
@@ -143,7 +255,8 @@ impl OpenAi {
             Some(bytes) => bytes,
             None => to_json(req)?,
         };
-        let resp = self.send(&self.embeddings_uri, body, deadline).await?;
+        let uri = self.routes.uri(Endpoint::Embeddings, &req.model)?;
+        let resp = self.send(&uri, body, deadline).await?;
         self.reply(resp, deadline).await
     }
 

@@ -151,7 +151,9 @@ impl Registry {
         let mut priority = Vec::with_capacity(cfg.providers.len());
         for (i, p) in cfg.providers.iter().enumerate() {
             let adapter = match p.kind {
-                ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                ProviderKind::Openai
+                | ProviderKind::OpenaiCompatible
+                | ProviderKind::AzureOpenai => {
                     Adapter::OpenAi(Box::new(OpenAi::new(p, client.clone())?))
                 }
                 ProviderKind::Anthropic => {
@@ -239,7 +241,23 @@ impl Registry {
                 .collect(),
         };
         if list.is_empty() {
-            Err(Error::UnknownModel(model.to_owned()))
+            const SHOWN: usize = 50;
+            let mut available: Vec<&str> = self.cards.iter().map(|c| c.id.as_str()).collect();
+            available.sort_unstable();
+            available.dedup();
+            let more = available.len().saturating_sub(SHOWN);
+            let mut list = available
+                .into_iter()
+                .take(SHOWN)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if more > 0 {
+                list.push_str(&format!(" and {more} more (GET /v1/models)"));
+            }
+            Err(Error::UnknownModel {
+                model: model.to_owned(),
+                available: list,
+            })
         } else {
             Ok(list)
         }
@@ -297,6 +315,11 @@ model_mapping:
     #[test]
     fn unknown_model_without_catch_all() {
         let r = registry("providers: [{name: a, type: mock, models: [x]}]");
-        assert!(matches!(r.candidates("y"), Err(Error::UnknownModel(_))));
+        match r.candidates("y") {
+            Err(e @ Error::UnknownModel { .. }) => {
+                assert!(e.to_string().ends_with("available models: x"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

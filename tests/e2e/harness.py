@@ -85,6 +85,7 @@ class FakeOpenAI:
                 body = json.loads(raw) if raw else {}
                 fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 model = body.get("model", "")
+                path = self.path.split("?")[0]
                 if model == "fake-error-400":
                     return self._send(400, fixture("openai_error_400.json"))
                 if model == "fake-error-500":
@@ -92,15 +93,15 @@ class FakeOpenAI:
                 if model == "fake-hang":
                     fake.release.wait(30)
                     return self._send(200, fixture("openai_chat.json"))
-                if self.path.endswith("/chat/completions"):
+                if path.endswith("/chat/completions"):
                     if body.get("stream"):
                         return self._stream(body)
                     return self._send(200, fixture("openai_chat.json"))
-                if self.path.endswith("/completions"):
+                if path.endswith("/completions"):
                     if body.get("stream"):
                         return self._completion_stream(body)
                     return self._send(200, fixture("openai_completion.json"))
-                if self.path.endswith("/embeddings"):
+                if path.endswith("/embeddings"):
                     return self._embeddings(body)
                 return self._send(404, b'{"error":{"message":"Unknown URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}')
 

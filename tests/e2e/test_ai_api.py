@@ -162,6 +162,7 @@ def test_unknown_model_is_404(loom_ai):
     with pytest.raises(openai.NotFoundError) as err:
         client(loom_ai).chat.completions.create(model="gpt-99", messages=[{"role": "user", "content": "x"}])
     assert err.value.code == "model_not_found"
+    assert "available models: " in err.value.message and "gpt-4o" in err.value.message
 
 
 def test_oversized_body_is_413(loom_ai):

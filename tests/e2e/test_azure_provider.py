@@ -1,0 +1,63 @@
+"""Azure OpenAI behind the OpenAI API: deployment URLs, api-version, api-key."""
+
+import openai
+
+from harness import Loom
+
+
+def config(fake_url: str, api_version: str) -> str:
+    endpoint = fake_url.removesuffix("/v1")
+    return f"""
+listeners:
+  - address: "127.0.0.1:{{port}}"
+admin:
+  address: "127.0.0.1:{{admin_port}}"
+routes:
+  - id: ai
+    path: /v1/*
+    ai_gateway: true
+ai_gateway:
+  enabled: true
+  providers:
+    - name: azure
+      type: azure
+      api_key: ${{AZURE_API_KEY}}
+      endpoint: {endpoint}
+      api_version: "{api_version}"
+      models: [gpt-4, text-embedding-3-small]
+      deployments:
+        gpt-4: my-gpt4-deployment
+"""
+
+
+def test_chat_goes_to_the_deployment_with_api_key(fake_openai):
+    loom = Loom(config(fake_openai.url, "2024-02-15-preview"), env={"AZURE_API_KEY": "azure-secret"})
+    try:
+        c = openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+        resp = c.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.content == "Hello! How can I assist you today?"
+        sent = fake_openai.requests[-1]
+        assert sent["path"] == "/openai/deployments/my-gpt4-deployment/chat/completions?api-version=2024-02-15-preview"
+        assert sent["headers"]["api-key"] == "azure-secret"
+        assert "authorization" not in sent["headers"]
+
+        # An API version older than 2024-09-01 rejects stream_options: Loom does not send it.
+        chunks = list(c.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}], stream=True))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "The sky is blue."
+        assert "stream_options" not in fake_openai.requests[-1]["body"]
+
+        # A model without a deployment entry uses its own name as the deployment.
+        c.embeddings.create(model="text-embedding-3-small", input="x", encoding_format="float")
+        assert fake_openai.requests[-1]["path"] == "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-02-15-preview"
+    finally:
+        loom.stop()
+
+
+def test_recent_api_version_asks_for_stream_usage(fake_openai):
+    loom = Loom(config(fake_openai.url, "2024-10-21"), env={"AZURE_API_KEY": "k"})
+    try:
+        c = openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+        list(c.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}], stream=True))
+        assert fake_openai.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    finally:
+        loom.stop()
