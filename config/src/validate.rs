@@ -197,7 +197,14 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
             ));
         }
         match p.kind {
-            ProviderKind::Openai | ProviderKind::Mock | ProviderKind::Anthropic => {}
+            ProviderKind::Openai | ProviderKind::Mock | ProviderKind::Anthropic | ProviderKind::Gemini => {}
+            ProviderKind::Vertex if p.base_url.is_none() && (p.project.is_none() || p.location.is_none()) => {
+                found.push((
+                    format!("{at}.base_url"),
+                    "a vertex provider needs base_url, or project and location".into(),
+                ))
+            }
+            ProviderKind::Vertex => {}
             ProviderKind::OpenaiCompatible if p.base_url.is_none() => found.push((
                 format!("{at}.base_url"),
                 "an openai_compatible provider needs base_url (for example http://127.0.0.1:11434/v1)".into(),
@@ -208,12 +215,6 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
                 "an azure_openai provider needs endpoint (for example https://myorg.openai.azure.com)".into(),
             )),
             ProviderKind::AzureOpenai => {}
-            other => not_yet(
-                found,
-                format!("{at}.type"),
-                &format!("the {} provider type", serde_json::to_string(&other).unwrap_or_default()),
-                4,
-            ),
         }
         for (key, url) in [("base_url", &p.base_url), ("endpoint", &p.endpoint)] {
             if let Some(url) = url

@@ -15,6 +15,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
+pub mod gemini;
 pub mod models_list;
 
 /// Fields a type does not model explicitly, kept verbatim for the round trip.

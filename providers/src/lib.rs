@@ -9,6 +9,7 @@
 
 mod anthropic;
 mod error;
+mod gemini;
 mod http;
 mod mock;
 mod openai;

@@ -16,6 +16,7 @@ use loom_models::embeddings::EmbeddingRequest;
 use loom_models::models_list::ModelCard;
 
 use crate::anthropic::Anthropic;
+use crate::gemini::Gemini;
 use crate::http::HttpClient;
 use crate::mock::Mock;
 use crate::openai::OpenAi;
@@ -35,6 +36,7 @@ pub struct Provider {
 enum Adapter {
     OpenAi(Box<OpenAi>),
     Anthropic(Box<Anthropic>),
+    Gemini(Box<Gemini>),
     Mock(Mock),
 }
 
@@ -68,6 +70,7 @@ impl Provider {
         match &self.adapter {
             Adapter::OpenAi(a) => a.chat(req, original).await,
             Adapter::Anthropic(a) => a.chat(req).await,
+            Adapter::Gemini(a) => a.chat(req).await,
             Adapter::Mock(m) => m.chat(req).await,
         }
     }
@@ -78,6 +81,7 @@ impl Provider {
         match &self.adapter {
             Adapter::OpenAi(a) => a.chat_stream(req).await,
             Adapter::Anthropic(a) => a.chat_stream(req).await,
+            Adapter::Gemini(a) => a.chat_stream(req).await,
             Adapter::Mock(m) => m.chat_stream(req).await,
         }
     }
@@ -90,7 +94,7 @@ impl Provider {
     ) -> Result<Reply, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.completions(req, original).await,
-            Adapter::Anthropic(_) => Err(self.not_served("/v1/completions")),
+            Adapter::Anthropic(_) | Adapter::Gemini(_) => Err(self.not_served("/v1/completions")),
             Adapter::Mock(m) => m.completions(req).await,
         }
     }
@@ -102,7 +106,7 @@ impl Provider {
     ) -> Result<CompletionStream, Error> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.completions_stream(req).await,
-            Adapter::Anthropic(_) => Err(self.not_served("/v1/completions")),
+            Adapter::Anthropic(_) | Adapter::Gemini(_) => Err(self.not_served("/v1/completions")),
             Adapter::Mock(m) => m.completions_stream(req).await,
         }
     }
@@ -116,6 +120,7 @@ impl Provider {
         match &self.adapter {
             Adapter::OpenAi(a) => a.embeddings(req, original).await,
             Adapter::Anthropic(_) => Err(self.not_served("/v1/embeddings")),
+            Adapter::Gemini(a) => a.embeddings(req).await,
             Adapter::Mock(m) => m.embeddings(req).await,
         }
     }
@@ -156,17 +161,14 @@ impl Registry {
                 | ProviderKind::AzureOpenai => {
                     Adapter::OpenAi(Box::new(OpenAi::new(p, client.clone())?))
                 }
+                ProviderKind::Gemini | ProviderKind::Vertex => {
+                    Adapter::Gemini(Box::new(Gemini::new(p, client.clone())?))
+                }
                 ProviderKind::Anthropic => {
                     Adapter::Anthropic(Box::new(Anthropic::new(p, client.clone())?))
                 }
                 ProviderKind::Mock => {
                     Adapter::Mock(Mock::new(&p.name, p.mock.clone().unwrap_or_default()))
-                }
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "provider {}: type {other:?} is not implemented yet",
-                        p.name
-                    )));
                 }
             };
             let routed = cfg.routing.providers.iter().find(|r| r.name == p.name);

@@ -441,3 +441,66 @@ class FakeAnthropic:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeGemini:
+    """A Gemini API / Vertex AI upstream serving recorded transcripts.
+
+    Models gemini-error-429 / -400 answer those errors; a request with tools
+    and no function response gets the recorded function call; streams are
+    written a few bytes at a time.
+    """
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                path, _, query = self.path.partition("?")
+                model, _, method = path.rsplit("/models/", 1)[-1].partition(":")
+                for code in (429, 400):
+                    if model == f"gemini-error-{code}":
+                        return self._send(code, fixture(f"gemini_error_{code}.json"))
+                if method == "batchEmbedContents":
+                    return self._send(200, fixture("gemini_embeddings.json"))
+                last = body["contents"][-1]["parts"]
+                wants_tool = bool(body.get("tools")) and not any("functionResponse" in p for p in last)
+                if method == "streamGenerateContent":
+                    assert query == "alt=sse", query
+                    return self._stream(fixture("gemini_tool_stream.sse" if wants_tool else "gemini_stream.sse"))
+                return self._send(200, fixture("gemini_function_call.json" if wants_tool else "gemini_generate.json"))
+
+            def _send(self, status, payload):
+                self.send_response(status)
+                self.send_header("content-type", "application/json; charset=UTF-8")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _stream(self, payload: bytes):
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                out = ChunkedWriter(self.wfile)
+                for i in range(0, len(payload), 5):
+                    out.write(payload[i : i + 5])
+                out.close()
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

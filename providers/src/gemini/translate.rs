@@ -1,0 +1,550 @@
+//! OpenAI chat ↔ Gemini `generateContent`, both directions, and Gemini stream
+//! events → OpenAI chunks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use loom_models::chat::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content,
+    Delta, FunctionCall, FunctionCallDelta, Message, PromptTokensDetails, Role, Stop, ToolCall,
+    ToolCallDelta, Usage,
+};
+use loom_models::gemini::{
+    self as g, Blob, FileData, FunctionCallingConfig, FunctionDeclaration, GenerateRequest,
+    GenerateResponse, GenerationConfig, Part, ToolConfig, UsageMetadata,
+};
+use serde_json::Value;
+
+use crate::Error;
+
+fn unsupported(what: impl Into<String>) -> Error {
+    Error::Unsupported(what.into())
+}
+
+fn text_part(text: String) -> Part {
+    Part {
+        text: Some(text),
+        ..Part::default()
+    }
+}
+
+/// Translates a canonical chat request for `generateContent`.
+pub fn request(req: &ChatRequest) -> Result<GenerateRequest, Error> {
+    let mut system = Vec::new();
+    let mut contents: Vec<g::Content> = Vec::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        let (role, parts) = match m.role {
+            Role::System | Role::Developer => {
+                system.push(text_part(m.text()));
+                continue;
+            }
+            Role::User => ("user", user_parts(m, i)?),
+            Role::Assistant => ("model", model_parts(m, i)?),
+            Role::Tool => ("user", vec![function_response(req, m, i)?]),
+            Role::Function => {
+                return Err(unsupported(format!(
+                    "messages[{i}]: the deprecated `function` role is not supported by the gemini provider; use `tool`"
+                )));
+            }
+        };
+        match contents.last_mut() {
+            Some(last) if last.role.as_deref() == Some(role) => last.parts.extend(parts),
+            _ => contents.push(g::Content {
+                role: Some(role.to_owned()),
+                parts,
+            }),
+        }
+    }
+    let tools = req.tools.as_ref().map(|tools| {
+        vec![g::Tool {
+            function_declarations: tools
+                .iter()
+                .filter_map(|t| t.function.as_ref())
+                .map(|f| FunctionDeclaration {
+                    name: f.name.clone(),
+                    description: f.description.clone(),
+                    parameters_json_schema: f.parameters.clone(),
+                })
+                .collect(),
+        }]
+    });
+    let tool_config = match &req.tool_choice {
+        None => None,
+        Some(Value::String(s)) => Some(calling(
+            match s.as_str() {
+                "auto" => "AUTO",
+                "required" => "ANY",
+                "none" => "NONE",
+                other => return Err(unsupported(format!("unknown tool_choice `{other}`"))),
+            },
+            None,
+        )),
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => Some(calling("ANY", Some(vec![name.to_owned()]))),
+            None => return Err(unsupported("tool_choice must name a function")),
+        },
+    };
+    let (response_mime_type, response_json_schema) = match &req.response_format {
+        None => (None, None),
+        Some(f) => match f.kind.as_str() {
+            "text" => (None, None),
+            "json_object" => (Some("application/json".to_owned()), None),
+            "json_schema" => (
+                Some("application/json".to_owned()),
+                f.json_schema
+                    .as_ref()
+                    .and_then(|s| s.get("schema"))
+                    .cloned(),
+            ),
+            other => return Err(unsupported(format!("unknown response_format `{other}`"))),
+        },
+    };
+    let generation_config = GenerationConfig {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        max_output_tokens: req.max_output_tokens(),
+        stop_sequences: req.stop.as_ref().map(|s| match s {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }),
+        candidate_count: req.n.filter(|&n| n > 1),
+        seed: req.seed,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        response_mime_type,
+        response_json_schema,
+    };
+    Ok(GenerateRequest {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(g::Content {
+            role: None,
+            parts: system,
+        }),
+        tools,
+        tool_config,
+        generation_config: (generation_config != GenerationConfig::default())
+            .then_some(generation_config),
+        extra: Default::default(),
+    })
+}
+
+fn calling(mode: &str, names: Option<Vec<String>>) -> ToolConfig {
+    ToolConfig {
+        function_calling_config: FunctionCallingConfig {
+            mode: mode.to_owned(),
+            allowed_function_names: names,
+        },
+    }
+}
+
+fn user_parts(m: &Message, i: usize) -> Result<Vec<Part>, Error> {
+    match &m.content {
+        None => Ok(Vec::new()),
+        Some(Content::Text(t)) => Ok(vec![text_part(t.clone())]),
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| match p.kind.as_str() {
+                "text" => Ok(text_part(p.text.clone().unwrap_or_default())),
+                "image_url" => {
+                    let url = p.image_url.as_ref().map(|u| u.url.as_str()).unwrap_or_default();
+                    match url.strip_prefix("data:") {
+                        Some(rest) => {
+                            let (meta, data) = rest.split_once(',').ok_or_else(|| {
+                                unsupported(format!("messages[{i}].content[{j}]: malformed data URL"))
+                            })?;
+                            let mime = meta.strip_suffix(";base64").ok_or_else(|| {
+                                unsupported(format!("messages[{i}].content[{j}]: only base64 data URLs are supported"))
+                            })?;
+                            Ok(Part {
+                                inline_data: Some(Blob {
+                                    mime_type: mime.to_owned(),
+                                    data: data.to_owned(),
+                                }),
+                                ..Part::default()
+                            })
+                        }
+                        None => Ok(Part {
+                            file_data: Some(FileData {
+                                mime_type: Some(mime_from_url(url).to_owned()),
+                                file_uri: url.to_owned(),
+                            }),
+                            ..Part::default()
+                        }),
+                    }
+                }
+                other => Err(unsupported(format!(
+                    "messages[{i}].content[{j}]: content type `{other}` is not supported by the gemini provider"
+                ))),
+            })
+            .collect(),
+    }
+}
+
+fn mime_from_url(url: &str) -> &'static str {
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    if path.ends_with(".png") {
+        "image/png"
+    } else if path.ends_with(".webp") {
+        "image/webp"
+    } else if path.ends_with(".gif") {
+        "image/gif"
+    } else {
+        "image/jpeg"
+    }
+}
+
+fn model_parts(m: &Message, i: usize) -> Result<Vec<Part>, Error> {
+    let mut parts = Vec::new();
+    let text = m.text();
+    if !text.is_empty() {
+        parts.push(text_part(text));
+    }
+    for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+        let args: Value = if call.function.arguments.trim().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_str(&call.function.arguments).map_err(|e| {
+                unsupported(format!(
+                    "messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {e}"
+                ))
+            })?
+        };
+        parts.push(Part {
+            function_call: Some(g::FunctionCall {
+                id: None,
+                name: call.function.name.clone(),
+                args,
+            }),
+            ..Part::default()
+        });
+    }
+    Ok(parts)
+}
+
+/// A tool result. Gemini identifies it by function name, which the OpenAI
+/// message does not carry: it is found from the assistant turn that made the call.
+fn function_response(req: &ChatRequest, m: &Message, i: usize) -> Result<Part, Error> {
+    let id = m
+        .tool_call_id
+        .as_deref()
+        .ok_or_else(|| unsupported(format!("messages[{i}]: a tool message needs tool_call_id")))?;
+    let name = req.messages[..i]
+        .iter()
+        .rev()
+        .flat_map(|p| p.tool_calls.iter().flatten())
+        .find(|c| c.id == id)
+        .map(|c| c.function.name.clone())
+        .ok_or_else(|| unsupported(format!("messages[{i}]: no earlier tool call has id `{id}`")))?;
+    let text = m.text();
+    let response = match serde_json::from_str::<Value>(&text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => serde_json::json!({ "content": text }),
+    };
+    Ok(Part {
+        function_response: Some(g::FunctionResponse {
+            id: None,
+            name,
+            response,
+        }),
+        ..Part::default()
+    })
+}
+
+/// OpenAI's finish reason for a Gemini one.
+pub fn finish_reason(reason: &str, called_tools: bool) -> String {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            "content_filter"
+        }
+        _ if called_tools => "tool_calls",
+        _ => "stop",
+    }
+    .to_owned()
+}
+
+/// OpenAI usage from Gemini's.
+pub fn usage(u: &UsageMetadata) -> Usage {
+    let thoughts = u.thoughts_token_count.unwrap_or(0);
+    let mut out = Usage::new(u.prompt_token_count, u.candidates_token_count + thoughts);
+    if u.total_token_count > 0 {
+        out.total_tokens = u.total_token_count;
+    }
+    if let Some(cached) = u.cached_content_token_count {
+        out.prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: Some(cached),
+            ..PromptTokensDetails::default()
+        });
+    }
+    if let Some(t) = u.thoughts_token_count {
+        out.completion_tokens_details = Some(CompletionTokensDetails {
+            reasoning_tokens: Some(t),
+            ..CompletionTokensDetails::default()
+        });
+    }
+    out
+}
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// A tool-call id for a call Gemini did not name.
+fn call_id() -> String {
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    format!("call_{:08x}{n:06x}", std::process::id())
+}
+
+/// The text and tool calls of one candidate's parts (thought parts skipped).
+fn split_parts(parts: Vec<Part>) -> (String, Vec<(String, String, String)>) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for p in parts {
+        if p.thought == Some(true) {
+            continue;
+        }
+        if let Some(t) = p.text {
+            text.push_str(&t);
+        }
+        if let Some(c) = p.function_call {
+            calls.push((c.id.unwrap_or_else(call_id), c.name, c.args.to_string()));
+        }
+    }
+    (text, calls)
+}
+
+/// Translates a complete response.
+pub fn response(resp: GenerateResponse, model: &str, created: u64) -> ChatResponse {
+    let choices = resp
+        .candidates
+        .into_iter()
+        .map(|c| {
+            let (text, calls) = split_parts(c.content.parts);
+            let called = !calls.is_empty();
+            let tool_calls: Vec<ToolCall> = calls
+                .into_iter()
+                .map(|(id, name, arguments)| ToolCall {
+                    id,
+                    kind: "function".to_owned(),
+                    function: FunctionCall { name, arguments },
+                    extra: Default::default(),
+                })
+                .collect();
+            Choice {
+                index: c.index,
+                message: Message {
+                    role: Role::Assistant,
+                    content: (!text.is_empty() || !called).then_some(Content::Text(text)),
+                    tool_calls: called.then_some(tool_calls),
+                    ..Message::default()
+                },
+                finish_reason: Some(finish_reason(
+                    c.finish_reason.as_deref().unwrap_or("STOP"),
+                    called,
+                )),
+                ..Choice::default()
+            }
+        })
+        .collect();
+    ChatResponse {
+        id: resp.response_id.map_or_else(
+            || format!("chatcmpl-{}", call_id()),
+            |id| format!("chatcmpl-{id}"),
+        ),
+        object: "chat.completion".to_owned(),
+        created,
+        model: resp.model_version.unwrap_or_else(|| model.to_owned()),
+        choices,
+        usage: Some(resp.usage_metadata.as_ref().map(usage).unwrap_or_default()),
+        ..ChatResponse::default()
+    }
+}
+
+/// The state of one translated stream.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    id: String,
+    model: String,
+    created: u64,
+    started: bool,
+    tools: u32,
+    usage: Option<UsageMetadata>,
+    /// A finish reason was seen: the answer is complete.
+    pub finished: bool,
+}
+
+impl StreamTranslator {
+    /// A translator for a stream answering `model`.
+    pub fn new(model: &str, created: u64) -> StreamTranslator {
+        StreamTranslator {
+            id: format!("chatcmpl-{}", call_id()),
+            model: model.to_owned(),
+            created,
+            started: false,
+            tools: 0,
+            usage: None,
+            finished: false,
+        }
+    }
+
+    /// The chunk one event becomes (Gemini sends text as deltas and each
+    /// function call whole).
+    pub fn on_event(&mut self, ev: GenerateResponse) -> Option<ChatChunk> {
+        if let Some(v) = &ev.model_version {
+            self.model.clone_from(v);
+        }
+        if let Some(u) = ev.usage_metadata {
+            self.usage = Some(u);
+        }
+        let candidate = ev.candidates.into_iter().next()?;
+        let (text, calls) = split_parts(candidate.content.parts);
+        let called = !calls.is_empty();
+        let tool_calls: Vec<ToolCallDelta> = calls
+            .into_iter()
+            .map(|(id, name, arguments)| {
+                let index = self.tools;
+                self.tools += 1;
+                ToolCallDelta {
+                    index,
+                    id: Some(id),
+                    kind: Some("function".to_owned()),
+                    function: Some(FunctionCallDelta {
+                        name: Some(name),
+                        arguments: Some(arguments),
+                    }),
+                    ..ToolCallDelta::default()
+                }
+            })
+            .collect();
+        let finish = candidate
+            .finish_reason
+            .as_deref()
+            .map(|r| finish_reason(r, called || self.tools > 0));
+        self.finished |= finish.is_some();
+        let role = (!self.started).then_some(Role::Assistant);
+        self.started = true;
+        Some(ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    role,
+                    content: (!text.is_empty() || role.is_some()).then_some(text),
+                    tool_calls: called.then_some(tool_calls),
+                    ..Delta::default()
+                },
+                finish_reason: finish,
+                ..ChunkChoice::default()
+            }],
+            ..ChatChunk::default()
+        })
+    }
+
+    /// The closing usage chunk.
+    pub fn usage_chunk(&self) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: Vec::new(),
+            usage: Some(self.usage.as_ref().map(usage).unwrap_or_default()),
+            ..ChatChunk::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_translation() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gemini-1.5-pro",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                ]},
+                {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "weather"}},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
+            "max_tokens": 50, "seed": 7, "stop": ["x"]
+        }))
+        .unwrap();
+        let out = serde_json::to_value(request(&req).unwrap()).unwrap();
+        assert_eq!(
+            out["systemInstruction"],
+            json!({"parts": [{"text": "Be brief."}]})
+        );
+        assert_eq!(
+            out["contents"][0]["parts"][1],
+            json!({"inlineData": {"mimeType": "image/png", "data": "AAAA"}})
+        );
+        assert_eq!(
+            out["contents"][1],
+            json!({"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"}}}]})
+        );
+        assert_eq!(
+            out["contents"][2]["parts"][0],
+            json!({"functionResponse": {"name": "weather", "response": {"content": "18C"}}})
+        );
+        assert_eq!(
+            out["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["weather"]}})
+        );
+        assert_eq!(
+            out["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"],
+            json!({"type": "object"})
+        );
+        let gc = &out["generationConfig"];
+        assert_eq!(gc["maxOutputTokens"], 50);
+        assert_eq!(gc["seed"], 7);
+        assert_eq!(gc["stopSequences"], json!(["x"]));
+        assert_eq!(gc["responseMimeType"], "application/json");
+        assert_eq!(gc["responseJsonSchema"], json!({"type": "object"}));
+    }
+
+    #[test]
+    fn response_translation() {
+        let resp: GenerateResponse = serde_json::from_value(json!({
+            "candidates": [{"content": {"role": "model", "parts": [
+                {"text": "thinking...", "thought": true},
+                {"text": "Calling."},
+                {"functionCall": {"name": "weather", "args": {"city": "Paris"}}}
+            ]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 18, "thoughtsTokenCount": 3},
+            "modelVersion": "gemini-2.5-flash", "responseId": "abc"
+        }))
+        .unwrap();
+        let out = response(resp, "gemini", 1);
+        let c = &out.choices[0];
+        assert_eq!(c.message.text(), "Calling.");
+        assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
+        let call = &c.message.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.function.name, "weather");
+        assert!(call.id.starts_with("call_"));
+        let u = out.usage.unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (10, 8, 18)
+        );
+        assert_eq!(
+            u.completion_tokens_details.unwrap().reasoning_tokens,
+            Some(3)
+        );
+        assert_eq!(out.model, "gemini-2.5-flash");
+        assert_eq!(out.id, "chatcmpl-abc");
+    }
+}

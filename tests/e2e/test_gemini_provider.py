@@ -1,0 +1,162 @@
+"""Gemini (API key) and Vertex AI (bearer token) behind the OpenAI API."""
+
+import json
+
+import openai
+import pytest
+
+from harness import FakeGemini, Loom
+
+CONFIG = """
+listeners:
+  - address: "127.0.0.1:{{port}}"
+admin:
+  address: "127.0.0.1:{{admin_port}}"
+routes:
+  - id: ai
+    path: /v1/*
+    ai_gateway: true
+ai_gateway:
+  enabled: true
+  providers:
+    - name: gemini
+      type: gemini
+      api_key: ${{GEMINI_API_KEY}}
+      base_url: {url}/v1beta
+      models: [gemini-2.0-flash, text-embedding-004, gemini-error-429, gemini-error-400]
+    - name: vertex
+      type: vertex
+      api_key: ${{VERTEX_TOKEN}}
+      base_url: {url}/v1/projects/my-project/locations/us-central1/publishers/google
+      models: [gemini-1.5-pro]
+"""
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}},
+}
+
+
+@pytest.fixture
+def fake_gemini():
+    f = FakeGemini()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def loom(fake_gemini):
+    l = Loom(CONFIG.format(url=fake_gemini.url), env={"GEMINI_API_KEY": "gem-key-1", "VERTEX_TOKEN": "ya29.token"})
+    yield l
+    l.stop()
+
+
+def client(loom):
+    return openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+
+
+def test_chat_with_api_key(loom, fake_gemini):
+    resp = client(loom).chat.completions.create(
+        model="gemini-2.0-flash",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"}],
+        max_tokens=64,
+        response_format={"type": "json_object"},
+    )
+    assert resp.choices[0].message.content == "Hello! It's 18°C in Paris — sunny ☀️."
+    assert resp.choices[0].finish_reason == "stop"
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens, resp.usage.total_tokens) == (9, 13, 22)
+    assert resp.model == "gemini-2.0-flash"
+    sent = fake_gemini.requests[-1]
+    assert sent["path"] == "/v1beta/models/gemini-2.0-flash:generateContent"
+    assert sent["headers"]["x-goog-api-key"] == "gem-key-1"
+    assert sent["body"]["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert sent["body"]["generationConfig"] == {"maxOutputTokens": 64, "responseMimeType": "application/json"}
+
+
+def test_vertex_uses_a_bearer_token(loom, fake_gemini):
+    client(loom).chat.completions.create(model="gemini-1.5-pro", messages=[{"role": "user", "content": "x"}])
+    sent = fake_gemini.requests[-1]
+    assert sent["path"] == "/v1/projects/my-project/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent"
+    assert sent["headers"]["authorization"] == "Bearer ya29.token"
+    assert "x-goog-api-key" not in sent["headers"]
+
+
+def test_stream_with_usage(loom, fake_gemini):
+    chunks = list(
+        client(loom).chat.completions.create(
+            model="gemini-2.0-flash", messages=[{"role": "user", "content": "Weather?"}], stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert fake_gemini.requests[-1]["path"] == "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello! It's 18°C in Paris — sunny ☀️."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.total_tokens == 22
+
+
+def test_tool_call_round_trip(loom, fake_gemini):
+    c = client(loom)
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = c.chat.completions.create(model="gemini-2.0-flash", messages=messages, tools=[WEATHER_TOOL], tool_choice="required")
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"location": "Paris, France"}
+    assert fake_gemini.requests[-1]["body"]["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+
+    messages += [choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 18}'}]
+    second = c.chat.completions.create(model="gemini-2.0-flash", messages=messages, tools=[WEATHER_TOOL])
+    assert second.choices[0].message.content.startswith("Hello!")
+    contents = fake_gemini.requests[-1]["body"]["contents"]
+    assert contents[1] == {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"location": "Paris, France"}}}]}
+    assert contents[2] == {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp_c": 18}}}]}
+
+
+def test_streamed_tool_call(loom):
+    chunks = list(
+        client(loom).chat.completions.create(
+            model="gemini-2.0-flash", messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER_TOOL], stream=True
+        )
+    )
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and calls[0].function.name == "get_weather" and calls[0].id
+    assert json.loads(calls[0].function.arguments) == {"location": "Paris, France"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_image_message(loom, fake_gemini):
+    client(loom).chat.completions.create(
+        model="gemini-2.0-flash",
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGRg=="}},
+        ]}],
+    )
+    parts = fake_gemini.requests[-1]["body"]["contents"][0]["parts"]
+    assert parts[1] == {"inlineData": {"mimeType": "image/webp", "data": "UklGRg=="}}
+
+
+def test_embeddings(loom, fake_gemini):
+    resp = client(loom).embeddings.create(model="text-embedding-004", input=["a", "b"], encoding_format="float")
+    assert len(resp.data) == 2
+    assert resp.data[1].embedding[0] == pytest.approx(-0.0015103577)
+    sent = fake_gemini.requests[-1]
+    assert sent["path"] == "/v1beta/models/text-embedding-004:batchEmbedContents"
+    assert sent["body"]["requests"][0] == {"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]}}
+    # The SDK's default base64 encoding decodes to the same vector.
+    resp = client(loom).embeddings.create(model="text-embedding-004", input=["a", "b"])
+    assert resp.data[0].embedding[0] == pytest.approx(0.013168517)
+
+
+def test_errors_keep_status_and_message(loom):
+    c = client(loom)
+    with pytest.raises(openai.RateLimitError) as err:
+        c.chat.completions.create(model="gemini-error-429", messages=[{"role": "user", "content": "x"}])
+    assert "Resource has been exhausted" in err.value.message
+    assert err.value.body["code"] == "RESOURCE_EXHAUSTED"
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(model="gemini-error-400", messages=[{"role": "user", "content": "x"}])
+    assert "exceeds the maximum number of tokens" in err.value.message
