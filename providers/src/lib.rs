@@ -7,7 +7,7 @@
 //! data path never sees a provider-specific shape. Errors carry the status the
 //! client should see and whether another provider could succeed.
 
-mod anthropic;
+pub mod anthropic;
 mod error;
 mod gemini;
 mod http;
@@ -25,6 +25,7 @@ use futures_util::Stream;
 use loom_models::chat::{ChatChunk, Usage};
 use loom_models::completions::CompletionResponse;
 
+pub use anthropic::{Native, NativeEvent, NativeStream};
 pub use error::Error;
 pub use http::HttpClient;
 pub use mock::rough_tokens;

@@ -15,7 +15,7 @@ use loom_models::completions::CompletionRequest;
 use loom_models::embeddings::EmbeddingRequest;
 use loom_models::models_list::ModelCard;
 
-use crate::anthropic::Anthropic;
+use crate::anthropic::{Anthropic, Native};
 use crate::gemini::Gemini;
 use crate::http::HttpClient;
 use crate::mock::Mock;
@@ -49,6 +49,19 @@ impl Provider {
     /// Its type.
     pub fn kind(&self) -> ProviderKind {
         self.kind
+    }
+
+    /// Whether this provider speaks Anthropic's Messages API natively.
+    pub fn is_anthropic(&self) -> bool {
+        matches!(self.adapter, Adapter::Anthropic(_))
+    }
+
+    /// A Messages call passed through untranslated (Anthropic providers only).
+    pub async fn anthropic_messages(&self, body: Bytes, stream: bool) -> Result<Native, Error> {
+        match &self.adapter {
+            Adapter::Anthropic(a) => a.messages(body, stream).await,
+            _ => Err(self.not_served("the native Anthropic Messages API")),
+        }
     }
 
     fn not_served(&self, endpoint: &str) -> Error {

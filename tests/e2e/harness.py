@@ -94,9 +94,11 @@ class FakeOpenAI:
                     fake.release.wait(30)
                     return self._send(200, fixture("openai_chat.json"))
                 if path.endswith("/chat/completions"):
+                    msgs = body.get("messages") or [{}]
+                    wants_tool = bool(body.get("tools")) and msgs[-1].get("role") != "tool"
                     if body.get("stream"):
-                        return self._stream(body)
-                    return self._send(200, fixture("openai_chat.json"))
+                        return self._stream(body, "openai_chat_tool_stream.sse" if wants_tool else "openai_chat_stream.sse")
+                    return self._send(200, fixture("openai_chat_tool_call.json" if wants_tool else "openai_chat.json"))
                 if path.endswith("/completions"):
                     if body.get("stream"):
                         return self._completion_stream(body)
@@ -137,10 +139,10 @@ class FakeOpenAI:
                     out.write((event + "\n\n").encode())
                 out.close()
 
-            def _stream(self, body):
+            def _stream(self, body, name="openai_chat_stream.sse"):
                 model = body.get("model")
                 include_usage = (body.get("stream_options") or {}).get("include_usage", False)
-                events = [e for e in fixture("openai_chat_stream.sse").decode().split("\n\n") if e.strip()]
+                events = [e for e in fixture(name).decode().split("\n\n") if e.strip()]
                 if not include_usage:
                     events = [e for e in events if '"choices":[]' not in e]
                 self.send_response(200)

@@ -7,6 +7,7 @@
 //! Authentication and limits run before this, in the pipeline.
 
 mod error;
+mod messages;
 mod sse;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub async fn handle(
     let limit = route.max_body.unwrap_or(u64::MAX);
     let result = match (endpoint, req.method()) {
         ("/chat/completions", &Method::POST) => chat(rt, req, limit, ex).await,
+        ("/messages", &Method::POST) => return messages::handle(rt, req, limit, ex).await,
         ("/completions", &Method::POST) => completions(rt, req, limit, ex).await,
         ("/embeddings", &Method::POST) => match embeddings(rt, req, limit, &mut ex).await {
             Ok(r) => Ok((r, Some(ex))),
@@ -55,7 +57,7 @@ pub async fn handle(
             Ok(r) => Ok((r, Some(ex))),
             Err(e) => Err((e, Some(ex))),
         },
-        ("/chat/completions" | "/completions" | "/embeddings" | "/models", _) => {
+        ("/chat/completions" | "/completions" | "/embeddings" | "/models" | "/messages", _) => {
             Err((ApiError::MethodNotAllowed, Some(ex)))
         }
         _ => Err((

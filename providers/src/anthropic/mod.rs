@@ -5,6 +5,7 @@
 //! error bodies become OpenAI error envelopes with the provider's message, and
 //! its `529 overloaded` becomes a 503.
 
+pub mod ingress;
 mod stream;
 mod translate;
 
@@ -167,6 +168,109 @@ impl Anthropic {
             }
         });
         Ok(Box::pin(chunks))
+    }
+}
+
+/// One event of a native Anthropic stream, framed for the client, with the
+/// usage it reports (on `message_start` and `message_delta`).
+#[derive(Debug)]
+pub struct NativeEvent {
+    pub frame: Bytes,
+    pub usage: Option<loom_models::chat::Usage>,
+}
+
+/// A native Anthropic stream.
+pub type NativeStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<NativeEvent, Error>> + Send>>;
+
+/// What a native Messages call returns.
+pub enum Native {
+    /// A whole answer, byte for byte.
+    Whole(Box<Reply>),
+    /// A stream, event by event.
+    Stream(NativeStream),
+}
+
+impl Anthropic {
+    /// A Messages call in Anthropic's own format, for the Anthropic-compatible
+    /// ingress: `body` is sent as is and the answer comes back untranslated.
+    pub(crate) async fn messages(&self, body: Bytes, stream: bool) -> Result<Native, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let resp = crate::http::post(
+            &self.client,
+            &self.name,
+            &self.messages_uri,
+            &self.headers,
+            body,
+            deadline,
+        )
+        .await?;
+        if !stream {
+            let body = crate::http::collect(&self.name, resp, deadline).await?;
+            let parsed: MessagesResponse =
+                serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
+                    provider: self.name.clone(),
+                    detail: e.to_string(),
+                })?;
+            return Ok(Native::Whole(Box::new(Reply {
+                body,
+                usage: Some(translate::usage(&parsed.usage)),
+            })));
+        }
+        let events = Box::pin(resp.into_body().into_data_stream().eventsource());
+        let provider = self.name.clone();
+        // (events, usage so far, finished)
+        let state = (events, loom_models::anthropic::Usage::default(), false);
+        let out = futures_util::stream::unfold(state, move |(mut events, mut usage, finished)| {
+            let provider = provider.clone();
+            async move {
+                let next = match tokio::time::timeout_at(deadline, events.next()).await {
+                    Err(_) => Err(Error::Timeout { provider }),
+                    Ok(None) if finished => return None,
+                    Ok(None) => Err(Error::Stream {
+                        provider,
+                        detail: "the upstream closed the stream before message_stop".to_owned(),
+                    }),
+                    Ok(Some(Err(e))) => Err(Error::Stream {
+                        provider,
+                        detail: e.to_string(),
+                    }),
+                    Ok(Some(Ok(ev))) => Ok(ev),
+                };
+                let ev = match next {
+                    Ok(ev) => ev,
+                    Err(e) => return Some((Err(e), (events, usage, true))),
+                };
+                let mut reported = None;
+                let mut done = finished;
+                match serde_json::from_str::<StreamEvent>(&ev.data) {
+                    Ok(StreamEvent::MessageStart { message }) => {
+                        usage = message.usage;
+                        reported = Some(translate::usage(&usage));
+                    }
+                    Ok(StreamEvent::MessageDelta { usage: Some(u), .. }) => {
+                        usage.output_tokens = u.output_tokens;
+                        reported = Some(translate::usage(&usage));
+                    }
+                    Ok(StreamEvent::MessageStop) => done = true,
+                    _ => {}
+                }
+                let name = if ev.event.is_empty() {
+                    "message"
+                } else {
+                    ev.event.as_str()
+                };
+                let frame = Bytes::from(format!("event: {name}\ndata: {}\n\n", ev.data));
+                Some((
+                    Ok(NativeEvent {
+                        frame,
+                        usage: reported,
+                    }),
+                    (events, usage, done),
+                ))
+            }
+        });
+        Ok(Native::Stream(Box::pin(out)))
     }
 }
 
