@@ -6,8 +6,8 @@
 //! its `529 overloaded` becomes a 503.
 
 pub mod ingress;
-mod stream;
-mod translate;
+pub mod stream;
+pub mod translate;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
