@@ -37,7 +37,7 @@ ai_gateway:
       api_key: ${{UPSTREAM_KEY}}
       base_url: {upstream_url}
       timeout: 2s
-      models: [gpt-4o, gpt-3.5-turbo-instruct, text-embedding-3-small, fake-error-400, fake-error-500, fake-gated-stream, fake-broken-stream, fake-hang]
+      models: [gpt-4o, gpt-3.5-turbo-instruct, text-embedding-3-small, fake-error-400, fake-error-500, fake-error-context, fake-error-429, fake-gated-stream, fake-broken-stream, fake-hang]
 {extra_provider}
   model_mapping:
     smart:

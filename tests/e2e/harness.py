@@ -90,6 +90,17 @@ class FakeOpenAI:
                     return self._send(400, fixture("openai_error_400.json"))
                 if model == "fake-error-500":
                     return self._send(500, fixture("openai_error_500.json"))
+                if model == "fake-error-context":
+                    return self._send(400, fixture("openai_error_context_length.json"))
+                if model == "fake-error-429":
+                    self.send_response(429)
+                    payload = fixture("openai_error_429.json")
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    self.send_header("retry-after", "2")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 if model == "fake-hang":
                     fake.release.wait(30)
                     return self._send(200, fixture("openai_chat.json"))

@@ -265,3 +265,53 @@ def test_legacy_completions_stream(loom_ai, fake_openai):
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "\n\nThis is indeed a test"
     assert fake_openai.requests[-1]["body"]["stream_options"] == {"include_usage": True}
     assert all(c.usage is None for c in chunks)
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}},
+}
+
+
+def test_tool_call_round_trip_and_stream(loom_ai, fake_openai):
+    c = client(loom_ai)
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = c.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL])
+    (call,) = first.choices[0].message.tool_calls
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert json.loads(call.function.arguments) == {"location": "Paris, France"}
+    messages += [first.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "18C"}]
+    second = c.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL])
+    assert second.choices[0].message.content == "Hello! How can I assist you today?"
+    assert fake_openai.requests[-1]["body"]["messages"][2] == {"role": "tool", "tool_call_id": call.id, "content": "18C"}
+
+    chunks = list(c.chat.completions.create(model="gpt-4o", messages=messages[:1], tools=[WEATHER_TOOL], stream=True))
+    calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert calls[0].id == "call_DdmO9pD3xa9XTPNJ32zg2hcA"
+    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"location": "Paris, France"}
+
+
+def test_image_and_json_mode_pass_through(loom_ai, fake_openai):
+    client(loom_ai).chat.completions.create(
+        model="gpt-4o",
+        response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": True}},
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Describe as JSON"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+        ]}],
+    )
+    body = fake_openai.requests[-1]["body"]
+    assert body["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
+    assert body["response_format"]["json_schema"]["strict"] is True
+
+
+def test_context_length_and_rate_limit_errors_pass_through(loom_ai):
+    c = client(loom_ai)
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(model="fake-error-context", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "context_length_exceeded"
+    assert err.value.param == "messages"
+    with pytest.raises(openai.RateLimitError) as err:
+        c.chat.completions.create(model="fake-error-429", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "rate_limit_exceeded"
+    assert "Rate limit reached" in err.value.message

@@ -547,4 +547,53 @@ mod tests {
         assert_eq!(out.model, "gemini-2.5-flash");
         assert_eq!(out.id, "chatcmpl-abc");
     }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9 .,!?\"\\\\{}éß€☀️]{1,40}"
+        }
+
+        proptest! {
+            /// Every supported field reaches Gemini's wire format intact.
+            #[test]
+            fn supported_fields_reach_the_wire(
+                system in proptest::option::of(text()),
+                turns in proptest::collection::vec(text(), 1..6),
+                temperature in proptest::option::of(0.0f64..2.0),
+                max_tokens in proptest::option::of(1u64..8192),
+                seed in proptest::option::of(any::<i64>()),
+                stop in proptest::option::of(proptest::collection::vec("[a-z]{1,5}", 1..3)),
+            ) {
+                let mut messages = Vec::new();
+                if let Some(s) = &system {
+                    messages.push(json!({"role": "system", "content": s}));
+                }
+                for (i, t) in turns.iter().enumerate() {
+                    messages.push(json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": t}));
+                }
+                let req: ChatRequest = serde_json::from_value(json!({
+                    "model": "gemini", "messages": messages, "temperature": temperature,
+                    "max_tokens": max_tokens, "seed": seed, "stop": stop,
+                })).unwrap();
+                let wire = serde_json::to_string(&request(&req).unwrap()).unwrap();
+                let back: GenerateRequest = serde_json::from_str(&wire).unwrap();
+
+                let sys = back.system_instruction.and_then(|c| c.parts.into_iter().next()).and_then(|p| p.text);
+                prop_assert_eq!(sys, system);
+                prop_assert_eq!(back.contents.len(), turns.len());
+                for (i, (c, t)) in back.contents.iter().zip(&turns).enumerate() {
+                    prop_assert_eq!(c.role.as_deref(), Some(if i % 2 == 0 { "user" } else { "model" }));
+                    prop_assert_eq!(c.parts[0].text.as_ref(), Some(t));
+                }
+                let gc = back.generation_config.unwrap_or_default();
+                prop_assert_eq!(gc.temperature, temperature);
+                prop_assert_eq!(gc.max_output_tokens, max_tokens);
+                prop_assert_eq!(gc.seed, seed);
+                prop_assert_eq!(gc.stop_sequences, stop);
+            }
+        }
+    }
 }
