@@ -172,3 +172,15 @@ def test_errors_in_anthropic_shape(loom):
     with pytest.raises(anthropic.BadRequestError) as err:
         c.messages.create(model="gpt-4o", max_tokens=10, messages=[])
     assert err.value.body["error"]["type"] == "invalid_request_error"
+
+
+def test_native_streamed_tool_use(loom):
+    with client(loom).messages.stream(
+        model="claude-3-opus-20240229", max_tokens=200, tools=[WEATHER],
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    (tool,) = [b for b in final.content if b.type == "tool_use"]
+    assert tool.id == "toolu_01T1x1fJ34qAmk2tNTrN7Up6" and tool.input == {"location": "Paris, France"}
+    assert final.usage.output_tokens == 89

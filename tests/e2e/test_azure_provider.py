@@ -61,3 +61,42 @@ def test_recent_api_version_asks_for_stream_usage(fake_openai):
         assert fake_openai.requests[-1]["body"]["stream_options"] == {"include_usage": True}
     finally:
         loom.stop()
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}},
+}
+
+
+def test_tools_images_json_mode_and_errors(fake_openai):
+    import json
+
+    import pytest
+
+    cfg = config(fake_openai.url, "2024-10-21").replace(
+        "models: [gpt-4, text-embedding-3-small]", "models: [gpt-4, text-embedding-3-small, fake-error-429]"
+    )
+    loom = Loom(cfg, env={"AZURE_API_KEY": "k"})
+    try:
+        c = openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+        messages = [{"role": "user", "content": [
+            {"type": "text", "text": "Weather where this photo was taken?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/p.jpg"}},
+        ]}]
+        first = c.chat.completions.create(model="gpt-4", messages=messages, tools=[WEATHER_TOOL], response_format={"type": "json_object"})
+        (call,) = first.choices[0].message.tool_calls
+        sent = fake_openai.requests[-1]["body"]
+        assert sent["response_format"] == {"type": "json_object"}
+        assert sent["messages"][0]["content"][1]["image_url"]["url"] == "https://example.com/p.jpg"
+        messages += [first.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "18C"}]
+        second = c.chat.completions.create(model="gpt-4", messages=messages, tools=[WEATHER_TOOL])
+        assert second.usage.total_tokens == 29
+        chunks = list(c.chat.completions.create(model="gpt-4", messages=messages[:1], tools=[WEATHER_TOOL], stream=True))
+        args = "".join(tc.function.arguments or "" for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or []))
+        assert json.loads(args) == {"location": "Paris, France"}
+        with pytest.raises(openai.RateLimitError) as err:
+            c.chat.completions.create(model="fake-error-429", messages=[{"role": "user", "content": "x"}])
+        assert err.value.code == "rate_limit_exceeded"
+    finally:
+        loom.stop()

@@ -160,3 +160,10 @@ def test_errors_keep_status_and_message(loom):
     with pytest.raises(openai.BadRequestError) as err:
         c.chat.completions.create(model="gemini-error-400", messages=[{"role": "user", "content": "x"}])
     assert "exceeds the maximum number of tokens" in err.value.message
+
+
+def test_streaming_several_choices_is_a_clear_400(loom, fake_gemini):
+    with pytest.raises(openai.BadRequestError) as err:
+        list(client(loom).chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}], n=2, stream=True))
+    assert "`n` must be 1" in err.value.message
+    assert fake_gemini.requests == []

@@ -157,6 +157,12 @@ impl Gemini {
     }
 
     pub(crate) async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
+        if req.n.is_some_and(|n| n > 1) {
+            return Err(Error::Unsupported(
+                "The gemini provider streams one choice: `n` must be 1 when `stream` is true"
+                    .to_owned(),
+            ));
+        }
         let body = translate::request(req)?;
         let deadline = Instant::now() + self.timeout;
         let uri = self.uri(&req.model, "streamGenerateContent", true)?;
