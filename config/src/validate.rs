@@ -240,24 +240,31 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
         ));
     }
     let r = &ai.routing;
-    if r.strategy != Strategy::Priority {
-        not_yet(
-            found,
-            "ai_gateway.routing.strategy".into(),
-            "routing strategies other than priority",
-            5,
-        );
-    }
-    if r.fallback {
-        not_yet(found, "ai_gateway.routing.fallback".into(), "failover", 5);
-    }
     for (field, f) in [
         ("ai_gateway.failover", &ai.failover),
         ("ai_gateway.routing.failover", &r.failover),
     ] {
-        if f.as_ref().is_some_and(|f| f.enabled) {
-            not_yet(found, format!("{field}.enabled"), "failover", 5);
+        if let Some(f) = f {
+            if let Some(code) = f.retry_codes.iter().find(|c| !(100..=599).contains(*c)) {
+                found.push((
+                    format!("{field}.retry_codes"),
+                    format!("{code} is not an HTTP status"),
+                ));
+            }
+            if f.timeout.get().is_zero() {
+                found.push((
+                    format!("{field}.timeout"),
+                    "the per-attempt timeout must be above zero".into(),
+                ));
+            }
         }
+    }
+    if ai.failover.is_some() && r.failover.is_some() {
+        found.push((
+            "ai_gateway.routing.failover".into(),
+            "failover is set both at ai_gateway.failover and ai_gateway.routing.failover; keep one"
+                .into(),
+        ));
     }
     for (i, rp) in r.providers.iter().enumerate() {
         if !names.contains(rp.name.as_str()) {

@@ -35,6 +35,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     reloads: IntCounterVec,
+    failovers: IntCounterVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -225,6 +226,12 @@ impl Metrics {
                 "Configuration reloads by result",
                 &["result"],
             )?,
+            failovers: counter(
+                &r,
+                "loom_ai_failovers_total",
+                "Retries on another provider, by the provider that failed, the next one and why",
+                &["from", "to", "reason"],
+            )?,
             in_flight,
             registry: r,
             ai_series: RwLock::new(HashMap::default()),
@@ -334,6 +341,11 @@ impl Metrics {
         self.http_duration
             .with_label_values(&["-"])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a failover from one provider to the next.
+    pub fn failover(&self, from: &str, to: &str, reason: &str) {
+        self.failovers.with_label_values(&[from, to, reason]).inc();
     }
 
     /// Counts a reload attempt.

@@ -12,6 +12,9 @@ pub enum Error {
         "The model `{model}` does not exist or is not served by this gateway; available models: {available}"
     )]
     UnknownModel { model: String, available: String },
+    /// Every provider that serves the model is unavailable (open circuit, back-off).
+    #[error("{0}")]
+    Unavailable(String),
     /// The request asks for something this provider cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -30,6 +33,8 @@ pub enum Error {
         message: String,
         body: Bytes,
         content_type: Option<String>,
+        /// The provider's `Retry-After`, when it sent one.
+        retry_after: Option<std::time::Duration>,
     },
     /// The provider's answer could not be understood.
     #[error("provider {provider} sent an invalid response: {detail}")]
@@ -44,6 +49,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::UnknownModel { .. } => StatusCode::NOT_FOUND,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::Connect { .. } | Error::InvalidResponse { .. } | Error::Stream { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -73,6 +79,23 @@ impl Error {
             Error::UnknownModel { .. } => Some("model_not_found"),
             Error::Timeout { .. } => Some("upstream_timeout"),
             Error::Connect { .. } => Some("upstream_unreachable"),
+            Error::Unavailable(_) => Some("providers_unavailable"),
+            _ => None,
+        }
+    }
+
+    /// How long the provider asked to be left alone.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The provider's HTTP status, when it answered with one.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(status.as_u16()),
             _ => None,
         }
     }
@@ -90,6 +113,7 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Error::UnknownModel { .. } => "unknown_model",
+            Error::Unavailable(_) => "unavailable",
             Error::Unsupported(_) => "unsupported",
             Error::Connect { .. } => "connect",
             Error::Timeout { .. } => "timeout",

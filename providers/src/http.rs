@@ -92,6 +92,13 @@ pub(crate) async fn post(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| std::time::Duration::from_secs_f64(s.min(3600.0)));
     let body = collect(provider, resp, deadline).await.unwrap_or_default();
     Err(Error::Status {
         provider: provider.to_owned(),
@@ -99,6 +106,7 @@ pub(crate) async fn post(
         message: crate::openai::upstream_message(&body),
         body,
         content_type,
+        retry_after,
     })
 }
 

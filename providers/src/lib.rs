@@ -14,6 +14,7 @@ mod http;
 mod mock;
 mod openai;
 mod registry;
+mod router;
 mod sse;
 mod stats;
 mod usage;
@@ -30,8 +31,9 @@ pub use error::Error;
 pub use http::HttpClient;
 pub use mock::rough_tokens;
 pub use registry::{Provider, Registry, Target};
+pub use router::{FailoverPolicy, Router};
 pub use sse::{StreamItem, sse_json};
-pub use stats::{ProviderSnapshot, ProviderStats, StatsBook};
+pub use stats::{Circuit, ProviderSnapshot, ProviderStats, StatsBook};
 
 /// A streamed chat completion, one chunk per upstream event.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;

@@ -20,6 +20,7 @@ use crate::gemini::Gemini;
 use crate::http::HttpClient;
 use crate::mock::Mock;
 use crate::openai::OpenAi;
+use crate::router::Router;
 use crate::stats::{ProviderSnapshot, ProviderStats, StatsBook};
 use crate::{ChunkStream, CompletionStream, Error, Reply};
 
@@ -147,7 +148,7 @@ pub struct Target {
 }
 
 /// The providers of one configuration.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     providers: Vec<Arc<Provider>>,
     /// Model → (provider index, upstream model), in priority order.
@@ -155,6 +156,7 @@ pub struct Registry {
     /// Providers with no `models:` list, in priority order: they serve any other model.
     catch_all: Vec<usize>,
     cards: Vec<ModelCard>,
+    router: Router,
 }
 
 impl Registry {
@@ -233,6 +235,7 @@ impl Registry {
             by_model,
             catch_all,
             cards,
+            router: Router::new(cfg),
         })
     }
 
@@ -276,6 +279,11 @@ impl Registry {
         } else {
             Ok(list)
         }
+    }
+
+    /// The routing strategy and failover policy.
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     /// The models to list on `GET /v1/models`.

@@ -2,13 +2,25 @@
 //! API (`/ai/providers`) and, later, by latency-aware routing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// Counters of one provider. Updated lock-free on the hot path.
+/// Consecutive failures that open a provider's circuit.
+pub const BREAKER_THRESHOLD: u64 = 5;
+/// How long an open circuit stays open before one trial request.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the first call, on a monotonic clock.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Counters, circuit breaker and back-off of one provider. Updated lock-free
+/// on the hot path; kept across reloads.
 #[derive(Debug, Default)]
 pub struct ProviderStats {
     requests: AtomicU64,
@@ -17,13 +29,93 @@ pub struct ProviderStats {
     tokens_in: AtomicU64,
     tokens_out: AtomicU64,
     latency_micros_total: AtomicU64,
+    /// Open circuit: no traffic until this time (ms, see `now_ms`); 0 when closed.
+    open_until: AtomicU64,
+    /// Set while the one half-open trial request is in flight.
+    trial: AtomicBool,
+    /// `Retry-After`: skipped until this time (ms).
+    skip_until: AtomicU64,
+    /// Exponentially weighted time to first byte, in microseconds (0: no sample yet).
+    ewma_ttfb_micros: AtomicU64,
+}
+
+/// Circuit state of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Circuit {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl Circuit {
+    /// The state's name in the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
 }
 
 impl ProviderStats {
+    /// The circuit's state now.
+    pub fn circuit(&self) -> Circuit {
+        match self.open_until.load(Relaxed) {
+            0 => Circuit::Closed,
+            until if now_ms() < until => Circuit::Open,
+            _ => Circuit::HalfOpen,
+        }
+    }
+
+    /// Whether a request may go to this provider now. In the half-open state
+    /// only one trial request is let through at a time.
+    pub fn admit(&self) -> bool {
+        if self.skip_until.load(Relaxed) > now_ms() {
+            return false;
+        }
+        match self.circuit() {
+            Circuit::Closed => true,
+            Circuit::Open => false,
+            Circuit::HalfOpen => self
+                .trial
+                .compare_exchange(false, true, Relaxed, Relaxed)
+                .is_ok(),
+        }
+    }
+
+    /// Honours a provider's `Retry-After`: no traffic for `d`.
+    pub fn back_off(&self, d: Duration) {
+        self.skip_until
+            .fetch_max(now_ms() + d.as_millis() as u64, Relaxed);
+    }
+
+    /// Folds a time-to-first-byte sample into the moving average.
+    pub fn record_ttfb(&self, d: Duration) {
+        let sample = d.as_micros().max(1) as u64;
+        let _ = self.ewma_ttfb_micros.fetch_update(Relaxed, Relaxed, |old| {
+            Some(if old == 0 {
+                sample
+            } else {
+                (old * 4 + sample) / 5
+            })
+        });
+    }
+
+    /// The moving average of time to first byte (`None` before any sample).
+    pub fn ttfb(&self) -> Option<Duration> {
+        match self.ewma_ttfb_micros.load(Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
     /// Records a finished request: its latency and token counts.
     pub fn record_success(&self, latency: Duration, tokens_in: u64, tokens_out: u64) {
         self.requests.fetch_add(1, Relaxed);
         self.consecutive_failures.store(0, Relaxed);
+        self.open_until.store(0, Relaxed);
+        self.trial.store(false, Relaxed);
         self.tokens_in.fetch_add(tokens_in, Relaxed);
         self.tokens_out.fetch_add(tokens_out, Relaxed);
         self.latency_micros_total
@@ -34,7 +126,12 @@ impl ProviderStats {
     pub fn record_failure(&self, latency: Duration) {
         self.requests.fetch_add(1, Relaxed);
         self.failures.fetch_add(1, Relaxed);
-        self.consecutive_failures.fetch_add(1, Relaxed);
+        let consecutive = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        let was_trial = self.trial.swap(false, Relaxed);
+        if consecutive >= BREAKER_THRESHOLD || was_trial {
+            self.open_until
+                .store(now_ms() + BREAKER_COOLDOWN.as_millis() as u64, Relaxed);
+        }
         self.latency_micros_total
             .fetch_add(latency.as_micros() as u64, Relaxed);
     }
@@ -49,13 +146,17 @@ impl ProviderStats {
             .checked_div(requests)
             .unwrap_or(0)
             / 1000;
+        let circuit = self.circuit();
         ProviderSnapshot {
             name: name.to_owned(),
-            status: match consecutive {
-                0 => "healthy",
-                1..=4 => "degraded",
-                _ => "unhealthy",
+            status: match (circuit, consecutive) {
+                (Circuit::Open, _) => "open",
+                (Circuit::HalfOpen, _) => "half_open",
+                (_, 0) => "healthy",
+                _ => "degraded",
             },
+            circuit: circuit.as_str(),
+            ttfb_ms: self.ttfb().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             requests,
             failures: self.failures.load(Relaxed),
             tokens_in: self.tokens_in.load(Relaxed),
@@ -69,8 +170,13 @@ impl ProviderStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderSnapshot {
     pub name: String,
+    /// `healthy`, `degraded` (recent failures), `open` or `half_open`.
     pub status: &'static str,
+    pub circuit: &'static str,
+    /// Moving average of time to first byte.
+    pub ttfb_ms: f64,
     pub requests: u64,
+    #[serde(rename = "errors")]
     pub failures: u64,
     pub tokens_in: u64,
     pub tokens_out: u64,
@@ -90,5 +196,44 @@ impl StatsBook {
     pub fn get(&self, name: &str) -> Arc<ProviderStats> {
         let mut map = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(name.to_owned()).or_default().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_consecutive_failures_and_closes_on_success() {
+        let s = ProviderStats::default();
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            s.record_failure(Duration::from_millis(1));
+        }
+        assert_eq!(s.circuit(), Circuit::Closed);
+        assert!(s.admit());
+        s.record_failure(Duration::from_millis(1));
+        assert_eq!(s.circuit(), Circuit::Open);
+        assert!(!s.admit());
+        // Cool-down over: one trial at a time.
+        s.open_until.store(1, Relaxed);
+        assert_eq!(s.circuit(), Circuit::HalfOpen);
+        assert!(s.admit());
+        assert!(!s.admit());
+        // The trial fails: open again.
+        s.record_failure(Duration::from_millis(1));
+        assert_eq!(s.circuit(), Circuit::Open);
+        s.open_until.store(1, Relaxed);
+        assert!(s.admit());
+        s.record_success(Duration::from_millis(1), 1, 1);
+        assert_eq!(s.circuit(), Circuit::Closed);
+        assert!(s.admit());
+    }
+
+    #[test]
+    fn retry_after_skips_the_provider() {
+        let s = ProviderStats::default();
+        s.back_off(Duration::from_secs(60));
+        assert!(!s.admit());
+        assert_eq!(s.circuit(), Circuit::Closed);
     }
 }

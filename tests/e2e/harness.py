@@ -68,6 +68,9 @@ class FakeOpenAI:
 
     def __init__(self):
         self.requests: list[dict] = []
+        # Behaviour of the next calls, set by a test: (status, headers) to
+        # answer with an error, or "cut" to open a stream and close it at once.
+        self.fail_next: list = []
         self.release = threading.Event()
         self.last_event_sent = threading.Event()
         self.cancelled = threading.Event()
@@ -75,6 +78,7 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -86,6 +90,25 @@ class FakeOpenAI:
                 fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 model = body.get("model", "")
                 path = self.path.split("?")[0]
+                if fake.fail_next:
+                    action = fake.fail_next.pop(0)
+                    if action == "cut":
+                        self.send_response(200)
+                        self.send_header("content-type", "text/event-stream")
+                        self.send_header("transfer-encoding", "chunked")
+                        self.end_headers()
+                        ChunkedWriter(self.wfile).close()
+                        return
+                    status, headers = action
+                    payload = fixture("openai_error_400.json" if status < 500 else "openai_error_500.json")
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 if model == "fake-error-400":
                     return self._send(400, fixture("openai_error_400.json"))
                 if model == "fake-error-500":
@@ -204,6 +227,7 @@ class FakeBackend:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -404,6 +428,7 @@ class FakeAnthropic:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -470,6 +495,7 @@ class FakeGemini:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

@@ -20,7 +20,8 @@ pub enum ApiError {
     MethodNotAllowed,
     TooLarge(u64),
     UnsupportedMediaType,
-    Provider(loom_providers::Error),
+    /// Boxed: provider errors carry the provider's body and are large.
+    Provider(Box<loom_providers::Error>),
 }
 
 impl ApiError {
@@ -90,12 +91,13 @@ impl ApiError {
 
     /// The response. A provider's 4xx answer passes through unchanged.
     pub fn into_response(self) -> Response<Body> {
-        if let ApiError::Provider(loom_providers::Error::Status {
-            status,
-            body,
-            content_type,
-            ..
-        }) = &self
+        if let ApiError::Provider(boxed) = &self
+            && let loom_providers::Error::Status {
+                status,
+                body,
+                content_type,
+                ..
+            } = boxed.as_ref()
             && status.is_client_error()
             && !body.is_empty()
         {
@@ -115,6 +117,6 @@ impl ApiError {
 
 impl From<loom_providers::Error> for ApiError {
     fn from(e: loom_providers::Error) -> Self {
-        ApiError::Provider(e)
+        ApiError::Provider(Box::new(e))
     }
 }

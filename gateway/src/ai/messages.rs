@@ -28,7 +28,10 @@ use crate::state::Runtime;
 fn render(err: &ApiError) -> Response<Body> {
     let status = err.status();
     let message = match err {
-        ApiError::Provider(loom_providers::Error::Status { message, .. }) => message.clone(),
+        ApiError::Provider(boxed) => match boxed.as_ref() {
+            loom_providers::Error::Status { message, .. } => message.clone(),
+            _ => err.envelope().error.message,
+        },
         other => other.envelope().error.message,
     };
     let body = ingress::error_body(status.as_u16(), &message);
@@ -162,7 +165,7 @@ async fn serve(
                 false,
             );
             let parsed: ChatResponse = serde_json::from_slice(&reply.body).map_err(|e| {
-                ApiError::Provider(loom_providers::Error::InvalidResponse {
+                ApiError::from(loom_providers::Error::InvalidResponse {
                     provider: provider.name().to_owned(),
                     detail: e.to_string(),
                 })

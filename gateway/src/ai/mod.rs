@@ -119,16 +119,30 @@ async fn parse_body<T: DeserializeOwned>(
     Ok((value, bytes))
 }
 
-/// The provider chosen for `model`: the first candidate, in priority order.
-fn choose(rt: &Runtime, model: &str) -> Result<Target, ApiError> {
+/// The providers to try for `model`, in the routing strategy's order.
+fn plan(
+    rt: &Runtime,
+    model: &str,
+    prompt_chars: usize,
+    max_tokens: Option<u64>,
+) -> Result<Vec<Target>, ApiError> {
     if model.is_empty() {
         return Err(ApiError::invalid(
             "`model` must not be empty",
             Some("model"),
         ));
     }
-    let mut candidates = rt.providers.candidates(model)?;
-    Ok(candidates.swap_remove(0))
+    let candidates = rt.providers.candidates(model)?;
+    Ok(rt
+        .providers
+        .router()
+        .plan(model, candidates, prompt_chars, max_tokens)?)
+}
+
+/// The provider a single-attempt endpoint uses: the first of the plan.
+fn choose(rt: &Runtime, model: &str) -> Result<Target, ApiError> {
+    let mut plan = plan(rt, model, 0, None)?;
+    Ok(plan.swap_remove(0))
 }
 
 /// Records the provider side of a finished call.
@@ -189,27 +203,76 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
     if let Verdict::Block { message, .. } = rt.guardrails.check_request(&mut chat) {
         return Err((ApiError::invalid(message, None), Some(ex)));
     }
-    let target = match choose(rt, &chat.model) {
-        Ok(t) => t,
+    let prompt_chars: usize = chat.messages.iter().map(|m| m.text().len()).sum();
+    let plan = match plan(rt, &chat.model, prompt_chars, chat.max_output_tokens()) {
+        Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
-    let client_model = std::mem::replace(&mut chat.model, target.model.clone());
-    ex.provider = Some(target.provider.name().to_owned());
+    let client_model = chat.model.clone();
     ex.model = Some(client_model.clone());
-    let called = Instant::now();
-    if stream {
-        let wants_usage = chat.wants_stream_usage();
-        return match target.provider.chat_stream(&mut chat).await {
-            Ok(events) => {
-                let call = sse::Call {
-                    provider: target.provider,
-                    client_model,
-                    called,
-                    wants_usage,
+    let wants_usage = chat.wants_stream_usage();
+    let router = rt.providers.router();
+    let max_attempts = router.attempts();
+    let mut attempts = 0u32;
+    loop {
+        let target = plan[attempts as usize % plan.len()].clone();
+        if attempts > 0 && plan.len() == 1 {
+            backoff(attempts).await;
+        }
+        attempts += 1;
+        ex.provider = Some(target.provider.name().to_owned());
+        chat.model.clone_from(&target.model);
+        let called = Instant::now();
+        let outcome = if stream {
+            let started = target.provider.chat_stream(&mut chat);
+            within(router, started_stream(started))
+                .await
+                .map(Answer::Stream)
+        } else {
+            // Unchanged by mapping or guardrails: the client's bytes go upstream as they are.
+            let original = (target.model == client_model && rt.guardrails.is_empty())
+                .then(|| original.clone());
+            within(router, target.provider.chat(&chat, original))
+                .await
+                .map(|r| Answer::Whole(Box::new(r)))
+        };
+        match outcome {
+            Ok(answer) => {
+                target.provider.stats().record_ttfb(called.elapsed());
+                let provider = target.provider.clone();
+                let mut resp = match answer {
+                    Answer::Stream(events) => {
+                        let call = sse::Call {
+                            provider,
+                            client_model,
+                            called,
+                            wants_usage,
+                        };
+                        let mut resp = sse::response(events, call, ex);
+                        routing_headers(&mut resp, &target, attempts);
+                        return Ok((resp, None));
+                    }
+                    Answer::Whole(reply) => {
+                        settle(
+                            &mut ex,
+                            &provider,
+                            &client_model,
+                            called.elapsed(),
+                            200,
+                            reply.usage.as_ref(),
+                            false,
+                        );
+                        json_response(StatusCode::OK, reply.body)
+                    }
                 };
-                Ok((sse::response(events, call, ex), None))
+                routing_headers(&mut resp, &target, attempts);
+                return Ok((resp, Some(ex)));
             }
             Err(e) => {
+                let retry = attempts < max_attempts && router.should_retry(&e);
+                if let Some(d) = e.retry_after() {
+                    target.provider.stats().back_off(d);
+                }
                 let err = ApiError::from(e);
                 settle(
                     &mut ex,
@@ -218,42 +281,94 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
                     called.elapsed(),
                     err.status().as_u16(),
                     None,
-                    true,
+                    stream,
                 );
-                Err((err, Some(ex)))
+                if !retry {
+                    ex.error = Some(err.label());
+                    let mut resp = err.into_response();
+                    routing_headers(&mut resp, &target, attempts);
+                    return Ok((resp, Some(ex)));
+                }
+                let next = &plan[attempts as usize % plan.len()];
+                ex.shared().metrics.failover(
+                    target.provider.name(),
+                    next.provider.name(),
+                    err.label(),
+                );
+                tracing::info!(
+                    request_id = %ex.request_id,
+                    from = target.provider.name(),
+                    to = next.provider.name(),
+                    reason = err.label(),
+                    "failing over"
+                );
             }
-        };
-    }
-    // Unchanged by mapping or guardrails: the client's bytes go upstream as they are.
-    let original = (target.model == client_model && rt.guardrails.is_empty()).then_some(original);
-    match target.provider.chat(&chat, original).await {
-        Ok(resp) => {
-            let provider_time = called.elapsed();
-            settle(
-                &mut ex,
-                &target.provider,
-                &client_model,
-                provider_time,
-                200,
-                resp.usage.as_ref(),
-                false,
-            );
-            Ok((json_response(StatusCode::OK, resp.body), Some(ex)))
-        }
-        Err(e) => {
-            let err = ApiError::from(e);
-            settle(
-                &mut ex,
-                &target.provider,
-                &client_model,
-                called.elapsed(),
-                err.status().as_u16(),
-                None,
-                false,
-            );
-            Err((err, Some(ex)))
         }
     }
+}
+
+/// A provider's answer: whole, or a stream whose first event has arrived.
+enum Answer {
+    Whole(Box<loom_providers::Reply>),
+    Stream(loom_providers::ChunkStream),
+}
+
+/// Runs one attempt, within the failover policy's per-attempt timeout when
+/// failover is on (the provider's own timeout applies otherwise).
+async fn within<T>(
+    router: &loom_providers::Router,
+    attempt: impl std::future::Future<Output = Result<T, loom_providers::Error>>,
+) -> Result<T, loom_providers::Error> {
+    let policy = router.policy();
+    if !policy.enabled {
+        return attempt.await;
+    }
+    match tokio::time::timeout(policy.attempt_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(loom_providers::Error::Timeout {
+            provider: "attempt".to_owned(),
+        }),
+    }
+}
+
+/// Waits for a stream's first event, so that a stream failing before any
+/// byte reached the client can still fail over.
+async fn started_stream(
+    started: impl std::future::Future<
+        Output = Result<loom_providers::ChunkStream, loom_providers::Error>,
+    >,
+) -> Result<loom_providers::ChunkStream, loom_providers::Error> {
+    use futures_util::StreamExt;
+    let mut events = started.await?;
+    match events.next().await {
+        Some(Ok(first)) => Ok(Box::pin(
+            futures_util::stream::once(std::future::ready(Ok(first))).chain(events),
+        )),
+        Some(Err(e)) => Err(e),
+        None => Ok(events),
+    }
+}
+
+/// Jittered exponential back-off before retrying the same provider.
+async fn backoff(attempt: u32) {
+    let base = 50u64 << attempt.min(6);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+        % base.max(1);
+    tokio::time::sleep(std::time::Duration::from_millis(base / 2 + jitter)).await;
+}
+
+/// `x-loom-provider`, `x-loom-model` and `x-loom-attempts`.
+fn routing_headers(resp: &mut Response<Body>, target: &Target, attempts: u32) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(target.provider.name()) {
+        h.insert("x-loom-provider", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&target.model) {
+        h.insert("x-loom-model", v);
+    }
+    h.insert("x-loom-attempts", HeaderValue::from(attempts));
 }
 
 async fn completions(

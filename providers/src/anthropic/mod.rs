@@ -283,6 +283,7 @@ fn to_openai_error(e: Error) -> Error {
         status,
         message,
         body,
+        retry_after,
         ..
     } = e
     else {
@@ -313,6 +314,7 @@ fn to_openai_error(e: Error) -> Error {
         message,
         body: Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default()),
         content_type: Some("application/json".to_owned()),
+        retry_after,
     }
 }
 
@@ -330,6 +332,7 @@ mod tests {
                 br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
             ),
             content_type: None,
+            retry_after: None,
         });
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         let Error::Status { body, .. } = &e else {
@@ -345,6 +348,7 @@ mod tests {
             message: String::new(),
             body: Bytes::from_static(br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#),
             content_type: None,
+            retry_after: None,
         });
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         let Error::Status { body, .. } = &e else {

@@ -150,6 +150,7 @@ impl Gemini {
                     .unwrap_or_default(),
                 ),
                 content_type: Some("application/json".to_owned()),
+                retry_after: None,
             });
         }
         let out = translate::response(parsed, &req.model, now());
@@ -316,6 +317,7 @@ fn to_openai_error(e: Error) -> Error {
         status,
         message,
         body,
+        retry_after,
         ..
     } = e
     else {
@@ -342,5 +344,6 @@ fn to_openai_error(e: Error) -> Error {
         message,
         body: Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default()),
         content_type: Some("application/json".to_owned()),
+        retry_after,
     }
 }

@@ -1,0 +1,216 @@
+"""Routing strategies, failover, Retry-After and circuit breakers, against two
+fake providers whose behaviour each test sets."""
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from harness import FakeOpenAI, Loom, metric_value
+
+
+def config(a: str, b: str, routing: str) -> str:
+    return f"""
+listeners:
+  - address: "127.0.0.1:{{port}}"
+admin:
+  address: "127.0.0.1:{{admin_port}}"
+routes:
+  - id: ai
+    path: /v1/*
+    ai_gateway: true
+ai_gateway:
+  enabled: true
+  providers:
+    - name: primary
+      type: openai
+      base_url: {a}
+      models: [gpt-4o]
+      priority: 1
+    - name: backup
+      type: openai
+      base_url: {b}
+      models: [gpt-4o]
+      priority: 2
+  routing:
+{routing}
+"""
+
+
+FAILOVER = """    strategy: priority
+    failover:
+      enabled: true
+      retry_codes: [429, 500, 502, 503]
+      max_retries: 2
+      timeout: 5s
+"""
+
+
+@pytest.fixture
+def fakes():
+    a, b = FakeOpenAI(), FakeOpenAI()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def start(fakes, routing):
+    a, b = fakes
+    return Loom(config(a.url, b.url, routing))
+
+
+def chat(loom, **extra):
+    return httpx.post(
+        loom.base + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], **extra},
+        timeout=30,
+    )
+
+
+def test_priority_fails_over_on_503_and_says_so(fakes):
+    a, b = fakes
+    loom = start(fakes, FAILOVER)
+    try:
+        a.fail_next = [(503, {})]
+        r = chat(loom)
+        assert r.status_code == 200
+        assert r.headers["x-loom-provider"] == "backup"
+        assert r.headers["x-loom-attempts"] == "2"
+        assert r.headers["x-loom-model"] == "gpt-4o"
+        assert (len(a.requests), len(b.requests)) == (1, 1)
+        m = loom.metrics()
+        assert metric_value(m, "loom_ai_failovers_total", **{"from": "primary", "to": "backup"}) == 1
+        # Healthy again: the primary serves the next request.
+        assert chat(loom).headers["x-loom-provider"] == "primary"
+    finally:
+        loom.stop()
+
+
+def test_no_retry_on_a_client_error(fakes):
+    a, b = fakes
+    loom = start(fakes, FAILOVER)
+    try:
+        a.fail_next = [(400, {})]
+        r = chat(loom)
+        assert r.status_code == 400
+        assert r.headers["x-loom-attempts"] == "1"
+        assert len(b.requests) == 0
+    finally:
+        loom.stop()
+
+
+def test_max_retries_is_respected_exactly(fakes):
+    a, b = fakes
+    loom = start(fakes, FAILOVER)
+    try:
+        a.fail_next = [(503, {})] * 10
+        b.fail_next = [(503, {})] * 10
+        r = chat(loom)
+        assert r.status_code == 503
+        # 1 attempt + max_retries 2, alternating between the candidates.
+        assert len(a.requests) + len(b.requests) == 3
+        assert r.headers["x-loom-attempts"] == "3"
+    finally:
+        loom.stop()
+
+
+def test_retry_after_is_honoured(fakes):
+    a, b = fakes
+    loom = start(fakes, FAILOVER)
+    try:
+        a.fail_next = [(429, {"retry-after": "60"})]
+        assert chat(loom).headers["x-loom-provider"] == "backup"
+        # The primary asked for 60 s: it is skipped, not retried.
+        for _ in range(3):
+            assert chat(loom).headers["x-loom-provider"] == "backup"
+        assert len(a.requests) == 1
+    finally:
+        loom.stop()
+
+
+def test_stream_cut_before_the_first_byte_fails_over(fakes):
+    a, b = fakes
+    loom = start(fakes, FAILOVER)
+    try:
+        a.fail_next = ["cut"]
+        c = openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+        chunks = list(c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "The sky is blue."
+        assert (len(a.requests), len(b.requests)) == (1, 1)
+    finally:
+        loom.stop()
+
+
+def test_breaker_opens_then_all_down_fails_fast(fakes):
+    a, b = fakes
+    loom = start(fakes, "    strategy: priority\n")
+    try:
+        a.fail_next = [(503, {})] * 5
+        for _ in range(5):
+            assert chat(loom).status_code == 503
+        doc = httpx.get(loom.admin + "/ai/providers").json()
+        primary = next(p for p in doc["providers"] if p["name"] == "primary")
+        assert primary["status"] == "open" and primary["circuit"] == "open" and primary["errors"] == 5
+        # Open circuit: the primary is skipped, the backup serves.
+        r = chat(loom)
+        assert r.status_code == 200 and r.headers["x-loom-provider"] == "backup"
+        assert len(a.requests) == 5
+        b.fail_next = [(503, {})] * 5
+        for _ in range(5):
+            chat(loom)
+        # Every provider open: a fast 503 that says why, no upstream call.
+        before = len(a.requests) + len(b.requests)
+        r = chat(loom)
+        assert r.status_code == 503
+        assert "unavailable" in r.json()["error"]["message"]
+        assert len(a.requests) + len(b.requests) == before
+    finally:
+        loom.stop()
+
+
+def test_round_robin_alternates(fakes):
+    a, b = fakes
+    loom = start(fakes, "    strategy: round_robin\n")
+    try:
+        with httpx.Client() as c:
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+            for _ in range(200):
+                assert c.post(loom.base + "/v1/chat/completions", json=body).status_code == 200
+        assert (len(a.requests), len(b.requests)) == (100, 100)
+    finally:
+        loom.stop()
+
+
+def test_weighted_split_is_exact_over_1000_requests(fakes):
+    a, b = fakes
+    loom = start(fakes, "    strategy: weighted\n    providers:\n      - {name: primary, weight: 70}\n      - {name: backup, weight: 30}\n")
+    try:
+        with httpx.Client() as c:
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+            firsts = []
+            for _ in range(1000):
+                r = c.post(loom.base + "/v1/chat/completions", json=body)
+                assert r.status_code == 200
+                firsts.append(r.headers["x-loom-provider"])
+        assert (len(a.requests), len(b.requests)) == (700, 300)
+        # Smooth: never more than three primaries in a row at 70/30.
+        runs = "".join("p" if f == "primary" else "b" for f in firsts)
+        assert "pppp" not in runs
+    finally:
+        loom.stop()
+
+
+def test_cost_picks_the_cheaper_and_follows_a_price_change_on_reload(fakes):
+    a, b = fakes
+    prices = "    strategy: cost\n    providers:\n      - {{name: primary, cost_per_1k_input: {pa}, cost_per_1k_output: {pa}}}\n      - {{name: backup, cost_per_1k_input: {pb}, cost_per_1k_output: {pb}}}\n"
+    loom = start(fakes, prices.format(pa=0.01, pb=0.002))
+    try:
+        assert chat(loom).headers["x-loom-provider"] == "backup"
+        loom.write_config(config(a.url, b.url, prices.format(pa=0.001, pb=0.002)))
+        from harness import wait_until
+
+        wait_until(lambda: loom.generation() == 2, what="reload")
+        assert chat(loom).headers["x-loom-provider"] == "primary"
+    finally:
+        loom.stop()
