@@ -150,12 +150,13 @@ impl Router {
             Strategy::Cost => {
                 let prompt = (prompt_chars as u64).div_ceil(4);
                 let completion = max_completion.unwrap_or(ASSUMED_COMPLETION);
-                let mut c = candidates;
-                c.sort_by(|a, b| {
-                    let cost = |t: &Target| self.cost(t.provider.name(), prompt, completion);
-                    cost(a).total_cmp(&cost(b))
-                });
-                c
+                // Each provider's price is looked up once, not per comparison.
+                let mut priced: Vec<(f64, Target)> = candidates
+                    .into_iter()
+                    .map(|t| (self.cost(t.provider.name(), prompt, completion), t))
+                    .collect();
+                priced.sort_by(|a, b| a.0.total_cmp(&b.0));
+                priced.into_iter().map(|(_, t)| t).collect()
             }
             Strategy::Latency => {
                 let mut c = candidates;
