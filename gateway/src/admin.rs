@@ -42,6 +42,10 @@ async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    // Circuit states are read at scrape time rather than on every change.
+    for p in s.runtime.load().providers.snapshots() {
+        s.metrics.circuit_state(&p.name, p.circuit);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -36,6 +36,7 @@ pub struct Metrics {
     http_duration: HistogramVec,
     reloads: IntCounterVec,
     failovers: IntCounterVec,
+    circuit: prometheus::IntGaugeVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -232,6 +233,17 @@ impl Metrics {
                 "Retries on another provider, by the provider that failed, the next one and why",
                 &["from", "to", "reason"],
             )?,
+            circuit: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "loom_ai_circuit_state",
+                        "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
+                    ),
+                    &["provider"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             in_flight,
             registry: r,
             ai_series: RwLock::new(HashMap::default()),
@@ -346,6 +358,16 @@ impl Metrics {
     /// Counts a failover from one provider to the next.
     pub fn failover(&self, from: &str, to: &str, reason: &str) {
         self.failovers.with_label_values(&[from, to, reason]).inc();
+    }
+
+    /// Sets a provider's circuit gauge (0 closed, 1 half-open, 2 open).
+    pub fn circuit_state(&self, provider: &str, circuit: &str) {
+        let v = match circuit {
+            "open" => 2,
+            "half_open" => 1,
+            _ => 0,
+        };
+        self.circuit.with_label_values(&[provider]).set(v);
     }
 
     /// Counts a reload attempt.

@@ -71,6 +71,8 @@ class FakeOpenAI:
         # Behaviour of the next calls, set by a test: (status, headers) to
         # answer with an error, or "cut" to open a stream and close it at once.
         self.fail_next: list = []
+        # Seconds to wait before answering (a slow provider, for latency routing).
+        self.delay = 0.0
         self.release = threading.Event()
         self.last_event_sent = threading.Event()
         self.cancelled = threading.Event()
@@ -90,6 +92,8 @@ class FakeOpenAI:
                 fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 model = body.get("model", "")
                 path = self.path.split("?")[0]
+                if fake.delay:
+                    time.sleep(fake.delay)
                 if fake.fail_next:
                     action = fake.fail_next.pop(0)
                     if action == "cut":

@@ -152,6 +152,8 @@ def test_breaker_opens_then_all_down_fails_fast(fakes):
         doc = httpx.get(loom.admin + "/ai/providers").json()
         primary = next(p for p in doc["providers"] if p["name"] == "primary")
         assert primary["status"] == "open" and primary["circuit"] == "open" and primary["errors"] == 5
+        assert metric_value(loom.metrics(), "loom_ai_circuit_state", provider="primary") == 2
+        assert metric_value(loom.metrics(), "loom_ai_circuit_state", provider="backup") == 0
         # Open circuit: the primary is skipped, the backup serves.
         r = chat(loom)
         assert r.status_code == 200 and r.headers["x-loom-provider"] == "backup"
@@ -212,5 +214,28 @@ def test_cost_picks_the_cheaper_and_follows_a_price_change_on_reload(fakes):
 
         wait_until(lambda: loom.generation() == 2, what="reload")
         assert chat(loom).headers["x-loom-provider"] == "primary"
+    finally:
+        loom.stop()
+
+
+def test_latency_moves_traffic_to_the_faster_provider_and_back(fakes):
+    a, b = fakes
+    loom = start(fakes, "    strategy: latency\n")
+    try:
+        a.delay = 0.06
+        with httpx.Client() as c:
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+
+            def run(n):
+                return [c.post(loom.base + "/v1/chat/completions", json=body).headers["x-loom-provider"] for _ in range(n)]
+
+            # Within 50 requests the fast backup takes the traffic ...
+            first = run(50)
+            assert first[-20:].count("backup") >= 18, first
+            # ... and after the primary recovers and the backup slows down,
+            # probes find the primary again and the traffic moves back.
+            a.delay, b.delay = 0.0, 0.06
+            second = run(60)
+            assert second[-20:].count("primary") >= 18, second
     finally:
         loom.stop()
