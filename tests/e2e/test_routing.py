@@ -26,12 +26,12 @@ ai_gateway:
     - name: primary
       type: openai
       base_url: {a}
-      models: [gpt-4o]
+      models: [gpt-4o, text-embedding-3-small, gpt-3.5-turbo-instruct]
       priority: 1
     - name: backup
       type: openai
       base_url: {b}
-      models: [gpt-4o]
+      models: [gpt-4o, text-embedding-3-small, gpt-3.5-turbo-instruct]
       priority: 2
   routing:
 {routing}
@@ -237,5 +237,22 @@ def test_latency_moves_traffic_to_the_faster_provider_and_back(fakes):
             a.delay, b.delay = 0.0, 0.06
             second = run(60)
             assert second[-20:].count("primary") >= 18, second
+    finally:
+        loom.stop()
+
+
+def test_embeddings_and_completions_fail_over_too(fakes):
+    a, b = fakes
+    loom = start(fakes, FAILOVER)
+    try:
+        c = openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+        a.fail_next = [(502, {})]
+        raw = c.embeddings.with_raw_response.create(model="text-embedding-3-small", input="x", encoding_format="float")
+        assert raw.headers["x-loom-provider"] == "backup" and raw.headers["x-loom-attempts"] == "2"
+        assert len(raw.parse().data[0].embedding) == 7
+        a.fail_next = [(500, {})]
+        raw = c.completions.with_raw_response.create(model="gpt-3.5-turbo-instruct", prompt="x")
+        assert raw.headers["x-loom-provider"] == "backup"
+        assert raw.parse().choices[0].text == "\n\nThis is indeed a test"
     finally:
         loom.stop()

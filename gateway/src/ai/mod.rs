@@ -7,11 +7,11 @@
 //! Authentication and limits run before this, in the pipeline.
 
 mod error;
+mod failover;
 mod messages;
 mod sse;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -39,7 +39,7 @@ pub async fn handle(
     rt: &Arc<Runtime>,
     route: &CompiledRoute,
     req: Request<Incoming>,
-    mut ex: Exchange,
+    ex: Exchange,
 ) -> (Response<Body>, Option<Exchange>) {
     let path = req.uri().path();
     let endpoint = path.strip_prefix("/v1").unwrap_or(path);
@@ -48,10 +48,7 @@ pub async fn handle(
         ("/chat/completions", &Method::POST) => chat(rt, req, limit, ex).await,
         ("/messages", &Method::POST) => return messages::handle(rt, req, limit, ex).await,
         ("/completions", &Method::POST) => completions(rt, req, limit, ex).await,
-        ("/embeddings", &Method::POST) => match embeddings(rt, req, limit, &mut ex).await {
-            Ok(r) => Ok((r, Some(ex))),
-            Err(e) => Err((e, Some(ex))),
-        },
+        ("/embeddings", &Method::POST) => embeddings(rt, req, limit, ex).await,
         ("/models", &Method::GET) => Ok((models(rt), Some(ex))),
         (p, &Method::GET) if p.starts_with("/models/") => match model(rt, &p["/models/".len()..]) {
             Ok(r) => Ok((r, Some(ex))),
@@ -211,152 +208,76 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
     let client_model = chat.model.clone();
     ex.model = Some(client_model.clone());
     let wants_usage = chat.wants_stream_usage();
+    let passthrough = rt.guardrails.is_empty();
     let router = rt.providers.router();
-    let max_attempts = router.attempts();
-    let mut attempts = 0u32;
+    let mut tries = failover::Tries::new(router, &plan);
     loop {
-        let target = plan[attempts as usize % plan.len()].clone();
-        if attempts > 0 && plan.len() == 1 {
-            backoff(attempts).await;
-        }
-        attempts += 1;
-        ex.provider = Some(target.provider.name().to_owned());
+        let target = tries.next(&mut ex).await;
         chat.model.clone_from(&target.model);
-        let called = Instant::now();
         let outcome = if stream {
-            let started = target.provider.chat_stream(&mut chat);
-            within(router, started_stream(started))
-                .await
-                .map(Answer::Stream)
+            failover::within(
+                router,
+                failover::first_event(target.provider.chat_stream(&mut chat)),
+            )
+            .await
+            .map(Answer::Stream)
         } else {
             // Unchanged by mapping or guardrails: the client's bytes go upstream as they are.
-            let original = (target.model == client_model && rt.guardrails.is_empty())
-                .then(|| original.clone());
-            within(router, target.provider.chat(&chat, original))
+            let original = (passthrough && target.model == client_model).then(|| original.clone());
+            failover::within(router, target.provider.chat(&chat, original))
                 .await
                 .map(|r| Answer::Whole(Box::new(r)))
         };
-        match outcome {
-            Ok(answer) => {
-                target.provider.stats().record_ttfb(called.elapsed());
-                let provider = target.provider.clone();
-                let mut resp = match answer {
-                    Answer::Stream(events) => {
-                        let call = sse::Call {
-                            provider,
-                            client_model,
-                            called,
-                            wants_usage,
-                        };
-                        let mut resp = sse::response(events, call, ex);
-                        routing_headers(&mut resp, &target, attempts);
-                        return Ok((resp, None));
-                    }
-                    Answer::Whole(reply) => {
-                        settle(
-                            &mut ex,
-                            &provider,
-                            &client_model,
-                            called.elapsed(),
-                            200,
-                            reply.usage.as_ref(),
-                            false,
-                        );
-                        json_response(StatusCode::OK, reply.body)
-                    }
+        let answer = match outcome {
+            Ok(answer) => answer,
+            Err(e) => match tries.failed(&mut ex, target, e, &client_model, stream) {
+                None => continue,
+                Some(failed) => return Ok(failure(failed, ex)),
+            },
+        };
+        tries.succeeded(&target);
+        let mut resp = match answer {
+            Answer::Stream(events) => {
+                let call = sse::Call {
+                    provider: target.provider.clone(),
+                    client_model,
+                    called: tries.called,
+                    wants_usage,
                 };
-                routing_headers(&mut resp, &target, attempts);
-                return Ok((resp, Some(ex)));
+                let mut resp = sse::response(events, call, ex);
+                routing_headers(&mut resp, &target, tries.attempts);
+                return Ok((resp, None));
             }
-            Err(e) => {
-                let retry = attempts < max_attempts && router.should_retry(&e);
-                if let Some(d) = e.retry_after() {
-                    target.provider.stats().back_off(d);
-                }
-                let err = ApiError::from(e);
+            Answer::Whole(reply) => {
                 settle(
                     &mut ex,
                     &target.provider,
                     &client_model,
-                    called.elapsed(),
-                    err.status().as_u16(),
-                    None,
-                    stream,
+                    tries.called.elapsed(),
+                    200,
+                    reply.usage.as_ref(),
+                    false,
                 );
-                if !retry {
-                    ex.error = Some(err.label());
-                    let mut resp = err.into_response();
-                    routing_headers(&mut resp, &target, attempts);
-                    return Ok((resp, Some(ex)));
-                }
-                let next = &plan[attempts as usize % plan.len()];
-                ex.shared().metrics.failover(
-                    target.provider.name(),
-                    next.provider.name(),
-                    err.label(),
-                );
-                tracing::info!(
-                    request_id = %ex.request_id,
-                    from = target.provider.name(),
-                    to = next.provider.name(),
-                    reason = err.label(),
-                    "failing over"
-                );
+                json_response(StatusCode::OK, reply.body)
             }
-        }
+        };
+        routing_headers(&mut resp, &target, tries.attempts);
+        return Ok((resp, Some(ex)));
     }
+}
+
+/// The response to a request whose every attempt failed.
+fn failure(failed: failover::Failure, mut ex: Exchange) -> (Response<Body>, Option<Exchange>) {
+    ex.error = Some(failed.error.label());
+    let mut resp = failed.error.into_response();
+    routing_headers(&mut resp, &failed.target, failed.attempts);
+    (resp, Some(ex))
 }
 
 /// A provider's answer: whole, or a stream whose first event has arrived.
 enum Answer {
     Whole(Box<loom_providers::Reply>),
     Stream(loom_providers::ChunkStream),
-}
-
-/// Runs one attempt, within the failover policy's per-attempt timeout when
-/// failover is on (the provider's own timeout applies otherwise).
-async fn within<T>(
-    router: &loom_providers::Router,
-    attempt: impl std::future::Future<Output = Result<T, loom_providers::Error>>,
-) -> Result<T, loom_providers::Error> {
-    let policy = router.policy();
-    if !policy.enabled {
-        return attempt.await;
-    }
-    match tokio::time::timeout(policy.attempt_timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(loom_providers::Error::Timeout {
-            provider: "attempt".to_owned(),
-        }),
-    }
-}
-
-/// Waits for a stream's first event, so that a stream failing before any
-/// byte reached the client can still fail over.
-async fn started_stream(
-    started: impl std::future::Future<
-        Output = Result<loom_providers::ChunkStream, loom_providers::Error>,
-    >,
-) -> Result<loom_providers::ChunkStream, loom_providers::Error> {
-    use futures_util::StreamExt;
-    let mut events = started.await?;
-    match events.next().await {
-        Some(Ok(first)) => Ok(Box::pin(
-            futures_util::stream::once(std::future::ready(Ok(first))).chain(events),
-        )),
-        Some(Err(e)) => Err(e),
-        None => Ok(events),
-    }
-}
-
-/// Jittered exponential back-off before retrying the same provider.
-async fn backoff(attempt: u32) {
-    let base = 50u64 << attempt.min(6);
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()))
-        % base.max(1);
-    tokio::time::sleep(std::time::Duration::from_millis(base / 2 + jitter)).await;
 }
 
 /// `x-loom-provider`, `x-loom-model` and `x-loom-attempts`.
@@ -388,71 +309,65 @@ async fn completions(
             Some(ex),
         ));
     }
-    let target = match choose(rt, &body.model) {
-        Ok(t) => t,
+    let prompt_chars = body.prompt.to_string().len();
+    let plan = match plan(rt, &body.model, prompt_chars, body.max_tokens) {
+        Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
-    let client_model = std::mem::replace(&mut body.model, target.model.clone());
-    ex.provider = Some(target.provider.name().to_owned());
+    let client_model = body.model.clone();
     ex.model = Some(client_model.clone());
-    let called = Instant::now();
-    if stream {
-        let wants_usage = body
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-        return match target.provider.completions_stream(&mut body).await {
-            Ok(events) => {
-                let call = sse::Call {
-                    provider: target.provider,
-                    client_model,
-                    called,
-                    wants_usage,
-                };
-                Ok((sse::response(events, call, ex), None))
+    let wants_usage = body
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let router = rt.providers.router();
+    let mut tries = failover::Tries::new(router, &plan);
+    loop {
+        let target = tries.next(&mut ex).await;
+        body.model.clone_from(&target.model);
+        if stream {
+            let started = failover::first_event(target.provider.completions_stream(&mut body));
+            match failover::within(router, started).await {
+                Ok(events) => {
+                    tries.succeeded(&target);
+                    let call = sse::Call {
+                        provider: target.provider.clone(),
+                        client_model,
+                        called: tries.called,
+                        wants_usage,
+                    };
+                    let mut resp = sse::response(events, call, ex);
+                    routing_headers(&mut resp, &target, tries.attempts);
+                    return Ok((resp, None));
+                }
+                Err(e) => match tries.failed(&mut ex, target, e, &client_model, true) {
+                    None => continue,
+                    Some(failed) => return Ok(failure(failed, ex)),
+                },
             }
-            Err(e) => {
-                let err = ApiError::from(e);
+        }
+        let original = (target.model == client_model).then(|| original.clone());
+        match failover::within(router, target.provider.completions(&body, original)).await {
+            Ok(reply) => {
+                tries.succeeded(&target);
                 settle(
                     &mut ex,
                     &target.provider,
                     &client_model,
-                    called.elapsed(),
-                    err.status().as_u16(),
-                    None,
-                    true,
+                    tries.called.elapsed(),
+                    200,
+                    reply.usage.as_ref(),
+                    false,
                 );
-                Err((err, Some(ex)))
+                let mut resp = json_response(StatusCode::OK, reply.body);
+                routing_headers(&mut resp, &target, tries.attempts);
+                return Ok((resp, Some(ex)));
             }
-        };
-    }
-    let original = (target.model == client_model).then_some(original);
-    match target.provider.completions(&body, original).await {
-        Ok(resp) => {
-            settle(
-                &mut ex,
-                &target.provider,
-                &client_model,
-                called.elapsed(),
-                200,
-                resp.usage.as_ref(),
-                false,
-            );
-            Ok((json_response(StatusCode::OK, resp.body), Some(ex)))
-        }
-        Err(e) => {
-            let err = ApiError::from(e);
-            settle(
-                &mut ex,
-                &target.provider,
-                &client_model,
-                called.elapsed(),
-                err.status().as_u16(),
-                None,
-                false,
-            );
-            Err((err, Some(ex)))
+            Err(e) => match tries.failed(&mut ex, target, e, &client_model, false) {
+                None => continue,
+                Some(failed) => return Ok(failure(failed, ex)),
+            },
         }
     }
 }
@@ -461,40 +376,44 @@ async fn embeddings(
     rt: &Arc<Runtime>,
     req: Request<Incoming>,
     limit: u64,
-    ex: &mut Exchange,
-) -> Result<Response<Body>, ApiError> {
-    let (mut body, original): (EmbeddingRequest, Bytes) = parse_body(req, limit).await?;
-    let target = choose(rt, &body.model)?;
-    let client_model = std::mem::replace(&mut body.model, target.model.clone());
-    ex.provider = Some(target.provider.name().to_owned());
+    mut ex: Exchange,
+) -> Outcome {
+    let (mut body, original): (EmbeddingRequest, Bytes) = match parse_body(req, limit).await {
+        Ok(c) => c,
+        Err(e) => return Err((e, Some(ex))),
+    };
+    let plan = match plan(rt, &body.model, 0, None) {
+        Ok(p) => p,
+        Err(e) => return Err((e, Some(ex))),
+    };
+    let client_model = body.model.clone();
     ex.model = Some(client_model.clone());
-    let called = Instant::now();
-    let original = (target.model == client_model).then_some(original);
-    match target.provider.embeddings(&body, original).await {
-        Ok(resp) => {
-            settle(
-                ex,
-                &target.provider,
-                &client_model,
-                called.elapsed(),
-                200,
-                resp.usage.as_ref(),
-                false,
-            );
-            Ok(json_response(StatusCode::OK, resp.body))
-        }
-        Err(e) => {
-            let err = ApiError::from(e);
-            settle(
-                ex,
-                &target.provider,
-                &client_model,
-                called.elapsed(),
-                err.status().as_u16(),
-                None,
-                false,
-            );
-            Err(err)
+    let router = rt.providers.router();
+    let mut tries = failover::Tries::new(router, &plan);
+    loop {
+        let target = tries.next(&mut ex).await;
+        body.model.clone_from(&target.model);
+        let original = (target.model == client_model).then(|| original.clone());
+        match failover::within(router, target.provider.embeddings(&body, original)).await {
+            Ok(reply) => {
+                tries.succeeded(&target);
+                settle(
+                    &mut ex,
+                    &target.provider,
+                    &client_model,
+                    tries.called.elapsed(),
+                    200,
+                    reply.usage.as_ref(),
+                    false,
+                );
+                let mut resp = json_response(StatusCode::OK, reply.body);
+                routing_headers(&mut resp, &target, tries.attempts);
+                return Ok((resp, Some(ex)));
+            }
+            Err(e) => match tries.failed(&mut ex, target, e, &client_model, false) {
+                None => continue,
+                Some(failed) => return Ok(failure(failed, ex)),
+            },
         }
     }
 }
