@@ -71,7 +71,12 @@ impl ProviderStats {
     /// Whether a request may go to this provider now. In the half-open state
     /// only one trial request is let through at a time.
     pub fn admit(&self) -> bool {
-        if self.skip_until.load(Relaxed) > now_ms() {
+        // The common case, nothing recorded against the provider, reads no clock.
+        let skip = self.skip_until.load(Relaxed);
+        if skip == 0 && self.open_until.load(Relaxed) == 0 {
+            return true;
+        }
+        if skip > now_ms() {
             return false;
         }
         match self.circuit() {
