@@ -118,6 +118,19 @@ pub struct Message {
 }
 
 impl Message {
+    /// The length in bytes of [`Message::text`], without building it.
+    pub fn text_len(&self) -> usize {
+        match &self.content {
+            None => 0,
+            Some(Content::Text(s)) => s.len(),
+            Some(Content::Parts(parts)) => {
+                let texts = parts.iter().filter_map(|p| p.text.as_deref());
+                let (n, len) = texts.fold((0usize, 0usize), |(n, len), t| (n + 1, len + t.len()));
+                len + n.saturating_sub(1)
+            }
+        }
+    }
+
     /// The message's text: the string content, or its text parts joined by newlines.
     pub fn text(&self) -> String {
         match &self.content {
@@ -437,6 +450,9 @@ mod tests {
         assert!(req.wants_stream_usage());
         assert_eq!(req.max_output_tokens(), Some(100));
         assert_eq!(req.messages[1].text(), "What is this?");
+        for m in &req.messages {
+            assert_eq!(m.text_len(), m.text().len());
+        }
         assert_eq!(serde_json::to_value(&req).unwrap(), body);
     }
 

@@ -18,7 +18,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use loom_guardrails::Verdict;
-use loom_models::chat::{ChatRequest, Usage};
+use loom_models::chat::{ChatRequest, Message, Usage};
 use loom_models::completions::CompletionRequest;
 use loom_models::embeddings::EmbeddingRequest;
 use loom_models::models_list::ModelList;
@@ -200,7 +200,7 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
     if let Verdict::Block { message, .. } = rt.guardrails.check_request(&mut chat) {
         return Err((ApiError::invalid(message, None), Some(ex)));
     }
-    let prompt_chars: usize = chat.messages.iter().map(|m| m.text().len()).sum();
+    let prompt_chars: usize = chat.messages.iter().map(Message::text_len).sum();
     let plan = match plan(rt, &chat.model, prompt_chars, chat.max_output_tokens()) {
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
