@@ -256,3 +256,33 @@ def test_embeddings_and_completions_fail_over_too(fakes):
         assert raw.parse().choices[0].text == "\n\nThis is indeed a test"
     finally:
         loom.stop()
+
+
+def test_200_concurrent_streams_while_one_provider_fails_lose_nothing(fakes):
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = fakes
+    loom = start(fakes, FAILOVER.replace("max_retries: 2", "max_retries: 3"))
+    try:
+        # The primary fails half of what it gets: errors and streams cut before their first event.
+        a.fail_next = [(503, {}), "cut"] * 60
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": True}
+        limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
+        with httpx.Client(limits=limits, timeout=60) as c:
+
+            def one(_):
+                with c.stream("POST", loom.base + "/v1/chat/completions", json=body) as r:
+                    lines = [l for l in r.iter_lines() if l.startswith("data: ")]
+                    text = "".join(
+                        (json.loads(l[6:])["choices"] or [{}])[0].get("delta", {}).get("content") or ""
+                        for l in lines[:-1]
+                    )
+                    return r.status_code, text, lines[-1] if lines else ""
+
+            with ThreadPoolExecutor(max_workers=200) as pool:
+                results = list(pool.map(one, range(200)))
+        assert all(status == 200 for status, _, _ in results), [r for r in results if r[0] != 200][:3]
+        assert all(text == "The sky is blue." and last == "data: [DONE]" for _, text, last in results)
+        assert len(b.requests) + len(a.requests) >= 200
+    finally:
+        loom.stop()
