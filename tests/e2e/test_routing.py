@@ -286,3 +286,21 @@ def test_200_concurrent_streams_while_one_provider_fails_lose_nothing(fakes):
         assert len(b.requests) + len(a.requests) >= 200
     finally:
         loom.stop()
+
+
+def test_anthropic_ingress_fails_over_too(fakes):
+    import anthropic
+
+    a, b = fakes
+    loom = start(fakes, FAILOVER)
+    try:
+        a.fail_next = [(503, {})]
+        c = anthropic.Anthropic(base_url=loom.base, api_key="x", max_retries=0)
+        raw = c.messages.with_raw_response.create(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["x-loom-provider"] == "backup" and raw.headers["x-loom-attempts"] == "2"
+        assert raw.parse().content[0].text == "Hello! How can I assist you today?"
+        a.fail_next = ["cut"]
+        with c.messages.stream(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "sky?"}]) as s:
+            assert "".join(s.text_stream) == "The sky is blue."
+    finally:
+        loom.stop()

@@ -15,11 +15,12 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use loom_models::anthropic::MessagesRequest;
-use loom_models::chat::{ChatResponse, Usage};
+use loom_models::chat::{ChatRequest, ChatResponse, Usage};
 use loom_providers::anthropic::ingress::{self, EventEncoder};
 use loom_providers::{ChunkStream, Native, NativeStream, Provider};
 
-use super::{ApiError, choose, parse_body, settle, sse_headers};
+use super::failover::{self, Failure, Tries};
+use super::{ApiError, parse_body, plan, routing_headers, settle, sse_headers};
 use crate::body::{Body, BoxError, json_response};
 use crate::exchange::Exchange;
 use crate::state::Runtime;
@@ -48,9 +49,36 @@ pub async fn handle(
     match serve(rt, req, limit, &mut ex).await {
         Ok(Served::Whole(resp)) => (resp, Some(ex)),
         Ok(Served::Stream(source, call)) => (stream_response(source, call, ex), None),
-        Err(err) => {
+        Err(Stop::Invalid(err)) => {
             ex.error = Some(err.label());
             (render(&err), Some(ex))
+        }
+        Err(Stop::Failed(f)) => {
+            ex.error = Some(f.error.label());
+            let native = f.target.provider.is_anthropic();
+            let mut resp = match f.error {
+                // Anthropic's own error answer goes back as it came, status included.
+                ApiError::Provider(boxed) if native => match *boxed {
+                    loom_providers::Error::Status {
+                        status,
+                        body,
+                        content_type,
+                        ..
+                    } if !body.is_empty() => {
+                        let mut resp = json_response(status, body);
+                        if let Some(ct) =
+                            content_type.and_then(|c| http::HeaderValue::try_from(c).ok())
+                        {
+                            resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+                        }
+                        resp
+                    }
+                    other => render(&ApiError::from(other)),
+                },
+                other => render(&other),
+            };
+            routing_headers(&mut resp, &f.target, f.attempts);
+            (resp, Some(ex))
         }
     }
 }
@@ -60,145 +88,155 @@ enum Served {
     Stream(Source, Call),
 }
 
+/// Why no answer was served: the request itself, or every attempt failed.
+enum Stop {
+    Invalid(ApiError),
+    Failed(Failure),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Invalid(e)
+    }
+}
+
 async fn serve(
     rt: &Arc<Runtime>,
     req: Request<Incoming>,
     limit: u64,
     ex: &mut Exchange,
-) -> Result<Served, ApiError> {
+) -> Result<Served, Stop> {
     let (mut msg, original): (MessagesRequest, Bytes) = parse_body(req, limit).await?;
     if msg.messages.is_empty() {
         return Err(ApiError::invalid(
             "messages: at least one message is required",
             Some("messages"),
-        ));
+        )
+        .into());
     }
     let stream = msg.stream.unwrap_or(false);
     if stream && !rt.streaming_enabled {
-        return Err(ApiError::invalid(
-            "Streaming is disabled on this gateway",
-            Some("stream"),
-        ));
+        return Err(
+            ApiError::invalid("Streaming is disabled on this gateway", Some("stream")).into(),
+        );
     }
-    let target = choose(rt, &msg.model)?;
-    let client_model = std::mem::replace(&mut msg.model, target.model.clone());
-    ex.provider = Some(target.provider.name().to_owned());
+    let plan = plan(rt, &msg.model, 0, Some(msg.max_tokens))?;
+    let client_model = msg.model.clone();
     ex.model = Some(client_model.clone());
-    let called = Instant::now();
-    let provider = target.provider;
-    let call = |provider: Arc<Provider>| Call {
-        provider,
-        client_model: client_model.clone(),
-        called,
-    };
-
-    if provider.is_anthropic() {
-        let body = if target.model == client_model {
-            original
+    let router = rt.providers.router();
+    let mut chat: Option<ChatRequest> = None;
+    let mut tries = Tries::new(router, &plan);
+    loop {
+        let target = tries.next(ex).await;
+        let outcome = if target.provider.is_anthropic() {
+            let body = if target.model == client_model {
+                original.clone()
+            } else {
+                msg.model.clone_from(&target.model);
+                Bytes::from(
+                    serde_json::to_vec(&msg).map_err(|e| ApiError::invalid(e.to_string(), None))?,
+                )
+            };
+            let native = async {
+                match target.provider.anthropic_messages(body, stream).await? {
+                    Native::Stream(events) => {
+                        let events = failover::first_event(std::future::ready(Ok(events))).await?;
+                        Ok(Answer::Native(Native::Stream(events)))
+                    }
+                    whole => Ok(Answer::Native(whole)),
+                }
+            };
+            failover::within(router, native).await
         } else {
-            Bytes::from(
-                serde_json::to_vec(&msg).map_err(|e| ApiError::invalid(e.to_string(), None))?,
-            )
+            if chat.is_none() {
+                chat = Some(ingress::to_chat(&msg).map_err(ApiError::from)?);
+            }
+            let Some(chat) = chat.as_mut() else {
+                continue;
+            };
+            chat.model.clone_from(&target.model);
+            if stream {
+                failover::within(
+                    router,
+                    failover::first_event(target.provider.chat_stream(chat)),
+                )
+                .await
+                .map(Answer::Chunks)
+            } else {
+                failover::within(router, target.provider.chat(chat, None))
+                    .await
+                    .map(|r| Answer::Chat(Box::new(r)))
+            }
         };
-        return match provider.anthropic_messages(body, stream).await {
-            Ok(Native::Whole(reply)) => {
+        let answer = match outcome {
+            Ok(a) => a,
+            Err(e) => match tries.failed(ex, target, e, &client_model, stream) {
+                None => continue,
+                Some(f) => return Err(Stop::Failed(f)),
+            },
+        };
+        tries.succeeded(&target);
+        let call = Call {
+            provider: target.provider.clone(),
+            client_model: client_model.clone(),
+            called: tries.called,
+        };
+        let served = match answer {
+            Answer::Native(Native::Stream(events)) => Served::Stream(Source::Native(events), call),
+            Answer::Native(Native::Whole(reply)) => {
                 settle(
                     ex,
-                    &provider,
+                    &target.provider,
                     &client_model,
-                    called.elapsed(),
+                    tries.called.elapsed(),
                     200,
                     reply.usage.as_ref(),
                     false,
                 );
-                Ok(Served::Whole(json_response(StatusCode::OK, reply.body)))
+                Served::Whole(json_response(StatusCode::OK, reply.body))
             }
-            Ok(Native::Stream(events)) => {
-                Ok(Served::Stream(Source::Native(events), call(provider)))
-            }
-            // Anthropic's own error answer goes back as it came, status included.
-            Err(loom_providers::Error::Status {
-                status,
-                body,
-                content_type,
-                ..
-            }) if !body.is_empty() => {
+            Answer::Chunks(chunks) => Served::Stream(
+                Source::Translated(chunks, Box::new(EventEncoder::new(&target.model))),
+                call,
+            ),
+            Answer::Chat(reply) => {
                 settle(
                     ex,
-                    &provider,
+                    &target.provider,
                     &client_model,
-                    called.elapsed(),
-                    status.as_u16(),
-                    None,
-                    stream,
+                    tries.called.elapsed(),
+                    200,
+                    reply.usage.as_ref(),
+                    false,
                 );
-                ex.error = Some("upstream_status");
-                let mut resp = json_response(status, body);
-                if let Some(ct) = content_type.and_then(|c| http::HeaderValue::try_from(c).ok()) {
-                    resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
-                }
-                Ok(Served::Whole(resp))
+                let parsed: ChatResponse = serde_json::from_slice(&reply.body).map_err(|e| {
+                    ApiError::from(loom_providers::Error::InvalidResponse {
+                        provider: target.provider.name().to_owned(),
+                        detail: e.to_string(),
+                    })
+                })?;
+                let out = ingress::from_chat(&parsed);
+                Served::Whole(json_response(
+                    StatusCode::OK,
+                    serde_json::to_vec(&out).unwrap_or_default(),
+                ))
             }
-            Err(e) => Err(failed(ex, &provider, &client_model, called, e, stream)),
         };
-    }
-
-    let mut chat = ingress::to_chat(&msg)?;
-    if stream {
-        return match provider.chat_stream(&mut chat).await {
-            Ok(chunks) => Ok(Served::Stream(
-                Source::Translated(chunks, Box::new(EventEncoder::new(&target.model))),
-                call(provider),
-            )),
-            Err(e) => Err(failed(ex, &provider, &client_model, called, e, true)),
-        };
-    }
-    match provider.chat(&chat, None).await {
-        Ok(reply) => {
-            settle(
-                ex,
-                &provider,
-                &client_model,
-                called.elapsed(),
-                200,
-                reply.usage.as_ref(),
-                false,
-            );
-            let parsed: ChatResponse = serde_json::from_slice(&reply.body).map_err(|e| {
-                ApiError::from(loom_providers::Error::InvalidResponse {
-                    provider: provider.name().to_owned(),
-                    detail: e.to_string(),
-                })
-            })?;
-            let out = ingress::from_chat(&parsed);
-            Ok(Served::Whole(json_response(
-                StatusCode::OK,
-                serde_json::to_vec(&out).unwrap_or_default(),
-            )))
-        }
-        Err(e) => Err(failed(ex, &provider, &client_model, called, e, false)),
+        return Ok(match served {
+            Served::Whole(mut resp) => {
+                routing_headers(&mut resp, &target, tries.attempts);
+                Served::Whole(resp)
+            }
+            stream => stream,
+        });
     }
 }
 
-fn failed(
-    ex: &mut Exchange,
-    provider: &Provider,
-    client_model: &str,
-    called: Instant,
-    e: loom_providers::Error,
-    stream: bool,
-) -> ApiError {
-    let err = ApiError::from(e);
-    settle(
-        ex,
-        provider,
-        client_model,
-        called.elapsed(),
-        err.status().as_u16(),
-        None,
-        stream,
-    );
-    err
+/// What one attempt returned.
+enum Answer {
+    Native(Native),
+    Chunks(ChunkStream),
+    Chat(Box<loom_providers::Reply>),
 }
 
 /// Where stream events come from.

@@ -136,12 +136,6 @@ fn plan(
         .plan(model, candidates, prompt_chars, max_tokens)?)
 }
 
-/// The provider a single-attempt endpoint uses: the first of the plan.
-fn choose(rt: &Runtime, model: &str) -> Result<Target, ApiError> {
-    let mut plan = plan(rt, model, 0, None)?;
-    Ok(plan.swap_remove(0))
-}
-
 /// Records the provider side of a finished call.
 pub(crate) fn settle(
     ex: &mut Exchange,
