@@ -415,6 +415,37 @@ pub struct Routing {
     /// Per-provider routing attributes.
     #[serde(default)]
     pub providers: Vec<RoutingProvider>,
+    /// When a failing provider is taken out of rotation.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+}
+
+/// `routing.circuit_breaker`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Consecutive failures that open a provider's circuit.
+    #[serde(default = "default_breaker_threshold")]
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before one trial request.
+    #[serde(default = "default_breaker_cooldown")]
+    pub cooldown: Duration,
+}
+
+fn default_breaker_threshold() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            failure_threshold: default_breaker_threshold(),
+            cooldown: default_breaker_cooldown(),
+        }
+    }
 }
 
 /// Provider selection strategy.
@@ -457,6 +488,9 @@ pub struct Failover {
     pub timeout: Duration,
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// Caps the time of all attempts together; no new attempt starts after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
 }
 
 fn default_retry_codes() -> Vec<u16> {

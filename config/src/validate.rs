@@ -259,6 +259,12 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
             }
         }
     }
+    if r.circuit_breaker.failure_threshold == 0 {
+        found.push((
+            "ai_gateway.routing.circuit_breaker.failure_threshold".into(),
+            "must be at least 1".into(),
+        ));
+    }
     if ai.failover.is_some() && r.failover.is_some() {
         found.push((
             "ai_gateway.routing.failover".into(),

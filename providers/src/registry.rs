@@ -192,11 +192,14 @@ impl Registry {
                 .or(p.priority)
                 .unwrap_or(u32::MAX);
             priority.push((prio, i));
+            let provider_stats = stats.get(&p.name);
+            let breaker = &cfg.routing.circuit_breaker;
+            provider_stats.configure_breaker(breaker.failure_threshold, breaker.cooldown.get());
             providers.push(Arc::new(Provider {
                 name: p.name.clone(),
                 kind: p.kind,
                 adapter,
-                stats: stats.get(&p.name),
+                stats: provider_stats,
             }));
         }
         priority.sort();

@@ -34,6 +34,8 @@ pub struct FailoverPolicy {
     /// Time allowed for one attempt (to the first byte of a stream).
     pub attempt_timeout: Duration,
     pub max_retries: u32,
+    /// No attempt starts after this much time since the first.
+    pub deadline: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,6 +71,7 @@ impl Router {
             retry_codes: vec![429, 500, 502, 503],
             timeout: loom_config::Duration::from_secs(30),
             max_retries: 2,
+            deadline: None,
         };
         let f = failover.cloned().unwrap_or(defaults);
         let mut by_provider = HashMap::new();
@@ -90,6 +93,9 @@ impl Router {
                 retry_codes: f.retry_codes,
                 attempt_timeout: f.timeout.get(),
                 max_retries: f.max_retries,
+                deadline: f
+                    .deadline
+                    .map_or(f.timeout.get() * (1 + f.max_retries), |d| d.get()),
             },
             by_provider,
             counter: AtomicU64::new(0),

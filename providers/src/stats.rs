@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// Consecutive failures that open a provider's circuit.
+/// Consecutive failures that open a provider's circuit, by default.
 pub const BREAKER_THRESHOLD: u64 = 5;
-/// How long an open circuit stays open before one trial request.
+/// How long an open circuit stays open before one trial request, by default.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Milliseconds since the first call, on a monotonic clock.
@@ -37,6 +37,9 @@ pub struct ProviderStats {
     skip_until: AtomicU64,
     /// Exponentially weighted time to first byte, in microseconds (0: no sample yet).
     ewma_ttfb_micros: AtomicU64,
+    /// Breaker settings of the configuration in force (0: the defaults).
+    threshold: AtomicU64,
+    cooldown_ms: AtomicU64,
 }
 
 /// Circuit state of a provider.
@@ -59,6 +62,26 @@ impl Circuit {
 }
 
 impl ProviderStats {
+    /// Applies the configuration's breaker settings.
+    pub fn configure_breaker(&self, threshold: u32, cooldown: Duration) {
+        self.threshold.store(u64::from(threshold.max(1)), Relaxed);
+        self.cooldown_ms
+            .store(cooldown.as_millis().max(1) as u64, Relaxed);
+    }
+
+    fn breaker(&self) -> (u64, u64) {
+        let t = self.threshold.load(Relaxed);
+        let c = self.cooldown_ms.load(Relaxed);
+        (
+            if t == 0 { BREAKER_THRESHOLD } else { t },
+            if c == 0 {
+                BREAKER_COOLDOWN.as_millis() as u64
+            } else {
+                c
+            },
+        )
+    }
+
     /// The circuit's state now.
     pub fn circuit(&self) -> Circuit {
         match self.open_until.load(Relaxed) {
@@ -133,9 +156,9 @@ impl ProviderStats {
         self.failures.fetch_add(1, Relaxed);
         let consecutive = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
         let was_trial = self.trial.swap(false, Relaxed);
-        if consecutive >= BREAKER_THRESHOLD || was_trial {
-            self.open_until
-                .store(now_ms() + BREAKER_COOLDOWN.as_millis() as u64, Relaxed);
+        let (threshold, cooldown) = self.breaker();
+        if consecutive >= threshold || was_trial {
+            self.open_until.store(now_ms() + cooldown, Relaxed);
         }
         self.latency_micros_total
             .fetch_add(latency.as_micros() as u64, Relaxed);

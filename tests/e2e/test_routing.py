@@ -304,3 +304,40 @@ def test_anthropic_ingress_fails_over_too(fakes):
             assert "".join(s.text_stream) == "The sky is blue."
     finally:
         loom.stop()
+
+
+def test_breaker_half_opens_after_its_cooldown_and_closes_on_success(fakes):
+    from harness import wait_until
+
+    a, b = fakes
+    loom = start(fakes, "    strategy: priority\n    circuit_breaker:\n      failure_threshold: 2\n      cooldown: 1s\n")
+    try:
+        a.fail_next = [(503, {})] * 2
+        assert [chat(loom).status_code for _ in range(2)] == [503, 503]
+        assert chat(loom).headers["x-loom-provider"] == "backup"
+
+        def primary():
+            doc = httpx.get(loom.admin + "/ai/providers").json()
+            return next(p for p in doc["providers"] if p["name"] == "primary")
+
+        assert primary()["circuit"] == "open"
+        wait_until(lambda: primary()["circuit"] == "half_open", timeout=5, what="the cool-down to end")
+        # One trial goes to the primary; it succeeds and the circuit closes.
+        r = chat(loom)
+        assert r.headers["x-loom-provider"] == "primary"
+        assert primary()["circuit"] == "closed" and primary()["status"] == "healthy"
+    finally:
+        loom.stop()
+
+
+def test_overall_deadline_stops_new_attempts(fakes):
+    a, b = fakes
+    loom = Loom(config(a.url, a.url, "    failover:\n      enabled: true\n      timeout: 300ms\n      max_retries: 5\n      deadline: 500ms\n"))
+    try:
+        a.delay = 0.45
+        r = chat(loom)
+        assert r.status_code == 504
+        assert r.headers["x-loom-attempts"] == "2"
+    finally:
+        a.delay = 0
+        loom.stop()

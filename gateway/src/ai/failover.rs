@@ -38,16 +38,19 @@ pub(crate) struct Tries<'a> {
     plan: &'a [Target],
     pub attempts: u32,
     pub called: Instant,
+    started: Instant,
 }
 
 impl<'a> Tries<'a> {
     /// Attempts over `plan` under `router`'s policy.
     pub fn new(router: &'a Router, plan: &'a [Target]) -> Tries<'a> {
+        let now = Instant::now();
         Tries {
             router,
             plan,
             attempts: 0,
-            called: Instant::now(),
+            called: now,
+            started: now,
         }
     }
 
@@ -79,7 +82,9 @@ impl<'a> Tries<'a> {
         client_model: &str,
         stream: bool,
     ) -> Option<Failure> {
-        let retry = self.attempts < self.router.attempts() && self.router.should_retry(&e);
+        let in_time = self.started.elapsed() < self.router.policy().deadline;
+        let retry =
+            in_time && self.attempts < self.router.attempts() && self.router.should_retry(&e);
         if let Some(d) = e.retry_after() {
             target.provider.stats().back_off(d);
         }
@@ -120,6 +125,7 @@ impl<'a> Tries<'a> {
 /// failover is on (the provider's own timeout applies otherwise).
 pub(crate) async fn within<T>(
     router: &Router,
+    provider: &str,
     attempt: impl Future<Output = Result<T, loom_providers::Error>>,
 ) -> Result<T, loom_providers::Error> {
     let policy = router.policy();
@@ -129,7 +135,7 @@ pub(crate) async fn within<T>(
     match tokio::time::timeout(policy.attempt_timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(loom_providers::Error::Timeout {
-            provider: "attempt".to_owned(),
+            provider: provider.to_owned(),
         }),
     }
 }

@@ -146,7 +146,7 @@ async fn serve(
                     whole => Ok(Answer::Native(whole)),
                 }
             };
-            failover::within(router, native).await
+            failover::within(router, target.provider.name(), native).await
         } else {
             if chat.is_none() {
                 chat = Some(ingress::to_chat(&msg).map_err(ApiError::from)?);
@@ -158,14 +158,19 @@ async fn serve(
             if stream {
                 failover::within(
                     router,
+                    target.provider.name(),
                     failover::first_event(target.provider.chat_stream(chat)),
                 )
                 .await
                 .map(Answer::Chunks)
             } else {
-                failover::within(router, target.provider.chat(chat, None))
-                    .await
-                    .map(|r| Answer::Chat(Box::new(r)))
+                failover::within(
+                    router,
+                    target.provider.name(),
+                    target.provider.chat(chat, None),
+                )
+                .await
+                .map(|r| Answer::Chat(Box::new(r)))
             }
         };
         let answer = match outcome {

@@ -211,6 +211,7 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
         let outcome = if stream {
             failover::within(
                 router,
+                target.provider.name(),
                 failover::first_event(target.provider.chat_stream(&mut chat)),
             )
             .await
@@ -218,9 +219,13 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
         } else {
             // Unchanged by mapping or guardrails: the client's bytes go upstream as they are.
             let original = (passthrough && target.model == client_model).then(|| original.clone());
-            failover::within(router, target.provider.chat(&chat, original))
-                .await
-                .map(|r| Answer::Whole(Box::new(r)))
+            failover::within(
+                router,
+                target.provider.name(),
+                target.provider.chat(&chat, original),
+            )
+            .await
+            .map(|r| Answer::Whole(Box::new(r)))
         };
         let answer = match outcome {
             Ok(answer) => answer,
@@ -322,7 +327,7 @@ async fn completions(
         body.model.clone_from(&target.model);
         if stream {
             let started = failover::first_event(target.provider.completions_stream(&mut body));
-            match failover::within(router, started).await {
+            match failover::within(router, target.provider.name(), started).await {
                 Ok(events) => {
                     tries.succeeded(&target);
                     let call = sse::Call {
@@ -342,7 +347,13 @@ async fn completions(
             }
         }
         let original = (target.model == client_model).then(|| original.clone());
-        match failover::within(router, target.provider.completions(&body, original)).await {
+        match failover::within(
+            router,
+            target.provider.name(),
+            target.provider.completions(&body, original),
+        )
+        .await
+        {
             Ok(reply) => {
                 tries.succeeded(&target);
                 settle(
@@ -388,7 +399,13 @@ async fn embeddings(
         let target = tries.next(&mut ex).await;
         body.model.clone_from(&target.model);
         let original = (target.model == client_model).then(|| original.clone());
-        match failover::within(router, target.provider.embeddings(&body, original)).await {
+        match failover::within(
+            router,
+            target.provider.name(),
+            target.provider.embeddings(&body, original),
+        )
+        .await
+        {
             Ok(reply) => {
                 tries.succeeded(&target);
                 settle(
