@@ -190,6 +190,9 @@ pub struct Route {
     /// Serve the OpenAI-compatible API on this route.
     #[serde(default)]
     pub ai_gateway: bool,
+    /// Routing strategy of this AI route, overriding `ai_gateway.routing.strategy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
     /// Name of the upstream a proxy route forwards to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,

@@ -153,6 +153,12 @@ fn routes(config: &Config, found: &mut Found) {
             )),
             _ => {}
         }
+        if r.strategy.is_some() && !r.ai_gateway {
+            found.push((
+                format!("{at}.strategy"),
+                "a routing strategy applies to AI routes only (ai_gateway: true)".into(),
+            ));
+        }
         if r.middleware.auth.is_some() {
             not_yet(
                 found,

@@ -46,6 +46,8 @@ pub struct Runtime {
     pub config: Config,
     pub routes: RouteTable,
     pub providers: Registry,
+    /// Routers of AI routes that override the routing strategy, by route id.
+    pub route_routers: HashMap<String, loom_providers::Router>,
     pub guardrails: Guardrails,
     /// Configuration generation, 1 for the first.
     pub generation: u64,
@@ -74,9 +76,21 @@ impl Runtime {
         )?;
         let providers =
             Registry::build(&config.ai_gateway, http, stats).context("building providers")?;
+        let route_routers = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let strategy = r.strategy?;
+                Some((
+                    r.id.clone(),
+                    loom_providers::Router::with_strategy(&config.ai_gateway, strategy),
+                ))
+            })
+            .collect();
         Ok(Runtime {
             routes,
             providers,
+            route_routers,
             guardrails: Guardrails::default(),
             generation,
             streaming_enabled: config.ai_gateway.streaming.enabled,

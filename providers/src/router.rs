@@ -103,6 +103,14 @@ impl Router {
         }
     }
 
+    /// The same router with another strategy, for a route that overrides it.
+    pub fn with_strategy(cfg: &AiGateway, strategy: Strategy) -> Router {
+        Router {
+            strategy,
+            ..Router::new(cfg)
+        }
+    }
+
     /// The failover policy.
     pub fn policy(&self) -> &FailoverPolicy {
         &self.policy

@@ -341,3 +341,22 @@ def test_overall_deadline_stops_new_attempts(fakes):
     finally:
         a.delay = 0
         loom.stop()
+
+
+def test_a_route_can_override_the_strategy(fakes):
+    a, b = fakes
+    cfg = config(a.url, b.url, "    strategy: priority\n").replace(
+        "routes:\n  - id: ai\n    path: /v1/*\n    ai_gateway: true\n",
+        "routes:\n  - id: spread\n    path: /spread/v1/*\n    ai_gateway: true\n    strategy: round_robin\n"
+        "  - id: ai\n    path: /v1/*\n    ai_gateway: true\n",
+    )
+    loom = Loom(cfg)
+    try:
+        with httpx.Client() as c:
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+            ordered = {c.post(loom.base + "/v1/chat/completions", json=body).headers["x-loom-provider"] for _ in range(4)}
+            spread = [c.post(loom.base + "/spread/v1/chat/completions", json=body).headers["x-loom-provider"] for _ in range(4)]
+        assert ordered == {"primary"}
+        assert sorted(spread) == ["backup", "backup", "primary", "primary"]
+    finally:
+        loom.stop()

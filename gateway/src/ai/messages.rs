@@ -20,7 +20,7 @@ use loom_providers::anthropic::ingress::{self, EventEncoder};
 use loom_providers::{ChunkStream, Native, NativeStream, Provider};
 
 use super::failover::{self, Failure, Tries};
-use super::{ApiError, parse_body, plan, routing_headers, settle, sse_headers};
+use super::{ApiError, parse_body, plan, router, routing_headers, settle, sse_headers};
 use crate::body::{Body, BoxError, json_response};
 use crate::exchange::Exchange;
 use crate::state::Runtime;
@@ -120,10 +120,10 @@ async fn serve(
             ApiError::invalid("Streaming is disabled on this gateway", Some("stream")).into(),
         );
     }
-    let plan = plan(rt, &msg.model, 0, Some(msg.max_tokens))?;
+    let router = router(rt, &ex.route);
+    let plan = plan(rt, router, &msg.model, 0, Some(msg.max_tokens))?;
     let client_model = msg.model.clone();
     ex.model = Some(client_model.clone());
-    let router = rt.providers.router();
     let mut chat: Option<ChatRequest> = None;
     let mut tries = Tries::new(router, &plan);
     loop {

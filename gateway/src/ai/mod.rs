@@ -42,7 +42,7 @@ pub async fn handle(
     ex: Exchange,
 ) -> (Response<Body>, Option<Exchange>) {
     let path = req.uri().path();
-    let endpoint = path.strip_prefix("/v1").unwrap_or(path);
+    let endpoint = endpoint(path);
     let limit = route.max_body.unwrap_or(u64::MAX);
     let result = match (endpoint, req.method()) {
         ("/chat/completions", &Method::POST) => chat(rt, req, limit, ex).await,
@@ -73,6 +73,25 @@ pub async fn handle(
             }
             (err.into_response(), ex)
         }
+    }
+}
+
+/// The API endpoint a path names, whatever prefix the route adds
+/// (`/v1/chat/completions`, `/team-a/v1/chat/completions`, `/chat/completions`).
+fn endpoint(path: &str) -> &str {
+    const ENDPOINTS: [&str; 5] = [
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
+        "/messages",
+        "/models",
+    ];
+    if let Some(e) = ENDPOINTS.iter().find(|e| path.ends_with(*e)) {
+        return e;
+    }
+    match path.rfind("/models/") {
+        Some(i) => &path[i..],
+        None => path,
     }
 }
 
@@ -116,9 +135,17 @@ async fn parse_body<T: DeserializeOwned>(
     Ok((value, bytes))
 }
 
+/// The router of `route`: its own when it overrides the strategy.
+fn router<'a>(rt: &'a Runtime, route: &str) -> &'a loom_providers::Router {
+    rt.route_routers
+        .get(route)
+        .unwrap_or_else(|| rt.providers.router())
+}
+
 /// The providers to try for `model`, in the routing strategy's order.
 fn plan(
     rt: &Runtime,
+    router: &loom_providers::Router,
     model: &str,
     prompt_chars: usize,
     max_tokens: Option<u64>,
@@ -130,10 +157,7 @@ fn plan(
         ));
     }
     let candidates = rt.providers.candidates(model)?;
-    Ok(rt
-        .providers
-        .router()
-        .plan(model, candidates, prompt_chars, max_tokens)?)
+    Ok(router.plan(model, candidates, prompt_chars, max_tokens)?)
 }
 
 /// Records the provider side of a finished call.
@@ -195,7 +219,14 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
         return Err((ApiError::invalid(message, None), Some(ex)));
     }
     let prompt_chars: usize = chat.messages.iter().map(Message::text_len).sum();
-    let plan = match plan(rt, &chat.model, prompt_chars, chat.max_output_tokens()) {
+    let router = router(rt, &ex.route);
+    let plan = match plan(
+        rt,
+        router,
+        &chat.model,
+        prompt_chars,
+        chat.max_output_tokens(),
+    ) {
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
@@ -203,7 +234,6 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
     ex.model = Some(client_model.clone());
     let wants_usage = chat.wants_stream_usage();
     let passthrough = rt.guardrails.is_empty();
-    let router = rt.providers.router();
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
@@ -309,7 +339,8 @@ async fn completions(
         ));
     }
     let prompt_chars = body.prompt.to_string().len();
-    let plan = match plan(rt, &body.model, prompt_chars, body.max_tokens) {
+    let router = router(rt, &ex.route);
+    let plan = match plan(rt, router, &body.model, prompt_chars, body.max_tokens) {
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
@@ -320,7 +351,6 @@ async fn completions(
         .as_ref()
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    let router = rt.providers.router();
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
@@ -387,13 +417,13 @@ async fn embeddings(
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
     };
-    let plan = match plan(rt, &body.model, 0, None) {
+    let router = router(rt, &ex.route);
+    let plan = match plan(rt, router, &body.model, 0, None) {
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
     let client_model = body.model.clone();
     ex.model = Some(client_model.clone());
-    let router = rt.providers.router();
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
@@ -456,4 +486,19 @@ fn sse_headers(resp: &mut Response<Body>) {
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn endpoints_are_found_under_any_prefix() {
+        assert_eq!(endpoint("/v1/chat/completions"), "/chat/completions");
+        assert_eq!(endpoint("/team-a/v1/chat/completions"), "/chat/completions");
+        assert_eq!(endpoint("/completions"), "/completions");
+        assert_eq!(endpoint("/v1/models/gpt-4o"), "/models/gpt-4o");
+        assert_eq!(endpoint("/v1/messages"), "/messages");
+        assert_eq!(endpoint("/v1/nothing"), "/v1/nothing");
+    }
 }
