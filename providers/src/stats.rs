@@ -40,6 +40,34 @@ pub struct ProviderStats {
     /// Breaker settings of the configuration in force (0: the defaults).
     threshold: AtomicU64,
     cooldown_ms: AtomicU64,
+    /// Time-to-first-byte histogram, for percentiles.
+    ttfb_buckets: Buckets,
+}
+
+/// Counters of the time-to-first-byte histogram.
+#[derive(Debug)]
+struct Buckets([AtomicU64; TTFB_BUCKETS]);
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// Histogram buckets: upper bounds 100 µs × 2^(i/2), up to about 100 s.
+const TTFB_BUCKETS: usize = 42;
+
+fn bucket_of(micros: u64) -> usize {
+    // Half-powers of two above 100 µs; a float log is exact enough here.
+    let ratio = micros.max(1) as f64 / 100.0;
+    if ratio <= 1.0 {
+        return 0;
+    }
+    ((2.0 * ratio.log2()).ceil() as usize).min(TTFB_BUCKETS - 1)
+}
+
+fn bucket_bound_ms(i: usize) -> f64 {
+    0.1 * 2f64.powf(i as f64 / 2.0)
 }
 
 /// Circuit state of a provider.
@@ -121,6 +149,7 @@ impl ProviderStats {
     /// Folds a time-to-first-byte sample into the moving average.
     pub fn record_ttfb(&self, d: Duration) {
         let sample = d.as_micros().max(1) as u64;
+        self.ttfb_buckets.0[bucket_of(sample)].fetch_add(1, Relaxed);
         let _ = self.ewma_ttfb_micros.fetch_update(Relaxed, Relaxed, |old| {
             Some(if old == 0 {
                 sample
@@ -128,6 +157,30 @@ impl ProviderStats {
                 (old * 4 + sample) / 5
             })
         });
+    }
+
+    /// The `q` quantile (0–1) of time to first byte in milliseconds, as the
+    /// upper bound of its histogram bucket (within a factor of √2); 0 before any sample.
+    pub fn ttfb_quantile_ms(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self
+            .ttfb_buckets
+            .0
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return bucket_bound_ms(i);
+            }
+        }
+        bucket_bound_ms(TTFB_BUCKETS - 1)
     }
 
     /// The moving average of time to first byte (`None` before any sample).
@@ -185,6 +238,8 @@ impl ProviderStats {
             },
             circuit: circuit.as_str(),
             ttfb_ms: self.ttfb().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            ttfb_p50_ms: self.ttfb_quantile_ms(0.5),
+            ttfb_p99_ms: self.ttfb_quantile_ms(0.99),
             requests,
             failures: self.failures.load(Relaxed),
             tokens_in: self.tokens_in.load(Relaxed),
@@ -203,6 +258,9 @@ pub struct ProviderSnapshot {
     pub circuit: &'static str,
     /// Moving average of time to first byte.
     pub ttfb_ms: f64,
+    /// Median and 99th percentile of time to first byte (bucket upper bounds).
+    pub ttfb_p50_ms: f64,
+    pub ttfb_p99_ms: f64,
     pub requests: u64,
     #[serde(rename = "errors")]
     pub failures: u64,
@@ -255,6 +313,21 @@ mod tests {
         s.record_success(Duration::from_millis(1), 1, 1);
         assert_eq!(s.circuit(), Circuit::Closed);
         assert!(s.admit());
+    }
+
+    #[test]
+    fn ttfb_percentiles_come_from_the_histogram() {
+        let s = ProviderStats::default();
+        assert_eq!(s.ttfb_quantile_ms(0.5), 0.0);
+        for _ in 0..98 {
+            s.record_ttfb(Duration::from_millis(10));
+        }
+        s.record_ttfb(Duration::from_millis(900));
+        s.record_ttfb(Duration::from_millis(900));
+        let p50 = s.ttfb_quantile_ms(0.5);
+        assert!((10.0..=14.2).contains(&p50), "{p50}");
+        let p99 = s.ttfb_quantile_ms(0.99);
+        assert!((900.0..=1273.0).contains(&p99), "{p99}");
     }
 
     #[test]

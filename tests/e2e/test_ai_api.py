@@ -220,6 +220,8 @@ def test_admin_providers_shape(loom_ai):
     doc = httpx.get(loom_ai.admin + "/ai/providers").json()
     (p,) = doc["providers"]
     assert {"name", "status", "requests", "tokens_in", "tokens_out", "avg_latency_ms"} <= set(p)
+    assert {"errors", "circuit", "ttfb_ms", "ttfb_p50_ms", "ttfb_p99_ms"} <= set(p)
+    assert p["ttfb_p50_ms"] > 0 and p["ttfb_p99_ms"] >= p["ttfb_p50_ms"] and p["circuit"] == "closed"
     assert p["name"] == "upstream" and p["status"] == "healthy"
     assert p["requests"] == 1 and p["tokens_in"] == 19 and p["tokens_out"] == 10
 
