@@ -433,6 +433,19 @@ pub struct CircuitBreaker {
     /// How long the circuit stays open before one trial request.
     #[serde(default = "default_breaker_cooldown")]
     pub cooldown: Duration,
+    /// Failure share over the last 10 seconds that also opens the circuit.
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate: f64,
+    /// Requests in those 10 seconds below which the failure share is not judged.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+}
+
+fn default_failure_rate() -> f64 {
+    0.5
+}
+fn default_min_requests() -> u32 {
+    20
 }
 
 fn default_breaker_threshold() -> u32 {
@@ -447,6 +460,8 @@ impl Default for CircuitBreaker {
         CircuitBreaker {
             failure_threshold: default_breaker_threshold(),
             cooldown: default_breaker_cooldown(),
+            failure_rate: default_failure_rate(),
+            min_requests: default_min_requests(),
         }
     }
 }

@@ -265,6 +265,12 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
             }
         }
     }
+    if !(r.circuit_breaker.failure_rate > 0.0 && r.circuit_breaker.failure_rate <= 1.0) {
+        found.push((
+            "ai_gateway.routing.circuit_breaker.failure_rate".into(),
+            "must be above 0 and at most 1".into(),
+        ));
+    }
     if r.circuit_breaker.failure_threshold == 0 {
         found.push((
             "ai_gateway.routing.circuit_breaker.failure_threshold".into(),

@@ -194,7 +194,12 @@ impl Registry {
             priority.push((prio, i));
             let provider_stats = stats.get(&p.name);
             let breaker = &cfg.routing.circuit_breaker;
-            provider_stats.configure_breaker(breaker.failure_threshold, breaker.cooldown.get());
+            provider_stats.configure_breaker(
+                breaker.failure_threshold,
+                breaker.cooldown.get(),
+                breaker.failure_rate,
+                breaker.min_requests,
+            );
             providers.push(Arc::new(Provider {
                 name: p.name.clone(),
                 kind: p.kind,

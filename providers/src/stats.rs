@@ -42,6 +42,54 @@ pub struct ProviderStats {
     cooldown_ms: AtomicU64,
     /// Time-to-first-byte histogram, for percentiles.
     ttfb_buckets: Buckets,
+    /// Requests and failures per second over the last `WINDOW` seconds.
+    window: Window,
+    /// Failure share (in thousandths) and minimum requests that open the circuit.
+    rate_trip_permille: AtomicU64,
+    rate_min_requests: AtomicU64,
+}
+
+/// Seconds of the failure-rate window.
+const WINDOW: usize = 10;
+
+/// One slot per second: (second it counts, requests, failures).
+#[derive(Debug)]
+struct Window([(AtomicU64, AtomicU64, AtomicU64); WINDOW]);
+
+impl Default for Window {
+    fn default() -> Self {
+        Window(std::array::from_fn(|_| {
+            (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0))
+        }))
+    }
+}
+
+impl Window {
+    /// Counts one request. A slot last used in another second is reset first
+    /// (two racing resets may lose a count: the share stays approximate).
+    fn record(&self, failed: bool) {
+        let sec = now_ms() / 1000;
+        let (at, requests, failures) = &self.0[sec as usize % WINDOW];
+        if at.swap(sec, Relaxed) != sec {
+            requests.store(0, Relaxed);
+            failures.store(0, Relaxed);
+        }
+        requests.fetch_add(1, Relaxed);
+        if failed {
+            failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Requests and failures of the last `WINDOW` seconds.
+    fn totals(&self) -> (u64, u64) {
+        let sec = now_ms() / 1000;
+        self.0
+            .iter()
+            .filter(|(at, _, _)| sec.saturating_sub(at.load(Relaxed)) < WINDOW as u64)
+            .fold((0, 0), |(r, f), (_, req, fail)| {
+                (r + req.load(Relaxed), f + fail.load(Relaxed))
+            })
+    }
 }
 
 /// Counters of the time-to-first-byte histogram.
@@ -91,10 +139,34 @@ impl Circuit {
 
 impl ProviderStats {
     /// Applies the configuration's breaker settings.
-    pub fn configure_breaker(&self, threshold: u32, cooldown: Duration) {
+    pub fn configure_breaker(
+        &self,
+        threshold: u32,
+        cooldown: Duration,
+        failure_rate: f64,
+        min_requests: u32,
+    ) {
         self.threshold.store(u64::from(threshold.max(1)), Relaxed);
         self.cooldown_ms
             .store(cooldown.as_millis().max(1) as u64, Relaxed);
+        self.rate_trip_permille
+            .store((failure_rate.clamp(0.001, 1.0) * 1000.0) as u64, Relaxed);
+        self.rate_min_requests
+            .store(u64::from(min_requests.max(1)), Relaxed);
+    }
+
+    /// Whether the failures of the window reach the configured share.
+    fn rate_tripped(&self) -> bool {
+        let permille = match self.rate_trip_permille.load(Relaxed) {
+            0 => 500,
+            p => p,
+        };
+        let min = match self.rate_min_requests.load(Relaxed) {
+            0 => 20,
+            m => m,
+        };
+        let (requests, failures) = self.window.totals();
+        requests >= min && failures * 1000 >= permille * requests
     }
 
     fn breaker(&self) -> (u64, u64) {
@@ -194,6 +266,7 @@ impl ProviderStats {
     /// Records a finished request: its latency and token counts.
     pub fn record_success(&self, latency: Duration, tokens_in: u64, tokens_out: u64) {
         self.requests.fetch_add(1, Relaxed);
+        self.window.record(false);
         self.consecutive_failures.store(0, Relaxed);
         self.open_until.store(0, Relaxed);
         self.trial.store(false, Relaxed);
@@ -209,8 +282,9 @@ impl ProviderStats {
         self.failures.fetch_add(1, Relaxed);
         let consecutive = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
         let was_trial = self.trial.swap(false, Relaxed);
+        self.window.record(true);
         let (threshold, cooldown) = self.breaker();
-        if consecutive >= threshold || was_trial {
+        if consecutive >= threshold || was_trial || self.rate_tripped() {
             self.open_until.store(now_ms() + cooldown, Relaxed);
         }
         self.latency_micros_total
@@ -328,6 +402,22 @@ mod tests {
         assert!((10.0..=14.2).contains(&p50), "{p50}");
         let p99 = s.ttfb_quantile_ms(0.99);
         assert!((900.0..=1273.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn a_high_failure_share_opens_the_circuit() {
+        let s = ProviderStats::default();
+        s.configure_breaker(100, Duration::from_secs(30), 0.5, 10);
+        for _ in 0..4 {
+            s.record_success(Duration::from_millis(1), 1, 1);
+            s.record_failure(Duration::from_millis(1));
+        }
+        // 8 requests: below the minimum, however many fail.
+        assert_eq!(s.circuit(), Circuit::Closed);
+        s.record_success(Duration::from_millis(1), 1, 1);
+        s.record_failure(Duration::from_millis(1));
+        // 10 requests, half failed.
+        assert_eq!(s.circuit(), Circuit::Open);
     }
 
     #[test]

@@ -94,8 +94,8 @@ class FakeOpenAI:
                 path = self.path.split("?")[0]
                 if fake.delay:
                     time.sleep(fake.delay)
-                if fake.fail_next:
-                    action = fake.fail_next.pop(0)
+                action = fake.fail_next.pop(0) if fake.fail_next else "ok"
+                if action != "ok":
                     if action == "cut":
                         self.send_response(200)
                         self.send_header("content-type", "text/event-stream")

@@ -360,3 +360,21 @@ def test_a_route_can_override_the_strategy(fakes):
         assert sorted(spread) == ["backup", "backup", "primary", "primary"]
     finally:
         loom.stop()
+
+
+def test_a_high_failure_share_opens_the_circuit(fakes):
+    a, b = fakes
+    loom = start(
+        fakes,
+        "    strategy: priority\n    circuit_breaker:\n      failure_threshold: 100\n      failure_rate: 0.5\n      min_requests: 10\n",
+    )
+    try:
+        # Every other call fails: never two in a row, but half of them.
+        a.fail_next = [(503, {}), "ok"] * 20
+        providers = [chat(loom).headers.get("x-loom-provider") for _ in range(14)]
+        assert providers[:10] == ["primary"] * 10
+        assert providers[-3:] == ["backup"] * 3
+        doc = httpx.get(loom.admin + "/ai/providers").json()
+        assert next(p for p in doc["providers"] if p["name"] == "primary")["circuit"] == "open"
+    finally:
+        loom.stop()
