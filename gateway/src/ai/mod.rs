@@ -14,7 +14,7 @@ mod sse;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use loom_guardrails::Verdict;
@@ -311,14 +311,19 @@ enum Answer {
 
 /// `x-loom-provider`, `x-loom-model` and `x-loom-attempts`.
 fn routing_headers(resp: &mut Response<Body>, target: &Target, attempts: u32) {
+    // Names built once: parsing a `&str` name costs more than the insert.
+    const PROVIDER: HeaderName = HeaderName::from_static("x-loom-provider");
+    const MODEL: HeaderName = HeaderName::from_static("x-loom-model");
+    const ATTEMPTS: HeaderName = HeaderName::from_static("x-loom-attempts");
     let h = resp.headers_mut();
+    h.reserve(3);
     if let Ok(v) = HeaderValue::from_str(target.provider.name()) {
-        h.insert("x-loom-provider", v);
+        h.insert(PROVIDER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&target.model) {
-        h.insert("x-loom-model", v);
+        h.insert(MODEL, v);
     }
-    h.insert("x-loom-attempts", HeaderValue::from(attempts));
+    h.insert(ATTEMPTS, HeaderValue::from(attempts));
 }
 
 async fn completions(
