@@ -8,6 +8,7 @@
 //! client should see and whether another provider could succeed.
 
 pub mod anthropic;
+mod convert;
 mod error;
 mod gemini;
 mod http;

@@ -3,7 +3,7 @@
 //! delay are configurable. It needs no network and no key, which makes it the
 //! offline quickstart and the upstream of load tests.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use loom_config::MockOptions;
@@ -14,6 +14,7 @@ use loom_models::completions::{CompletionChoice, CompletionRequest, CompletionRe
 use loom_models::embeddings::{Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage};
 use serde_json::Value;
 
+use crate::convert::unix_now;
 use crate::{ChunkStream, CompletionStream, Error, Reply};
 
 /// A provider that answers by itself.
@@ -26,12 +27,6 @@ pub struct Mock {
 /// A rough token count (about four characters a token), used only by the mock.
 pub fn rough_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// FNV-1a: a stable digest so that ids and vectors depend only on the input.
@@ -111,7 +106,7 @@ impl Mock {
         ChatResponse {
             id: format!("chatcmpl-mock-{:016x}", digest(&text)),
             object: "chat.completion".to_owned(),
-            created: now(),
+            created: unix_now(),
             model: req.model.clone(),
             choices,
             usage: Some(Usage::new(
@@ -130,7 +125,7 @@ impl Mock {
         let base = ChatChunk {
             id: format!("chatcmpl-mock-{:016x}", digest(&text)),
             object: "chat.completion.chunk".to_owned(),
-            created: now(),
+            created: unix_now(),
             model: req.model.clone(),
             ..ChatChunk::default()
         };
@@ -179,7 +174,7 @@ impl Mock {
         CompletionResponse {
             id: format!("cmpl-mock-{:016x}", digest(&text)),
             object: "text_completion".to_owned(),
-            created: now(),
+            created: unix_now(),
             model: req.model.clone(),
             choices: vec![CompletionChoice {
                 index: 0,

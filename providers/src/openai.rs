@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::http::HttpClient;
-use crate::sse::sse_json;
+use crate::sse::{StreamItem, sse_json};
 use crate::usage::usage_of;
 use crate::{ChunkStream, CompletionStream, Error, Reply};
 
@@ -180,34 +180,12 @@ impl OpenAi {
         req: &ChatRequest,
         original: Option<Bytes>,
     ) -> Result<Reply, Error> {
-        let deadline = Instant::now() + self.timeout;
-        let body = match original {
-            Some(bytes) => bytes,
-            None => to_json(req)?,
-        };
-        let uri = self.routes.uri(Endpoint::Chat, &req.model)?;
-        let resp = self.send(&uri, body, deadline).await?;
-        self.reply(resp, deadline).await
+        self.whole(Endpoint::Chat, &req.model, original, req).await
     }
 
     pub(crate) async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
-        // Always ask for the final usage chunk: it is the source of truth for
-        // accounting. The gateway removes it again if the client did not ask.
-        // (Azure API versions before 2024-09-01 reject `stream_options`.)
-        if self.stream_usage {
-            let opts = req
-                .stream_options
-                .get_or_insert_with(StreamOptions::default);
-            opts.include_usage = Some(true);
-        }
-        let deadline = Instant::now() + self.timeout;
-        let uri = self.routes.uri(Endpoint::Chat, &req.model)?;
-        let resp = self.send(&uri, to_json(req)?, deadline).await?;
-        Ok(Box::pin(sse_json(
-            self.name.clone(),
-            resp.into_body().into_data_stream(),
-            deadline,
-        )))
+        self.ask_stream_usage(&mut req.stream_options);
+        self.stream(Endpoint::Chat, &req.model, to_json(req)?).await
     }
 
     pub(crate) async fn completions(
@@ -215,34 +193,17 @@ impl OpenAi {
         req: &CompletionRequest,
         original: Option<Bytes>,
     ) -> Result<Reply, Error> {
-        let deadline = Instant::now() + self.timeout;
-        let body = match original {
-            Some(bytes) => bytes,
-            None => to_json(req)?,
-        };
-        let uri = self.routes.uri(Endpoint::Completions, &req.model)?;
-        let resp = self.send(&uri, body, deadline).await?;
-        self.reply(resp, deadline).await
+        self.whole(Endpoint::Completions, &req.model, original, req)
+            .await
     }
 
     pub(crate) async fn completions_stream(
         &self,
         req: &mut CompletionRequest,
     ) -> Result<CompletionStream, Error> {
-        if self.stream_usage {
-            let opts = req
-                .stream_options
-                .get_or_insert_with(StreamOptions::default);
-            opts.include_usage = Some(true);
-        }
-        let deadline = Instant::now() + self.timeout;
-        let uri = self.routes.uri(Endpoint::Completions, &req.model)?;
-        let resp = self.send(&uri, to_json(req)?, deadline).await?;
-        Ok(Box::pin(sse_json(
-            self.name.clone(),
-            resp.into_body().into_data_stream(),
-            deadline,
-        )))
+        self.ask_stream_usage(&mut req.stream_options);
+        self.stream(Endpoint::Completions, &req.model, to_json(req)?)
+            .await
     }
 
     pub(crate) async fn embeddings(
@@ -250,14 +211,55 @@ impl OpenAi {
         req: &EmbeddingRequest,
         original: Option<Bytes>,
     ) -> Result<Reply, Error> {
+        self.whole(Endpoint::Embeddings, &req.model, original, req)
+            .await
+    }
+
+    /// Always asks for the final usage chunk: it is the source of truth for
+    /// accounting, and the gateway removes it again if the client did not ask.
+    /// (Azure API versions before 2024-09-01 reject `stream_options`.)
+    fn ask_stream_usage(&self, options: &mut Option<StreamOptions>) {
+        if self.stream_usage {
+            options
+                .get_or_insert_with(StreamOptions::default)
+                .include_usage = Some(true);
+        }
+    }
+
+    /// A whole answer: the client's bytes when given, else `req` serialised.
+    async fn whole(
+        &self,
+        endpoint: Endpoint,
+        model: &str,
+        original: Option<Bytes>,
+        req: &impl Serialize,
+    ) -> Result<Reply, Error> {
         let deadline = Instant::now() + self.timeout;
         let body = match original {
             Some(bytes) => bytes,
             None => to_json(req)?,
         };
-        let uri = self.routes.uri(Endpoint::Embeddings, &req.model)?;
+        let uri = self.routes.uri(endpoint, model)?;
         let resp = self.send(&uri, body, deadline).await?;
         self.reply(resp, deadline).await
+    }
+
+    /// A streamed answer, decoded event by event.
+    async fn stream<T: StreamItem + Send + 'static>(
+        &self,
+        endpoint: Endpoint,
+        model: &str,
+        body: Bytes,
+    ) -> Result<std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Error>> + Send>>, Error>
+    {
+        let deadline = Instant::now() + self.timeout;
+        let uri = self.routes.uri(endpoint, model)?;
+        let resp = self.send(&uri, body, deadline).await?;
+        Ok(Box::pin(sse_json(
+            self.name.clone(),
+            resp.into_body().into_data_stream(),
+            deadline,
+        )))
     }
 
     async fn send(

@@ -264,35 +264,63 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
                 Some(failed) => return Ok(failure(failed, ex)),
             },
         };
-        tries.succeeded(&target);
-        let mut resp = match answer {
+        return Ok(match answer {
             Answer::Stream(events) => {
-                let call = sse::Call {
-                    provider: target.provider.clone(),
-                    client_model,
-                    called: tries.called,
-                    wants_usage,
-                };
-                let mut resp = sse::response(events, call, ex);
-                routing_headers(&mut resp, &target, tries.attempts);
-                return Ok((resp, None));
+                let resp = streamed(ex, &tries, &target, client_model, wants_usage, events);
+                (resp, None)
             }
-            Answer::Whole(reply) => {
-                settle(
-                    &mut ex,
-                    &target.provider,
-                    &client_model,
-                    tries.called.elapsed(),
-                    200,
-                    reply.usage.as_ref(),
-                    false,
-                );
-                json_response(StatusCode::OK, reply.body)
-            }
-        };
-        routing_headers(&mut resp, &target, tries.attempts);
-        return Ok((resp, Some(ex)));
+            Answer::Whole(reply) => (
+                whole(&mut ex, &tries, &target, &client_model, *reply),
+                Some(ex),
+            ),
+        });
     }
+}
+
+/// The response of a successful whole answer, settled.
+fn whole(
+    ex: &mut Exchange,
+    tries: &failover::Tries,
+    target: &Target,
+    client_model: &str,
+    reply: loom_providers::Reply,
+) -> Response<Body> {
+    tries.succeeded(target);
+    settle(
+        ex,
+        &target.provider,
+        client_model,
+        tries.called.elapsed(),
+        200,
+        reply.usage.as_ref(),
+        false,
+    );
+    let mut resp = json_response(StatusCode::OK, reply.body);
+    routing_headers(&mut resp, target, tries.attempts);
+    resp
+}
+
+/// The response of a stream whose first event has arrived; it settles at its end.
+fn streamed<T: sse::Event>(
+    ex: Exchange,
+    tries: &failover::Tries,
+    target: &Target,
+    client_model: String,
+    wants_usage: bool,
+    events: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<T, loom_providers::Error>> + Send>,
+    >,
+) -> Response<Body> {
+    tries.succeeded(target);
+    let call = sse::Call {
+        provider: target.provider.clone(),
+        client_model,
+        called: tries.called,
+        wants_usage,
+    };
+    let mut resp = sse::response(events, call, ex);
+    routing_headers(&mut resp, target, tries.attempts);
+    resp
 }
 
 /// The response to a request whose every attempt failed.
@@ -364,15 +392,7 @@ async fn completions(
             let started = failover::first_event(target.provider.completions_stream(&mut body));
             match failover::within(router, target.provider.name(), started).await {
                 Ok(events) => {
-                    tries.succeeded(&target);
-                    let call = sse::Call {
-                        provider: target.provider.clone(),
-                        client_model,
-                        called: tries.called,
-                        wants_usage,
-                    };
-                    let mut resp = sse::response(events, call, ex);
-                    routing_headers(&mut resp, &target, tries.attempts);
+                    let resp = streamed(ex, &tries, &target, client_model, wants_usage, events);
                     return Ok((resp, None));
                 }
                 Err(e) => match tries.failed(&mut ex, target, e, &client_model, true) {
@@ -390,18 +410,7 @@ async fn completions(
         .await
         {
             Ok(reply) => {
-                tries.succeeded(&target);
-                settle(
-                    &mut ex,
-                    &target.provider,
-                    &client_model,
-                    tries.called.elapsed(),
-                    200,
-                    reply.usage.as_ref(),
-                    false,
-                );
-                let mut resp = json_response(StatusCode::OK, reply.body);
-                routing_headers(&mut resp, &target, tries.attempts);
+                let resp = whole(&mut ex, &tries, &target, &client_model, reply);
                 return Ok((resp, Some(ex)));
             }
             Err(e) => match tries.failed(&mut ex, target, e, &client_model, false) {
@@ -442,18 +451,7 @@ async fn embeddings(
         .await
         {
             Ok(reply) => {
-                tries.succeeded(&target);
-                settle(
-                    &mut ex,
-                    &target.provider,
-                    &client_model,
-                    tries.called.elapsed(),
-                    200,
-                    reply.usage.as_ref(),
-                    false,
-                );
-                let mut resp = json_response(StatusCode::OK, reply.body);
-                routing_headers(&mut resp, &target, tries.attempts);
+                let resp = whole(&mut ex, &tries, &target, &client_model, reply);
                 return Ok((resp, Some(ex)));
             }
             Err(e) => match tries.failed(&mut ex, target, e, &client_model, false) {

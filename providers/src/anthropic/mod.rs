@@ -9,7 +9,7 @@ pub mod ingress;
 pub mod stream;
 pub mod translate;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
@@ -23,6 +23,7 @@ use loom_models::chat::ChatRequest;
 use loom_models::error::ErrorEnvelope as OpenAiError;
 use tokio::time::Instant;
 
+use crate::convert::unix_now;
 use crate::http::HttpClient;
 use crate::{ChunkStream, Error, Reply};
 
@@ -36,12 +37,6 @@ pub struct Anthropic {
     headers: http::HeaderMap,
     timeout: Duration,
     client: HttpClient,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Anthropic {
@@ -109,7 +104,7 @@ impl Anthropic {
                 provider: self.name.clone(),
                 detail: e.to_string(),
             })?;
-        let out = translate::response(parsed, now());
+        let out = translate::response(parsed, unix_now());
         Ok(Reply::json(&out, out.usage.clone()))
     }
 
@@ -119,7 +114,11 @@ impl Anthropic {
         let deadline = Instant::now() + self.timeout;
         let resp = self.post(Bytes::from(body), deadline).await?;
         let events = Box::pin(resp.into_body().into_data_stream().eventsource());
-        let state = (events, stream::Translator::new(&self.name, now()), false);
+        let state = (
+            events,
+            stream::Translator::new(&self.name, unix_now()),
+            false,
+        );
         let provider = self.name.clone();
         let chunks = futures_util::stream::unfold(state, move |(mut events, mut tr, mut done)| {
             let provider = provider.clone();

@@ -157,25 +157,16 @@ fn part_block(p: &ContentPart, i: usize, j: usize) -> Result<Block, Error> {
                 .ok_or_else(|| {
                     unsupported(format!("messages[{i}].content[{j}]: image_url has no url"))
                 })?;
-            let source = match url.strip_prefix("data:") {
-                Some(rest) => {
-                    let (meta, data) = rest.split_once(',').ok_or_else(|| {
-                        unsupported(format!("messages[{i}].content[{j}]: malformed data URL"))
-                    })?;
-                    let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
-                        unsupported(format!(
-                            "messages[{i}].content[{j}]: only base64 data URLs are supported"
-                        ))
-                    })?;
-                    ImageSource::Base64 {
+            let source =
+                match crate::convert::data_url(url, &format!("messages[{i}].content[{j}]"))? {
+                    Some((media_type, data)) => ImageSource::Base64 {
                         media_type: media_type.to_owned(),
                         data: data.to_owned(),
-                    }
-                }
-                None => ImageSource::Url {
-                    url: url.to_owned(),
-                },
-            };
+                    },
+                    None => ImageSource::Url {
+                        url: url.to_owned(),
+                    },
+                };
             Ok(Block::Image {
                 source,
                 extra: Default::default(),
@@ -194,15 +185,8 @@ fn assistant_blocks(m: &Message, i: usize) -> Result<Vec<Block>, Error> {
         blocks.push(text_block(text));
     }
     for (j, call) in m.tool_calls.iter().flatten().enumerate() {
-        let input: Value = if call.function.arguments.trim().is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_str(&call.function.arguments).map_err(|e| {
-                unsupported(format!(
-                    "messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {e}"
-                ))
-            })?
-        };
+        let input =
+            crate::convert::tool_arguments(call, &format!("messages[{i}].tool_calls[{j}]"))?;
         blocks.push(Block::ToolUse {
             id: call.id.clone(),
             name: call.function.name.clone(),

@@ -5,7 +5,7 @@
 
 mod translate;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use loom_models::gemini::{
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::convert::unix_now;
 use crate::http::HttpClient;
 use crate::{ChunkStream, Error, Reply};
 
@@ -39,12 +40,6 @@ pub struct Gemini {
     headers: http::HeaderMap,
     timeout: Duration,
     client: HttpClient,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Gemini {
@@ -153,7 +148,7 @@ impl Gemini {
                 retry_after: None,
             });
         }
-        let out = translate::response(parsed, &req.model, now());
+        let out = translate::response(parsed, &req.model, unix_now());
         Ok(Reply::json(&out, out.usage.clone()))
     }
 
@@ -169,7 +164,7 @@ impl Gemini {
         let uri = self.uri(&req.model, "streamGenerateContent", true)?;
         let resp = self.post(&uri, &body, deadline).await?;
         let events = Box::pin(resp.into_body().into_data_stream().eventsource());
-        let tr = translate::StreamTranslator::new(&req.model, now());
+        let tr = translate::StreamTranslator::new(&req.model, unix_now());
         let provider = self.name.clone();
         // States: 0 streaming, 1 usage chunk sent, 2 done.
         let chunks =

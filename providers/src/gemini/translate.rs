@@ -147,22 +147,14 @@ fn user_parts(m: &Message, i: usize) -> Result<Vec<Part>, Error> {
                 "text" => Ok(text_part(p.text.clone().unwrap_or_default())),
                 "image_url" => {
                     let url = p.image_url.as_ref().map(|u| u.url.as_str()).unwrap_or_default();
-                    match url.strip_prefix("data:") {
-                        Some(rest) => {
-                            let (meta, data) = rest.split_once(',').ok_or_else(|| {
-                                unsupported(format!("messages[{i}].content[{j}]: malformed data URL"))
-                            })?;
-                            let mime = meta.strip_suffix(";base64").ok_or_else(|| {
-                                unsupported(format!("messages[{i}].content[{j}]: only base64 data URLs are supported"))
-                            })?;
-                            Ok(Part {
-                                inline_data: Some(Blob {
-                                    mime_type: mime.to_owned(),
-                                    data: data.to_owned(),
-                                }),
-                                ..Part::default()
-                            })
-                        }
+                    match crate::convert::data_url(url, &format!("messages[{i}].content[{j}]"))? {
+                        Some((mime, data)) => Ok(Part {
+                            inline_data: Some(Blob {
+                                mime_type: mime.to_owned(),
+                                data: data.to_owned(),
+                            }),
+                            ..Part::default()
+                        }),
                         None => Ok(Part {
                             file_data: Some(FileData {
                                 mime_type: Some(mime_from_url(url).to_owned()),
@@ -204,15 +196,7 @@ fn model_parts(m: &Message, i: usize) -> Result<Vec<Part>, Error> {
         parts.push(text_part(text));
     }
     for (j, call) in m.tool_calls.iter().flatten().enumerate() {
-        let args: Value = if call.function.arguments.trim().is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_str(&call.function.arguments).map_err(|e| {
-                unsupported(format!(
-                    "messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {e}"
-                ))
-            })?
-        };
+        let args = crate::convert::tool_arguments(call, &format!("messages[{i}].tool_calls[{j}]"))?;
         parts.push(Part {
             function_call: Some(g::FunctionCall {
                 id: None,
