@@ -1,64 +1,41 @@
-//! Token and request accounting.
+//! Consumers, token accounting, limits and rate limits.
 //!
-//! Every AI request ends by handing a [`UsageRecord`] to the [`UsageSink`]s
-//! the gateway was configured with: today the Prometheus counters and provider
-//! statistics in the gateway; per-consumer ledgers (memory and Redis), limits
-//! and token rate limits attach here. A [`Consumer`] is who a request is
-//! accounted to, once authentication identifies it.
+//! A request is authenticated to a [`Consumer`], admitted by the
+//! [`Accountant`] (rate limits and daily/monthly limits, one store round
+//! trip), and when it ends its [`UsageRecord`] is priced and added to the
+//! ledger of its consumer, provider and model, per UTC day and month. The
+//! [`Store`] is this process's memory or Redis shared by every replica.
 
-use std::time::Duration;
+mod accountant;
+mod consumers;
+mod error;
+mod gcra;
+mod period;
+mod prices;
+mod store;
+pub mod tokens;
 
-/// Who a request is accounted to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Consumer {
-    pub name: String,
-    /// Rate-limit tier, when configured.
-    pub tier: Option<String>,
-}
+use std::sync::Arc;
 
-/// The outcome of one AI request, as accounting needs it.
-#[derive(Debug, Clone, Default, PartialEq)]
+pub use accountant::{Accountant, Admission, Ask, Breakdown, Line, Quota, Report, human};
+pub use consumers::{ANONYMOUS, Consumer, Consumers, hash_key};
+pub use error::Error;
+pub use gcra::{Rate, Standing};
+pub use period::{Clock, Period, Span};
+pub use prices::{Price, PriceTable, format_dollars};
+pub use store::{Health, MemoryStore, RedisStore, Refusal, Store};
+
+/// What one finished AI request used, as accounting needs it.
+#[derive(Debug, Clone)]
 pub struct UsageRecord {
-    pub request_id: String,
-    /// `None` until authentication identifies consumers.
-    pub consumer: Option<String>,
+    pub consumer: Arc<Consumer>,
     pub provider: String,
-    /// The model as the client asked for it.
+    /// The model as the provider was asked for it (after mapping): what it bills.
     pub model: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's prompt cache.
     pub cached_tokens: u64,
-    /// True when the counts were estimated rather than reported by the provider.
+    /// True when Loom counted the tokens because the provider reported none.
     pub estimated: bool,
-    pub duration: Duration,
-}
-
-impl UsageRecord {
-    /// Prompt plus completion tokens.
-    pub fn total_tokens(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-}
-
-/// Something that keeps usage: a ledger, a limiter, a metrics exporter.
-pub trait UsageSink: Send + Sync {
-    /// Records one finished request. Must not block: sinks that do I/O
-    /// buffer and flush in the background.
-    fn record(&self, usage: &UsageRecord);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn total_is_the_sum() {
-        let r = UsageRecord {
-            prompt_tokens: 7,
-            completion_tokens: 5,
-            ..UsageRecord::default()
-        };
-        assert_eq!(r.total_tokens(), 12);
-    }
 }

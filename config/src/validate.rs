@@ -37,8 +37,169 @@ pub(crate) fn validate(config: &Config) -> Found {
     }
     upstreams(config, &mut found);
     routes(config, &mut found);
-    ai_gateway(&config.ai_gateway, &mut found);
+    ai_gateway(&config.ai_gateway, &config.consumers, &mut found);
+    consumer_entries(config, &mut found);
     found
+}
+
+/// Consumers: unique names usable in store keys, well-formed unique keys,
+/// tiers that the rate limits know.
+fn consumer_entries(config: &Config, found: &mut Found) {
+    let mut names = HashSet::new();
+    let mut keys = HashSet::new();
+    let tiers = &config.ai_gateway.rate_limit.consumers;
+    for (i, c) in config.consumers.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        if c.name.is_empty() || c.name.contains(['{', '}', ':']) || c.name.len() > 128 {
+            found.push((
+                format!("{at}.name"),
+                "a consumer name must be 1 to 128 characters without `{`, `}` or `:`".into(),
+            ));
+        } else if !names.insert(c.name.as_str()) {
+            found.push((
+                format!("{at}.name"),
+                format!("duplicate consumer name {:?}", c.name),
+            ));
+        }
+        if c.keys.is_empty() {
+            found.push((
+                format!("{at}.keys"),
+                "a consumer needs at least one key".into(),
+            ));
+        }
+        for (j, k) in c.keys.iter().enumerate() {
+            let k = k.expose();
+            let problem = match k.strip_prefix("sha256:") {
+                Some(hex) if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Some("a `sha256:` key needs 64 hexadecimal digits")
+                }
+                Some(_) => None,
+                None if k.len() < 8 => Some("a key must be at least 8 characters long"),
+                None => None,
+            };
+            if let Some(p) = problem {
+                found.push((format!("{at}.keys[{j}]"), p.into()));
+            } else if !keys.insert(k.to_ascii_lowercase()) {
+                // The message must not repeat the key.
+                found.push((
+                    format!("{at}.keys[{j}]"),
+                    "this key is already given to a consumer".into(),
+                ));
+            }
+        }
+        if let Some(tier) = &c.tier
+            && config.ai_gateway.rate_limit.enabled
+            && !tiers.contains_key(tier)
+        {
+            found.push((
+                format!("{at}.tier"),
+                format!("unknown tier {tier:?}; define it under ai_gateway.rate_limit.consumers"),
+            ));
+        }
+    }
+}
+
+/// `token_accounting`, `rate_limit` and `pricing`.
+fn accounting(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
+    let ta = &ai.token_accounting;
+    if let Some(store) = &ta.store {
+        match (&store.kind, &store.redis) {
+            (StoreKind::Redis, None) => found.push((
+                "ai_gateway.token_accounting.store.redis".into(),
+                "a redis store needs redis: {address: host:port}".into(),
+            )),
+            (StoreKind::Redis, Some(r)) if r.address.is_empty() => found.push((
+                "ai_gateway.token_accounting.store.redis.address".into(),
+                "the Redis address must not be empty".into(),
+            )),
+            _ => {}
+        }
+    }
+    for (i, l) in ta.limits.iter().enumerate() {
+        let at = format!("ai_gateway.token_accounting.limits[{i}]");
+        if !consumers.iter().any(|c| c.name == l.consumer) && l.consumer != "anonymous" {
+            found.push((
+                format!("{at}.consumer"),
+                format!(
+                    "unknown consumer {:?}; define it under consumers: (or use anonymous)",
+                    l.consumer
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("daily_cost_limit", l.daily_cost_limit),
+            ("monthly_cost_limit", l.monthly_cost_limit),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                found.push((
+                    format!("{at}.{field}"),
+                    "a cost limit must be a non-negative number of dollars".into(),
+                ));
+            }
+        }
+    }
+    if ta.buffer_limit == 0 {
+        found.push((
+            "ai_gateway.token_accounting.buffer_limit".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    let rl = &ai.rate_limit;
+    for (field, rate) in [
+        ("token_rate", &rl.token_rate),
+        ("request_rate", &rl.request_rate),
+    ] {
+        if let Some(r) = rate {
+            if r.limit == 0 {
+                found.push((
+                    format!("ai_gateway.rate_limit.{field}.limit"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if r.window.is_some_and(|w| w.0.is_zero()) {
+                found.push((
+                    format!("ai_gateway.rate_limit.{field}.window"),
+                    "must be longer than zero".into(),
+                ));
+            }
+        }
+    }
+    for (tier, rates) in &rl.consumers {
+        for (field, v) in [
+            ("token_rate", rates.token_rate),
+            ("request_rate", rates.request_rate),
+        ] {
+            if v == Some(0) {
+                found.push((
+                    format!("ai_gateway.rate_limit.consumers.{tier}.{field}"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+    }
+    for (i, p) in ai.pricing.iter().enumerate() {
+        let at = format!("ai_gateway.pricing[{i}]");
+        for (field, v) in [
+            ("cost_per_1k_input", Some(p.cost_per_1k_input)),
+            ("cost_per_1k_output", Some(p.cost_per_1k_output)),
+            ("cost_per_1k_cached_input", p.cost_per_1k_cached_input),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                found.push((
+                    format!("{at}.{field}"),
+                    "a price must be a non-negative number".into(),
+                ));
+            }
+        }
+        if let Some(provider) = &p.provider
+            && !ai.providers.iter().any(|q| &q.name == provider)
+        {
+            found.push((
+                format!("{at}.provider"),
+                format!("unknown provider {provider:?}"),
+            ));
+        }
+    }
 }
 
 fn listeners(config: &Config, found: &mut Found) {
@@ -159,13 +320,24 @@ fn routes(config: &Config, found: &mut Found) {
                 "a routing strategy applies to AI routes only (ai_gateway: true)".into(),
             ));
         }
-        if r.middleware.auth.is_some() {
-            not_yet(
-                found,
-                format!("{at}.middleware.auth"),
-                "consumer authentication",
-                6,
-            );
+        if let Some(auth) = &r.middleware.auth {
+            if auth.kind != "api_key" {
+                found.push((
+                    format!("{at}.middleware.auth.type"),
+                    format!(
+                        "unknown auth type {:?}; the supported type is api_key",
+                        auth.kind
+                    ),
+                ));
+            }
+            if let Some(h) = &auth.header
+                && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+            {
+                found.push((
+                    format!("{at}.middleware.auth.header"),
+                    format!("{h:?} is not a valid header name"),
+                ));
+            }
         }
         if r.middleware.rate_limit.is_some() {
             not_yet(
@@ -190,7 +362,7 @@ fn http_method_invalid(m: &str) -> bool {
     m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-fn ai_gateway(ai: &AiGateway, found: &mut Found) {
+fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
     let mut names = HashSet::new();
     for (i, p) in ai.providers.iter().enumerate() {
         let at = format!("ai_gateway.providers[{i}]");
@@ -310,22 +482,7 @@ fn ai_gateway(ai: &AiGateway, found: &mut Found) {
             7,
         );
     }
-    if ai.token_accounting.enabled {
-        not_yet(
-            found,
-            "ai_gateway.token_accounting.enabled".into(),
-            "token accounting",
-            6,
-        );
-    }
-    if ai.rate_limit.enabled {
-        not_yet(
-            found,
-            "ai_gateway.rate_limit.enabled".into(),
-            "AI rate limiting",
-            6,
-        );
-    }
+    accounting(ai, consumers, found);
     let s = &ai.security;
     if s.prompt_injection.as_ref().is_some_and(|p| p.enabled) {
         not_yet(

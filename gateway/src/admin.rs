@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde_json::json;
+
+use loom_accounting::Breakdown;
 
 use crate::state::Shared;
 
@@ -19,6 +21,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/ai/providers", get(providers))
+        .route("/ai/usage", get(usage_all))
+        .route("/ai/usage/{consumer}", get(usage))
         .route("/config", get(config))
         .with_state(shared)
 }
@@ -27,12 +31,24 @@ async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready while serving. A usage store that is away does not make the
+/// gateway unready (requests keep flowing and usage is buffered), but the
+/// answer says so.
 async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     if s.ready.load(Ordering::Acquire) {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "config_generation": s.runtime.load().generation})),
-        )
+        let rt = s.runtime.load();
+        let store = rt.accountant.store();
+        let health = store.health();
+        let mut body = json!({"status": "ready", "config_generation": rt.generation});
+        if !health.is_up() {
+            body["status"] = json!("degraded");
+            body["accounting"] = json!({
+                "store": store.kind(),
+                "up": false,
+                "buffered_records": health.buffered.load(Ordering::Relaxed),
+            });
+        }
+        (StatusCode::OK, Json(body))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -43,9 +59,12 @@ async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     // Circuit states are read at scrape time rather than on every change.
-    for p in s.runtime.load().providers.snapshots() {
+    let rt = s.runtime.load();
+    for p in rt.providers.snapshots() {
         s.metrics.circuit_state(&p.name, p.circuit);
     }
+    let store = rt.accountant.store();
+    s.metrics.store_health(store.kind(), &store.health());
     (
         [(
             header::CONTENT_TYPE,
@@ -62,4 +81,81 @@ async fn providers(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 /// The effective configuration, defaults filled in, every secret redacted.
 async fn config(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     Json(serde_json::to_value(&s.runtime.load().config).unwrap_or_default())
+}
+
+/// `?period=` and `?by=` of a usage query.
+fn usage_params(query: Option<&str>) -> (Option<String>, Option<String>) {
+    let (mut period, mut by) = (None, None);
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("period", v)) => period = Some(v.to_owned()),
+            Some(("by", v)) => by = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    (period, by)
+}
+
+fn usage_error(status: StatusCode, message: String) -> axum::response::Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": "invalid_request_error"}})),
+    )
+        .into_response()
+}
+
+/// `GET /ai/usage/{consumer}`: one consumer's tokens, requests and cost over
+/// a period (this month by default).
+async fn usage(
+    State(s): State<Arc<Shared>>,
+    Path(consumer): Path<String>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    let (period, by) = usage_params(query.as_deref());
+    let by = match by.as_deref() {
+        None => Breakdown::None,
+        Some("model") => Breakdown::Model,
+        Some("provider") => Breakdown::Provider,
+        Some(other) => {
+            return usage_error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown breakdown {other:?}: use by=model or by=provider"),
+            );
+        }
+    };
+    let acc = s.runtime.load().accountant.clone();
+    match acc.report(&consumer, period.as_deref(), by).await {
+        Ok(Some(report)) => Json(report).into_response(),
+        Ok(None) => usage_error(
+            StatusCode::NOT_FOUND,
+            format!("unknown consumer {consumer:?}"),
+        ),
+        Err(e @ loom_accounting::Error::Period(_)) => {
+            usage_error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e) => usage_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `GET /ai/usage`: every configured consumer (and `anonymous` when it has usage).
+async fn usage_all(
+    State(s): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    let (period, _) = usage_params(query.as_deref());
+    let acc = s.runtime.load().accountant.clone();
+    let mut names: Vec<String> = acc.consumers().names().map(str::to_owned).collect();
+    names.push(loom_accounting::ANONYMOUS.to_owned());
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        match acc.report(&name, period.as_deref(), Breakdown::None).await {
+            Ok(Some(r)) if name != loom_accounting::ANONYMOUS || r.requests > 0 => out.push(r),
+            Ok(_) => {}
+            Err(e @ loom_accounting::Error::Period(_)) => {
+                return usage_error(StatusCode::BAD_REQUEST, e.to_string());
+            }
+            Err(e) => return usage_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    Json(json!({"consumers": out})).into_response()
 }

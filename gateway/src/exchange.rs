@@ -24,6 +24,10 @@ pub struct Exchange {
     pub error: Option<&'static str>,
     /// The matched route's metrics.
     pub route_metrics: Option<Arc<RouteSeries>>,
+    /// Who the request is accounted to, once authenticated.
+    pub consumer: Option<Arc<loom_accounting::Consumer>>,
+    /// Where its usage is recorded, when accounting is on.
+    pub account: Option<Arc<loom_accounting::Accountant>>,
     shared: Arc<Shared>,
 }
 
@@ -49,6 +53,8 @@ impl Exchange {
             tokens: None,
             error: None,
             route_metrics: None,
+            consumer: None,
+            account: None,
             shared,
         }
     }
@@ -81,6 +87,7 @@ impl Drop for Exchange {
                 target: "loom::access",
                 request_id = %self.request_id,
                 route = %self.route,
+                consumer = self.consumer.as_ref().map_or("-", |c| c.name.as_str()),
                 method = %self.method,
                 path = %self.path,
                 status = self.status,

@@ -6,6 +6,7 @@
 
 mod admin;
 mod ai;
+mod auth;
 mod body;
 mod exchange;
 mod metrics;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -28,7 +30,7 @@ use loom_config::{Config, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::metrics::Metrics;
-use crate::state::{ConfigSource, Runtime, Shared};
+use crate::state::{ConfigSource, Runtime, Shared, StoreCache};
 
 /// The built-in quickstart configuration (mock provider, loopback only).
 const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
@@ -55,6 +57,9 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print the `sha256:` form of an API key, to put in `consumers[].keys`
+    /// instead of the key itself. Reads the key from standard input.
+    HashKey,
     /// Print the version.
     Version,
 }
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         (Some(Command::Validate { file }), _) => validate(&file),
+        (Some(Command::HashKey), _) => hash_key(),
         (Some(Command::Serve { config }), global) => run(config.or(global)),
         (None, Some(config)) => run(Some(config)),
         (None, None) => {
@@ -89,10 +95,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reads a key from standard input (so it stays out of shell history) and
+/// prints its digest.
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if std::io::stdin().read_line(&mut key).is_err() || key.trim().is_empty() {
+        eprintln!("usage: echo -n \"$KEY\" | loom hash-key");
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}",
+        loom_accounting::hash_key(key.trim_end_matches(['\r', '\n']))
+    );
+    ExitCode::SUCCESS
+}
+
 fn validate(file: &std::path::Path) -> ExitCode {
     let checked = loom_config::load_file(file)
         .map_err(anyhow::Error::from)
         .and_then(|config| {
+            // Building stores needs a runtime to exist; nothing runs on it.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let _entered = rt.enter();
             let http = loom_providers::HttpClient::new()?;
             let metrics = Metrics::new()?;
             Runtime::build(
@@ -100,6 +126,7 @@ fn validate(file: &std::path::Path) -> ExitCode {
                 &http,
                 &loom_providers::StatsBook::default(),
                 &metrics,
+                &StoreCache::default(),
                 0,
             )
             .map(|_| ())
@@ -174,6 +201,18 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// `LOOM_CLOCK_OFFSET`: seconds added to the clock that periods are kept by,
+/// for replaying another day in tests. Unset in production.
+fn clock_offset() -> anyhow::Result<i64> {
+    match std::env::var("LOOM_CLOCK_OFFSET") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("LOOM_CLOCK_OFFSET={v:?} is not a number of seconds")),
+        Err(_) => Ok(0),
+    }
+}
+
 async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     let http = loom_providers::HttpClient::new()?;
     let stats = loom_providers::StatsBook::default();
@@ -183,7 +222,13 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     let listeners = config.listeners.clone();
     let admin = config.admin.clone();
     let metrics = Metrics::new().context("registering metrics")?;
-    let runtime = Runtime::build(config, &http, &stats, &metrics, 1)?;
+    let clock = loom_accounting::Clock::with_offset(clock_offset()?);
+    let stores = StoreCache::new(clock);
+    if config.ai_gateway.token_accounting.enabled || config.ai_gateway.rate_limit.enabled {
+        // Token estimates need the encoders; build them before traffic arrives.
+        tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
+    }
+    let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         metrics,
@@ -193,6 +238,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         generation: AtomicU64::new(1),
         access_log,
+        stores,
     });
 
     let bound = server::bind(&listeners).await?;
@@ -245,6 +291,10 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     shared.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    // Usage not yet written to a shared store gets a last chance.
+    for store in shared.stores.all() {
+        store.flush(Duration::from_secs(5)).await;
+    }
     let _ = admin_stop_tx.send(true);
     if let Some(t) = admin_task {
         let _ = t.await;

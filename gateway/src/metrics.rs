@@ -37,6 +37,12 @@ pub struct Metrics {
     reloads: IntCounterVec,
     failovers: IntCounterVec,
     circuit: prometheus::IntGaugeVec,
+    cost: prometheus::CounterVec,
+    rate_limited: IntCounterVec,
+    limit_exceeded: IntCounterVec,
+    store_up: prometheus::IntGaugeVec,
+    store_buffered: IntGauge,
+    store_dropped: IntCounter,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -52,6 +58,8 @@ struct AiSeries {
     duration_by_provider: Histogram,
     /// prompt, input, completion, output.
     tokens: [IntCounter; 4],
+    /// Dollars.
+    cost: prometheus::Counter,
 }
 
 /// FNV-1a for the small string keys of the series cache: the standard
@@ -135,6 +143,8 @@ pub struct AiOutcome {
     /// Total minus time waiting on the provider.
     pub overhead: Duration,
     pub stream: bool,
+    /// Picodollars.
+    pub cost: u64,
 }
 
 fn counter(
@@ -244,6 +254,56 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            cost: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new(
+                        "loom_ai_cost_total",
+                        "Estimated spend in US dollars by provider and model, from the price table",
+                    ),
+                    &["provider", "model"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            rate_limited: counter(
+                &r,
+                "loom_ai_rate_limited_total",
+                "Requests refused by a rate limit, by consumer and kind (requests, tokens)",
+                &["consumer", "kind"],
+            )?,
+            limit_exceeded: counter(
+                &r,
+                "loom_ai_limit_exceeded_total",
+                "Requests refused by a daily or monthly limit, by consumer and period",
+                &["consumer", "period"],
+            )?,
+            store_up: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "loom_accounting_store_up",
+                        "1 while the usage store answers, 0 while usage is buffered in memory",
+                    ),
+                    &["store"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            store_buffered: {
+                let g = IntGauge::new(
+                    "loom_accounting_buffered_records",
+                    "Finished requests whose usage waits to be written to the store",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            store_dropped: {
+                let c = IntCounter::new(
+                    "loom_accounting_dropped_records_total",
+                    "Usage records dropped because the buffer was full or the store rejected them",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             in_flight,
             registry: r,
             ai_series: RwLock::new(HashMap::default()),
@@ -286,6 +346,7 @@ impl Metrics {
             duration: self.ai_duration.with_label_values(&[provider, model]),
             duration_by_provider: self.ai_duration_by_provider.with_label_values(&[provider]),
             tokens,
+            cost: self.cost.with_label_values(&[provider, model]),
         });
         per_provider.insert(model.to_owned(), series.clone());
         series
@@ -300,6 +361,7 @@ impl Metrics {
             tokens,
             overhead,
             stream,
+            cost,
         } = outcome;
         let s = self.series(provider, model);
         if status == 200 {
@@ -331,7 +393,38 @@ impl Metrics {
             s.tokens[2].inc_by(completion);
             s.tokens[3].inc_by(completion);
         }
+        if cost > 0 {
+            s.cost.inc_by(cost as f64 / 1e12);
+        }
         self.overhead[usize::from(stream)].observe(overhead.as_secs_f64());
+    }
+
+    /// Counts a request refused by a consumer's limit.
+    pub fn refused(&self, consumer: &str, why: loom_accounting::Refusal) {
+        if why.is_rate() {
+            self.rate_limited
+                .with_label_values(&[consumer, why.kind()])
+                .inc();
+        } else {
+            self.limit_exceeded
+                .with_label_values(&[consumer, why.period()])
+                .inc();
+        }
+    }
+
+    /// Reports the usage store's state (read at scrape time).
+    pub fn store_health(&self, kind: &str, health: &loom_accounting::Health) {
+        use std::sync::atomic::Ordering;
+        self.store_up
+            .with_label_values(&[kind])
+            .set(i64::from(health.is_up()));
+        self.store_buffered
+            .set(health.buffered.load(Ordering::Relaxed) as i64);
+        let dropped = health.dropped.load(Ordering::Relaxed);
+        let seen = self.store_dropped.get();
+        if dropped > seen {
+            self.store_dropped.inc_by(dropped - seen);
+        }
     }
 
     /// The series of a route, resolved once when routes are built.
@@ -415,6 +508,7 @@ mod tests {
                 tokens: (10, 5),
                 overhead: Duration::from_micros(30),
                 stream: false,
+                cost: 1_730_000_000_000,
             },
         );
         m.ai_request(
@@ -426,6 +520,7 @@ mod tests {
                 tokens: (0, 0),
                 overhead: Duration::from_micros(30),
                 stream: true,
+                cost: 0,
             },
         );
         let route = m.route_series("api");
@@ -443,6 +538,7 @@ mod tests {
         assert!(text.contains(r#"loom_ai_tokens_total{provider="openai",type="prompt"} 10"#));
         assert!(text.contains(r#"loom_ai_tokens_total{provider="openai",type="output"} 5"#));
         assert!(text.contains("loom_ai_request_duration_seconds_bucket"));
+        assert!(text.contains(r#"loom_ai_cost_total{model="gpt-4",provider="openai"} 1.73"#));
         assert!(text.contains("loom_ai_duration_seconds_count{provider=\"openai\"} 2"));
         assert!(
             text.contains(r#"loom_http_requests_total{method="GET",route="api",status="404"} 2"#)
@@ -463,6 +559,7 @@ mod tests {
             tokens: (1, 1),
             overhead: d,
             stream: false,
+            cost: 0,
         }
     }
 

@@ -4,9 +4,11 @@
 //! 1. take the configuration generation the request will finish on;
 //! 2. request id (the client's `x-request-id` or a new one);
 //! 3. route lookup (host, path, method);
-//! 4. route middleware, in order: auth → limits → plugins (each a no-op until
-//!    configured; the configuration loader rejects them until they exist);
-//! 5. the route's handler: the AI API ([`crate::ai`]) or the reverse proxy;
+//! 4. route middleware, in order: API-key authentication ([`crate::auth`],
+//!    names the consumer) → plugins (rejected by the loader until they exist);
+//! 5. the route's handler: the AI API ([`crate::ai`], which applies the
+//!    consumer's limits and rate limits once it knows the model) or the
+//!    reverse proxy;
 //! 6. `x-request-id` on the response; metrics and the access-log line are
 //!    written when the exchange ends (for a stream: at its last byte).
 
@@ -30,7 +32,7 @@ use crate::{ai, request_id};
 pub async fn handle(
     shared: Arc<Shared>,
     client: ClientInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let rt = shared.runtime.load_full();
@@ -64,10 +66,22 @@ pub async fn handle(
         Lookup::Found(route) => {
             ex.route = route.id.clone();
             ex.route_metrics = Some(route.metrics.clone());
-            // Middleware slots: auth → limits → plugins attach here.
-            match &route.kind {
-                RouteKind::Ai => ai::handle(&rt, route, req, ex).await,
-                RouteKind::Proxy(upstream) => {
+            let denied = route.auth.as_ref().and_then(|auth| {
+                match auth.authenticate(req.headers_mut(), rt.accountant.consumers()) {
+                    Ok(consumer) => {
+                        ex.consumer = Some(consumer);
+                        None
+                    }
+                    Err(d) => Some(d.parts(auth.header())),
+                }
+            });
+            match (denied, &route.kind) {
+                (Some((status, message, code)), _) => {
+                    ex.error = Some("unauthorized");
+                    (unauthorized(status, &message, code), Some(ex))
+                }
+                (None, RouteKind::Ai) => ai::handle(&rt, route, req, ex).await,
+                (None, RouteKind::Proxy(upstream)) => {
                     let resp = proxy(&shared, route, upstream, req, client, &mut ex).await;
                     (resp, Some(ex))
                 }
@@ -87,6 +101,17 @@ pub async fn handle(
 fn plain_error(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({"error": {"message": message, "type": "gateway_error", "param": null, "code": null}});
     json_response(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A refused API key, in OpenAI's error envelope.
+fn unauthorized(status: StatusCode, message: &str, code: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
+    let mut resp = json_response(status, serde_json::to_vec(&body).unwrap_or_default());
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    resp
 }
 
 /// Forwards a request on a proxy route; both bodies stream.

@@ -106,6 +106,7 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
         &shared.http,
         &shared.stats,
         &shared.metrics,
+        &shared.stores,
         generation,
     ) {
         Ok(rt) => {

@@ -44,6 +44,8 @@ pub struct CompiledRoute {
     pub max_body: Option<u64>,
     /// The route's HTTP metrics, resolved once.
     pub metrics: Arc<crate::metrics::RouteSeries>,
+    /// API-key authentication, when the route requires it.
+    pub auth: Option<crate::auth::KeyAuth>,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -115,6 +117,7 @@ impl RouteTable {
                 kind,
                 max_body,
                 metrics: Arc::new(metrics.route_series(&r.id)),
+                auth: r.middleware.auth.as_ref().map(crate::auth::KeyAuth::new),
                 host,
                 path,
                 methods,

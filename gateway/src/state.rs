@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use loom_config::Config;
+use loom_accounting::{Accountant, Clock, MemoryStore, RedisStore, Store};
+use loom_config::{Config, StoreKind, TokenAccounting};
 use loom_guardrails::Guardrails;
 use loom_providers::{Registry, StatsBook};
 use loom_proxy::{Forwarder, Upstream};
@@ -39,6 +41,65 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub generation: AtomicU64,
     pub access_log: bool,
+    pub stores: StoreCache,
+}
+
+/// Usage stores, kept across reloads so that neither the memory ledger nor
+/// Redis records waiting to be written are lost when configuration changes.
+#[derive(Default)]
+pub struct StoreCache {
+    pub clock: Clock,
+    memory: OnceLock<Arc<Store>>,
+    redis: Mutex<Vec<(loom_config::RedisStore, Arc<Store>)>>,
+}
+
+impl StoreCache {
+    /// A cache whose accountants read time from `clock`.
+    pub fn new(clock: Clock) -> StoreCache {
+        StoreCache {
+            clock,
+            ..StoreCache::default()
+        }
+    }
+
+    /// The store `accounting` names, reused when an earlier configuration had it.
+    pub fn get(&self, accounting: &TokenAccounting) -> anyhow::Result<Arc<Store>> {
+        let redis = accounting
+            .store
+            .as_ref()
+            .filter(|s| s.kind == StoreKind::Redis)
+            .and_then(|s| s.redis.as_ref());
+        let Some(cfg) = redis else {
+            let retention = (accounting.retention_days, accounting.retention_months);
+            return Ok(self
+                .memory
+                .get_or_init(|| Arc::new(Store::Memory(MemoryStore::new(retention))))
+                .clone());
+        };
+        let mut stores = self.redis.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = stores.iter().find(|(c, _)| c == cfg) {
+            return Ok(s.clone());
+        }
+        let store = Arc::new(Store::Redis(RedisStore::connect(
+            cfg,
+            accounting.buffer_limit,
+        )?));
+        stores.push((cfg.clone(), store.clone()));
+        Ok(store)
+    }
+
+    /// Every store in use, for a flush at shutdown.
+    pub fn all(&self) -> Vec<Arc<Store>> {
+        let mut v: Vec<_> = self.memory.get().cloned().into_iter().collect();
+        v.extend(
+            self.redis
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(_, s)| s.clone()),
+        );
+        v
+    }
 }
 
 /// What one configuration compiles to.
@@ -49,6 +110,8 @@ pub struct Runtime {
     /// Routers of AI routes that override the routing strategy, by route id.
     pub route_routers: HashMap<String, loom_providers::Router>,
     pub guardrails: Guardrails,
+    /// Consumers, limits, rate limits, prices and the usage store.
+    pub accountant: Arc<Accountant>,
     /// Configuration generation, 1 for the first.
     pub generation: u64,
     pub streaming_enabled: bool,
@@ -61,6 +124,7 @@ impl Runtime {
         http: &loom_providers::HttpClient,
         stats: &StatsBook,
         metrics: &Metrics,
+        stores: &StoreCache,
         generation: u64,
     ) -> anyhow::Result<Runtime> {
         let upstreams: HashMap<String, Arc<Upstream>> = config
@@ -87,8 +151,23 @@ impl Runtime {
                 ))
             })
             .collect();
+        let store = stores.get(&config.ai_gateway.token_accounting)?;
+        let accountant = Arc::new(Accountant::new(
+            &config.ai_gateway,
+            &config.consumers,
+            store,
+            stores.clock,
+        ));
+        if accountant.consumers().is_empty()
+            && config.routes.iter().any(|r| r.middleware.auth.is_some())
+        {
+            tracing::warn!(
+                "routes require an API key but no consumers are configured: every request on them is refused"
+            );
+        }
         Ok(Runtime {
             routes,
+            accountant,
             providers,
             route_routers,
             guardrails: Guardrails::default(),

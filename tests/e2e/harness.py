@@ -76,6 +76,10 @@ class FakeOpenAI:
         self.release = threading.Event()
         self.last_event_sent = threading.Event()
         self.cancelled = threading.Event()
+        # When a list: every answer reports fresh usage numbers (as a real
+        # provider's vary), and each (prompt, completion) reported is appended.
+        self.usage_log: list | None = None
+        self._usage_lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -136,7 +140,12 @@ class FakeOpenAI:
                     wants_tool = bool(body.get("tools")) and msgs[-1].get("role") != "tool"
                     if body.get("stream"):
                         return self._stream(body, "openai_chat_tool_stream.sse" if wants_tool else "openai_chat_stream.sse")
-                    return self._send(200, fixture("openai_chat_tool_call.json" if wants_tool else "openai_chat.json"))
+                    payload = fixture("openai_chat_tool_call.json" if wants_tool else "openai_chat.json")
+                    if fake.usage_log is not None:
+                        doc = json.loads(payload)
+                        doc["usage"].update(fake.next_usage())
+                        payload = json.dumps(doc).encode()
+                    return self._send(200, payload)
                 if path.endswith("/completions"):
                     if body.get("stream"):
                         return self._completion_stream(body)
@@ -183,6 +192,12 @@ class FakeOpenAI:
                 events = [e for e in fixture(name).decode().split("\n\n") if e.strip()]
                 if not include_usage:
                     events = [e for e in events if '"choices":[]' not in e]
+                elif fake.usage_log is not None and model != "fake-broken-stream":
+                    for i, e in enumerate(events):
+                        if '"choices":[]' in e:
+                            doc = json.loads(e[len("data: "):])
+                            doc["usage"].update(fake.next_usage())
+                            events[i] = "data: " + json.dumps(doc)
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream; charset=utf-8")
                 self.send_header("transfer-encoding", "chunked")
@@ -209,6 +224,14 @@ class FakeOpenAI:
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def next_usage(self) -> dict:
+        """Fresh usage numbers for one answer, logged."""
+        with self._usage_lock:
+            n = len(self.usage_log)
+            prompt, completion = 11 + (n * 37) % 401, 3 + (n * 53) % 257
+            self.usage_log.append((prompt, completion))
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def close(self):
         self.release.set()

@@ -22,6 +22,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// Boxed: provider errors carry the provider's body and are large.
     Provider(Box<loom_providers::Error>),
+    /// A rate limit or a daily/monthly limit of the consumer.
+    Limited {
+        why: loom_accounting::Refusal,
+        message: String,
+    },
+    /// The limit store is unreachable and limits fail closed.
+    LimiterUnavailable,
 }
 
 impl ApiError {
@@ -42,6 +49,8 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Provider(e) => e.status(),
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -54,6 +63,9 @@ impl ApiError {
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Provider(e) => e.label(),
+            ApiError::Limited { why, .. } if why.is_rate() => "rate_limited",
+            ApiError::Limited { .. } => "limit_exceeded",
+            ApiError::LimiterUnavailable => "limiter_unavailable",
         }
     }
 
@@ -86,6 +98,22 @@ impl ApiError {
                 Some("unsupported_media_type"),
             ),
             ApiError::Provider(e) => ErrorEnvelope::new(e.to_string(), e.kind(), e.code()),
+            // OpenAI's `type` names the limit (`requests`, `tokens`); its code
+            // tells a rate limit from a spent quota.
+            ApiError::Limited { why, message } => ErrorEnvelope::new(
+                message.clone(),
+                why.kind(),
+                Some(if why.is_rate() {
+                    "rate_limit_exceeded"
+                } else {
+                    "insufficient_quota"
+                }),
+            ),
+            ApiError::LimiterUnavailable => ErrorEnvelope::new(
+                "Rate limits cannot be checked right now; please retry shortly",
+                "service_unavailable",
+                Some("limiter_unavailable"),
+            ),
         }
     }
 

@@ -94,6 +94,7 @@ impl<'a> Tries<'a> {
             ex,
             &target.provider,
             client_model,
+            &target.model,
             self.called.elapsed(),
             status,
             None,

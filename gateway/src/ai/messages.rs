@@ -20,7 +20,9 @@ use loom_providers::anthropic::ingress::{self, EventEncoder};
 use loom_providers::{ChunkStream, Native, NativeStream, Provider};
 
 use super::failover::{self, Failure, Tries};
-use super::{ApiError, parse_body, plan, router, routing_headers, settle, sse_headers};
+use super::{
+    ApiError, Quotas, Tokens, admit, parse_body, plan, router, routing_headers, settle, sse_headers,
+};
 use crate::body::{Body, BoxError, json_response};
 use crate::exchange::Exchange;
 use crate::state::Runtime;
@@ -45,8 +47,9 @@ pub async fn handle(
     req: Request<Incoming>,
     limit: u64,
     mut ex: Exchange,
+    q: &mut Quotas,
 ) -> (Response<Body>, Option<Exchange>) {
-    match serve(rt, req, limit, &mut ex).await {
+    match serve(rt, req, limit, &mut ex, q).await {
         Ok(Served::Whole(resp)) => (resp, Some(ex)),
         Ok(Served::Stream(source, call)) => (stream_response(source, call, ex), None),
         Err(Stop::Invalid(err)) => {
@@ -105,6 +108,7 @@ async fn serve(
     req: Request<Incoming>,
     limit: u64,
     ex: &mut Exchange,
+    q: &mut Quotas,
 ) -> Result<Served, Stop> {
     let (mut msg, original): (MessagesRequest, Bytes) = parse_body(req, limit).await?;
     if msg.messages.is_empty() {
@@ -122,6 +126,7 @@ async fn serve(
     }
     let router = router(rt, &ex.route);
     let plan = plan(rt, router, &msg.model, 0, Some(msg.max_tokens))?;
+    admit(rt, ex, q, &original, &msg.model, Some(msg.max_tokens)).await?;
     let client_model = msg.model.clone();
     ex.model = Some(client_model.clone());
     let mut chat: Option<ChatRequest> = None;
@@ -184,7 +189,9 @@ async fn serve(
         let call = Call {
             provider: target.provider.clone(),
             client_model: client_model.clone(),
+            provider_model: target.model.clone(),
             called: tries.called,
+            request: original.clone(),
         };
         let served = match answer {
             Answer::Native(Native::Stream(events)) => Served::Stream(Source::Native(events), call),
@@ -193,9 +200,10 @@ async fn serve(
                     ex,
                     &target.provider,
                     &client_model,
+                    &target.model,
                     tries.called.elapsed(),
                     200,
-                    reply.usage.as_ref(),
+                    Some(whole_tokens(&reply, &original, &target.model)),
                     false,
                 );
                 Served::Whole(json_response(StatusCode::OK, reply.body))
@@ -209,9 +217,10 @@ async fn serve(
                     ex,
                     &target.provider,
                     &client_model,
+                    &target.model,
                     tries.called.elapsed(),
                     200,
-                    reply.usage.as_ref(),
+                    Some(whole_tokens(&reply, &original, &target.model)),
                     false,
                 );
                 let parsed: ChatResponse = serde_json::from_slice(&reply.body).map_err(|e| {
@@ -255,7 +264,18 @@ enum Source {
 struct Call {
     provider: Arc<Provider>,
     client_model: String,
+    provider_model: String,
     called: Instant,
+    /// The client's request, to count the prompt if usage never arrives.
+    request: Bytes,
+}
+
+/// Tokens of a whole answer: reported, or counted when the provider reported none.
+fn whole_tokens(reply: &loom_providers::Reply, request: &[u8], model: &str) -> Tokens {
+    match &reply.usage {
+        Some(u) => Tokens::reported(u),
+        None => Tokens::estimated(request, model, &super::answer_text(&reply.body)),
+    }
 }
 
 fn stream_response(source: Source, call: Call, mut ex: Exchange) -> Response<Body> {
@@ -265,6 +285,7 @@ fn stream_response(source: Source, call: Call, mut ex: Exchange) -> Response<Bod
         call,
         exchange: Some(ex),
         usage: None,
+        text: String::new(),
         done: false,
     };
     let mut resp = Response::new(body.boxed_unsync());
@@ -277,6 +298,8 @@ struct Relay {
     call: Call,
     exchange: Option<Exchange>,
     usage: Option<Usage>,
+    /// Text generated so far by a translated stream, for an estimate.
+    text: String,
     done: bool,
 }
 
@@ -288,13 +311,18 @@ impl Relay {
         ex.status = status;
         ex.error = error;
         let c = &self.call;
+        let tokens = match &self.usage {
+            Some(u) => Tokens::reported(u),
+            None => Tokens::estimated(&c.request, &c.provider_model, &self.text),
+        };
         settle(
             &mut ex,
             &c.provider,
             &c.client_model,
+            &c.provider_model,
             c.called.elapsed(),
             status,
-            self.usage.as_ref(),
+            Some(tokens),
             true,
         );
     }
@@ -345,6 +373,12 @@ impl HttpBody for Relay {
                     Poll::Ready(Some(Ok(chunk))) => {
                         if let Some(u) = &chunk.usage {
                             this.usage = Some(u.clone());
+                        } else if this.text.len() < 1 << 20 {
+                            for c in &chunk.choices {
+                                if let Some(t) = &c.delta.content {
+                                    this.text.push_str(t);
+                                }
+                            }
                         }
                         let mut out = BytesMut::new();
                         encoder.on_chunk(&chunk, &mut out);

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use loom_accounting::{Admission, UsageRecord};
 use loom_guardrails::Verdict;
 use loom_models::chat::{ChatRequest, Message, Usage};
 use loom_models::completions::CompletionRequest;
@@ -39,16 +40,32 @@ pub async fn handle(
     rt: &Arc<Runtime>,
     route: &CompiledRoute,
     req: Request<Incoming>,
+    mut ex: Exchange,
+) -> (Response<Body>, Option<Exchange>) {
+    if rt.accountant.records() {
+        ex.account = Some(rt.accountant.clone());
+    }
+    let mut quotas = Quotas::default();
+    let (mut resp, ex) = serve(rt, route, req, ex, &mut quotas).await;
+    quotas.apply(&mut resp);
+    (resp, ex)
+}
+
+async fn serve(
+    rt: &Arc<Runtime>,
+    route: &CompiledRoute,
+    req: Request<Incoming>,
     ex: Exchange,
+    q: &mut Quotas,
 ) -> (Response<Body>, Option<Exchange>) {
     let path = req.uri().path();
     let endpoint = endpoint(path);
     let limit = route.max_body.unwrap_or(u64::MAX);
     let result = match (endpoint, req.method()) {
-        ("/chat/completions", &Method::POST) => chat(rt, req, limit, ex).await,
-        ("/messages", &Method::POST) => return messages::handle(rt, req, limit, ex).await,
-        ("/completions", &Method::POST) => completions(rt, req, limit, ex).await,
-        ("/embeddings", &Method::POST) => embeddings(rt, req, limit, ex).await,
+        ("/chat/completions", &Method::POST) => chat(rt, req, limit, ex, q).await,
+        ("/messages", &Method::POST) => return messages::handle(rt, req, limit, ex, q).await,
+        ("/completions", &Method::POST) => completions(rt, req, limit, ex, q).await,
+        ("/embeddings", &Method::POST) => embeddings(rt, req, limit, ex, q).await,
         ("/models", &Method::GET) => Ok((models(rt), Some(ex))),
         (p, &Method::GET) if p.starts_with("/models/") => match model(rt, &p["/models/".len()..]) {
             Ok(r) => Ok((r, Some(ex))),
@@ -160,41 +177,247 @@ fn plan(
     Ok(router.plan(model, candidates, prompt_chars, max_tokens)?)
 }
 
-/// Records the provider side of a finished call.
+/// Tokens of one call: as the provider reported them, or as Loom counted them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    pub cached: u64,
+    pub estimated: bool,
+}
+
+impl Tokens {
+    /// The provider's report.
+    pub fn reported(u: &Usage) -> Tokens {
+        Tokens {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            cached: u
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            estimated: false,
+        }
+    }
+
+    /// Counted by Loom: the request's prompt and the text generated so far.
+    pub fn estimated(request: &[u8], model: &str, generated: &str) -> Tokens {
+        Tokens {
+            prompt: estimate_prompt(request, model),
+            completion: loom_accounting::tokens::count(model, generated),
+            cached: 0,
+            estimated: true,
+        }
+    }
+}
+
+/// Tokens of a request's prompt, counted from its JSON body: every string
+/// under a key that carries text to the model (`content`, `text`, `system`,
+/// `prompt`, `input`, `arguments`), with the chat format's per-message cost.
+/// Used only where the provider reports nothing.
+pub(crate) fn estimate_prompt(request: &[u8], model: &str) -> u64 {
+    fn walk<'a>(v: &'a serde_json::Value, texty: bool, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) if texty => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, texty, out)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    let t = matches!(
+                        k.as_str(),
+                        "content"
+                            | "text"
+                            | "system"
+                            | "prompt"
+                            | "input"
+                            | "arguments"
+                            | "messages"
+                    ) || (texty && k != "type" && k != "role");
+                    walk(x, t, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(request) else {
+        return 0;
+    };
+    let mut texts = Vec::new();
+    walk(&v, false, &mut texts);
+    loom_accounting::tokens::count_prompt(model, texts)
+}
+
+/// Text of a whole answer's choices (chat `message.content`, completion `text`).
+fn answer_text(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for c in v["choices"].as_array().into_iter().flatten() {
+        for t in [&c["message"]["content"], &c["text"]] {
+            if let Some(t) = t.as_str() {
+                out.push_str(t);
+            }
+        }
+    }
+    out
+}
+
+/// Records the provider side of a finished call: provider statistics,
+/// metrics, and the consumer's usage and cost.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn settle(
     ex: &mut Exchange,
     provider: &Provider,
     client_model: &str,
+    provider_model: &str,
     provider_time: std::time::Duration,
     status: u16,
-    usage: Option<&Usage>,
+    tokens: Option<Tokens>,
     stream: bool,
 ) {
     let shared = ex.shared().clone();
     let total = ex.elapsed();
-    let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    let t = tokens.unwrap_or_default();
+    let cost = match (&ex.account, tokens) {
+        (Some(acc), Some(t)) => acc.record(&UsageRecord {
+            consumer: ex
+                .consumer
+                .clone()
+                .unwrap_or_else(|| acc.consumers().anonymous().clone()),
+            provider: provider.name().to_owned(),
+            model: provider_model.to_owned(),
+            prompt_tokens: t.prompt,
+            completion_tokens: t.completion,
+            cached_tokens: t.cached,
+            estimated: t.estimated,
+        }),
+        _ => 0,
+    };
     shared.metrics.ai_request(
         provider.name(),
         client_model,
         AiOutcome {
             status,
             duration: total,
-            tokens: (prompt, completion),
+            tokens: (t.prompt, t.completion),
             overhead: total.saturating_sub(provider_time),
             stream,
+            cost,
         },
     );
     if (200..300).contains(&status) {
         provider
             .stats()
-            .record_success(provider_time, prompt, completion);
+            .record_success(provider_time, t.prompt, t.completion);
     } else if status >= 500 || status == 429 {
         provider.stats().record_failure(provider_time);
     }
-    ex.tokens = Some((prompt, completion));
+    ex.tokens = Some((t.prompt, t.completion));
 }
 
-async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exchange) -> Outcome {
+/// Rate-limit standings and a refusal's wait, for the response headers.
+#[derive(Debug, Default)]
+pub(crate) struct Quotas {
+    requests: Option<loom_accounting::Quota>,
+    tokens: Option<loom_accounting::Quota>,
+    retry_after: Option<std::time::Duration>,
+}
+
+impl Quotas {
+    /// `x-ratelimit-*` as OpenAI sends them, and `Retry-After` on a refusal.
+    fn apply(&self, resp: &mut Response<Body>) {
+        const NAMES: [[HeaderName; 3]; 2] = [
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ];
+        let h = resp.headers_mut();
+        for (q, [limit, remaining, reset]) in [self.requests, self.tokens].into_iter().zip(NAMES) {
+            if let Some(q) = q {
+                h.insert(limit, HeaderValue::from(q.limit));
+                h.insert(remaining, HeaderValue::from(q.standing.remaining));
+                if let Ok(v) = HeaderValue::from_str(&loom_accounting::human(q.standing.reset)) {
+                    h.insert(reset, v);
+                }
+            }
+        }
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            h.insert(
+                HeaderName::from_static("retry-after-ms"),
+                HeaderValue::from(wait.as_millis() as u64),
+            );
+        }
+    }
+}
+
+/// The consumer's rate limits and period limits, checked before the
+/// provider is called: one store round trip. `body` bounds the prompt's
+/// tokens (a JSON body is never shorter than the text it carries); the
+/// prompt is counted exactly only near a limit.
+pub(crate) async fn admit(
+    rt: &Runtime,
+    ex: &Exchange,
+    q: &mut Quotas,
+    body: &Bytes,
+    model: &str,
+    max_tokens: Option<u64>,
+) -> Result<(), ApiError> {
+    let acc = &rt.accountant;
+    if !acc.admits() {
+        return Ok(());
+    }
+    let consumer = ex
+        .consumer
+        .as_ref()
+        .unwrap_or_else(|| acc.consumers().anonymous());
+    let count = || estimate_prompt(body, model);
+    let ask = loom_accounting::Ask {
+        consumer,
+        prompt_bytes: body.len(),
+        messages: 0,
+        max_tokens,
+        count_prompt: &count,
+    };
+    match acc.admit(&ask).await {
+        Admission::Admitted { requests, tokens } => {
+            q.requests = requests;
+            q.tokens = tokens;
+            Ok(())
+        }
+        Admission::Refused {
+            why,
+            retry_after,
+            message,
+            requests,
+            tokens,
+        } => {
+            q.requests = requests;
+            q.tokens = tokens;
+            q.retry_after = Some(retry_after);
+            ex.shared().metrics.refused(&consumer.name, why);
+            Err(ApiError::Limited { why, message })
+        }
+        Admission::Unavailable => Err(ApiError::LimiterUnavailable),
+    }
+}
+
+async fn chat(
+    rt: &Arc<Runtime>,
+    req: Request<Incoming>,
+    limit: u64,
+    mut ex: Exchange,
+    q: &mut Quotas,
+) -> Outcome {
     let (mut chat, original): (ChatRequest, Bytes) = match parse_body(req, limit).await {
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
@@ -230,6 +453,9 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
+    if let Err(e) = admit(rt, &ex, q, &original, &chat.model, chat.max_output_tokens()).await {
+        return Err((e, Some(ex)));
+    }
     let client_model = chat.model.clone();
     ex.model = Some(client_model.clone());
     let wants_usage = chat.wants_stream_usage();
@@ -266,11 +492,19 @@ async fn chat(rt: &Arc<Runtime>, req: Request<Incoming>, limit: u64, mut ex: Exc
         };
         return Ok(match answer {
             Answer::Stream(events) => {
-                let resp = streamed(ex, &tries, &target, client_model, wants_usage, events);
+                let resp = streamed(
+                    ex,
+                    &tries,
+                    &target,
+                    client_model,
+                    wants_usage,
+                    original,
+                    events,
+                );
                 (resp, None)
             }
             Answer::Whole(reply) => (
-                whole(&mut ex, &tries, &target, &client_model, *reply),
+                whole(&mut ex, &tries, &target, &client_model, &original, *reply),
                 Some(ex),
             ),
         });
@@ -283,16 +517,22 @@ fn whole(
     tries: &failover::Tries,
     target: &Target,
     client_model: &str,
+    request: &Bytes,
     reply: loom_providers::Reply,
 ) -> Response<Body> {
     tries.succeeded(target);
+    let tokens = match &reply.usage {
+        Some(u) => Tokens::reported(u),
+        None => Tokens::estimated(request, &target.model, &answer_text(&reply.body)),
+    };
     settle(
         ex,
         &target.provider,
         client_model,
+        &target.model,
         tries.called.elapsed(),
         200,
-        reply.usage.as_ref(),
+        Some(tokens),
         false,
     );
     let mut resp = json_response(StatusCode::OK, reply.body);
@@ -307,6 +547,7 @@ fn streamed<T: sse::Event>(
     target: &Target,
     client_model: String,
     wants_usage: bool,
+    request: Bytes,
     events: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<T, loom_providers::Error>> + Send>,
     >,
@@ -315,8 +556,10 @@ fn streamed<T: sse::Event>(
     let call = sse::Call {
         provider: target.provider.clone(),
         client_model,
+        provider_model: target.model.clone(),
         called: tries.called,
         wants_usage,
+        request,
     };
     let mut resp = sse::response(events, call, ex);
     routing_headers(&mut resp, target, tries.attempts);
@@ -359,6 +602,7 @@ async fn completions(
     req: Request<Incoming>,
     limit: u64,
     mut ex: Exchange,
+    q: &mut Quotas,
 ) -> Outcome {
     let (mut body, original): (CompletionRequest, Bytes) = match parse_body(req, limit).await {
         Ok(c) => c,
@@ -377,6 +621,9 @@ async fn completions(
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
+    if let Err(e) = admit(rt, &ex, q, &original, &body.model, body.max_tokens).await {
+        return Err((e, Some(ex)));
+    }
     let client_model = body.model.clone();
     ex.model = Some(client_model.clone());
     let wants_usage = body
@@ -392,7 +639,15 @@ async fn completions(
             let started = failover::first_event(target.provider.completions_stream(&mut body));
             match failover::within(router, target.provider.name(), started).await {
                 Ok(events) => {
-                    let resp = streamed(ex, &tries, &target, client_model, wants_usage, events);
+                    let resp = streamed(
+                        ex,
+                        &tries,
+                        &target,
+                        client_model,
+                        wants_usage,
+                        original,
+                        events,
+                    );
                     return Ok((resp, None));
                 }
                 Err(e) => match tries.failed(&mut ex, target, e, &client_model, true) {
@@ -401,16 +656,16 @@ async fn completions(
                 },
             }
         }
-        let original = (target.model == client_model).then(|| original.clone());
+        let unchanged = (target.model == client_model).then(|| original.clone());
         match failover::within(
             router,
             target.provider.name(),
-            target.provider.completions(&body, original),
+            target.provider.completions(&body, unchanged),
         )
         .await
         {
             Ok(reply) => {
-                let resp = whole(&mut ex, &tries, &target, &client_model, reply);
+                let resp = whole(&mut ex, &tries, &target, &client_model, &original, reply);
                 return Ok((resp, Some(ex)));
             }
             Err(e) => match tries.failed(&mut ex, target, e, &client_model, false) {
@@ -426,6 +681,7 @@ async fn embeddings(
     req: Request<Incoming>,
     limit: u64,
     mut ex: Exchange,
+    q: &mut Quotas,
 ) -> Outcome {
     let (mut body, original): (EmbeddingRequest, Bytes) = match parse_body(req, limit).await {
         Ok(c) => c,
@@ -436,22 +692,25 @@ async fn embeddings(
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
+    if let Err(e) = admit(rt, &ex, q, &original, &body.model, None).await {
+        return Err((e, Some(ex)));
+    }
     let client_model = body.model.clone();
     ex.model = Some(client_model.clone());
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
         body.model.clone_from(&target.model);
-        let original = (target.model == client_model).then(|| original.clone());
+        let unchanged = (target.model == client_model).then(|| original.clone());
         match failover::within(
             router,
             target.provider.name(),
-            target.provider.embeddings(&body, original),
+            target.provider.embeddings(&body, unchanged),
         )
         .await
         {
             Ok(reply) => {
-                let resp = whole(&mut ex, &tries, &target, &client_model, reply);
+                let resp = whole(&mut ex, &tries, &target, &client_model, &original, reply);
                 return Ok((resp, Some(ex)));
             }
             Err(e) => match tries.failed(&mut ex, target, e, &client_model, false) {

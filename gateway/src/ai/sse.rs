@@ -23,7 +23,7 @@ use loom_models::completions::CompletionResponse;
 use loom_providers::Provider;
 use serde::Serialize;
 
-use super::{ApiError, settle, sse_headers};
+use super::{ApiError, Tokens, settle, sse_headers};
 use crate::body::{Body, BoxError};
 use crate::exchange::Exchange;
 
@@ -31,8 +31,9 @@ use crate::exchange::Exchange;
 pub trait Event: Serialize + Send + 'static {
     fn usage_mut(&mut self) -> &mut Option<Usage>;
     fn has_choices(&self) -> bool;
-    /// Characters of generated text in this event (for estimates when a stream is cut).
-    fn text_len(&self) -> usize;
+    /// Appends the generated text of this event (counted when a stream is
+    /// cut before the provider reports usage).
+    fn text(&self, out: &mut String);
 }
 
 impl Event for ChatChunk {
@@ -42,19 +43,17 @@ impl Event for ChatChunk {
     fn has_choices(&self) -> bool {
         !self.choices.is_empty()
     }
-    fn text_len(&self) -> usize {
-        self.choices
-            .iter()
-            .map(|c| {
-                c.delta.content.as_ref().map_or(0, String::len)
-                    + c.delta.tool_calls.as_ref().map_or(0, |t| {
-                        t.iter()
-                            .filter_map(|d| d.function.as_ref()?.arguments.as_ref())
-                            .map(String::len)
-                            .sum()
-                    })
-            })
-            .sum()
+    fn text(&self, out: &mut String) {
+        for c in &self.choices {
+            if let Some(t) = &c.delta.content {
+                out.push_str(t);
+            }
+            for d in c.delta.tool_calls.iter().flatten() {
+                if let Some(a) = d.function.as_ref().and_then(|f| f.arguments.as_ref()) {
+                    out.push_str(a);
+                }
+            }
+        }
     }
 }
 
@@ -65,8 +64,10 @@ impl Event for CompletionResponse {
     fn has_choices(&self) -> bool {
         !self.choices.is_empty()
     }
-    fn text_len(&self) -> usize {
-        self.choices.iter().map(|c| c.text.len()).sum()
+    fn text(&self, out: &mut String) {
+        for c in &self.choices {
+            out.push_str(&c.text);
+        }
     }
 }
 
@@ -74,9 +75,17 @@ impl Event for CompletionResponse {
 pub struct Call {
     pub provider: Arc<Provider>,
     pub client_model: String,
+    /// The model the provider was asked for (what it bills).
+    pub provider_model: String,
     pub called: Instant,
     pub wants_usage: bool,
+    /// The client's request body, to count the prompt if usage never arrives.
+    pub request: Bytes,
 }
+
+/// Generated text kept for an estimate is capped; past it, characters are
+/// counted at four per token.
+const MAX_KEPT_TEXT: usize = 1 << 20;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, loom_providers::Error>> + Send>>;
 
@@ -88,7 +97,8 @@ pub fn response<T: Event>(events: EventStream<T>, call: Call, mut ex: Exchange) 
         call,
         exchange: Some(ex),
         usage: None,
-        text_chars: 0,
+        text: String::new(),
+        text_overflow: 0,
         done: false,
     };
     let mut resp = Response::new(body.boxed_unsync());
@@ -101,7 +111,9 @@ struct Relay<T> {
     call: Call,
     exchange: Option<Exchange>,
     usage: Option<Usage>,
-    text_chars: usize,
+    text: String,
+    /// Bytes of generated text beyond `MAX_KEPT_TEXT`.
+    text_overflow: usize,
     done: bool,
 }
 
@@ -123,21 +135,26 @@ impl<T> Relay<T> {
         let Some(mut ex) = self.exchange.take() else {
             return;
         };
-        let usage = match self.usage.take() {
-            Some(u) => u,
-            // Nothing reported (stream cut): estimate the completion.
-            None => Usage::new(0, (self.text_chars as u64).div_ceil(4)),
+        let call = &self.call;
+        let tokens = match self.usage.take() {
+            Some(u) => Tokens::reported(&u),
+            // Nothing reported (the stream was cut): count what was sent.
+            None => {
+                let mut t = Tokens::estimated(&call.request, &call.provider_model, &self.text);
+                t.completion += (self.text_overflow as u64).div_ceil(4);
+                t
+            }
         };
         ex.status = status;
         ex.error = error;
-        let call = &self.call;
         settle(
             &mut ex,
             &call.provider,
             &call.client_model,
+            &call.provider_model,
             call.called.elapsed(),
             status,
-            Some(&usage),
+            Some(tokens),
             true,
         );
     }
@@ -159,7 +176,15 @@ impl<T: Event> HttpBody for Relay<T> {
             match this.events.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(mut event))) => {
-                    this.text_chars += event.text_len();
+                    if this.usage.is_none() {
+                        if this.text.len() < MAX_KEPT_TEXT {
+                            event.text(&mut this.text);
+                        } else {
+                            let mut extra = String::new();
+                            event.text(&mut extra);
+                            this.text_overflow += extra.len();
+                        }
+                    }
                     if let Some(u) = event.usage_mut().take() {
                         this.usage = Some(u.clone());
                         if this.call.wants_usage {
