@@ -5,6 +5,7 @@
 # cheaper. Kernel time (syscalls) is not included.
 #
 #   bench/instructions.sh        (needs valgrind and wrk)
+#   LOOM_CONFIG=FILE WRK_HEADER="X-API-Key: k" bench/instructions.sh   (another configuration)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -13,17 +14,18 @@ BIN="$CARGO_TARGET_DIR/profiling"
 OUT=$(mktemp -d)
 "$BIN/loom-bench-upstream" 18000 & UP=$!
 LOOM_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.%p" \
-  "$BIN/loom" serve --config bench/loom-bench.yaml >"$OUT/vg.log" 2>&1 & VG=$!
+  "$BIN/loom" serve --config "${LOOM_CONFIG:-bench/loom-bench.yaml}" >"$OUT/vg.log" 2>&1 & VG=$!
 trap 'kill $UP $VG 2>/dev/null || true; rm -rf "$OUT"' EXIT
 for _ in $(seq 200); do curl -sf http://127.0.0.1:19091/ready >/dev/null && break; sleep 0.1; done
 
 measure() { # label url [lua]
   local label=$1 url=$2 lua=${3:-}
-  wrk -t1 -c4 -d2s ${lua:+-s "$lua"} "$url" >/dev/null  # warm-up
+  local hdr=(); [ -n "${WRK_HEADER:-}" ] && hdr=(-H "$WRK_HEADER")
+  wrk -t1 -c4 -d2s "${hdr[@]}" ${lua:+-s "$lua"} "$url" >/dev/null  # warm-up
   callgrind_control -z "$VG" >/dev/null 2>&1
   callgrind_control -i on "$VG" >/dev/null 2>&1
   local reqs
-  reqs=$(wrk -t1 -c4 -d5s ${lua:+-s "$lua"} "$url" | awk '/requests in/ {print $1}')
+  reqs=$(wrk -t1 -c4 -d5s "${hdr[@]}" ${lua:+-s "$lua"} "$url" | awk '/requests in/ {print $1}')
   callgrind_control -i off "$VG" >/dev/null 2>&1
   callgrind_control -d "$VG" >/dev/null 2>&1
   local file total
@@ -31,6 +33,7 @@ measure() { # label url [lua]
   total=$(for f in "$OUT"/cg.*; do callgrind_annotate "$f" 2>/dev/null; done \
     | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); s += $1} END {print s + 0}')
   echo "| $label | $reqs | $((total / reqs)) |"
+  [ -n "${KEEP_PROFILE:-}" ] && mkdir -p "$KEEP_PROFILE/${label// /_}" && cp "$OUT"/cg.* "$KEEP_PROFILE/${label// /_}/" 2>/dev/null
   rm -f "$OUT"/cg.*
 }
 

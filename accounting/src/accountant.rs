@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::consumers::{Consumer, Consumers};
 use crate::gcra::{Rate, Standing};
-use crate::period::{Clock, Period};
+use crate::period::{Clock, Period, Today};
 use crate::prices::{PriceTable, format_dollars};
 use crate::store::{Check, Entry, Gate, PeriodLimits, Refusal, Store, Totals, Usage};
 use crate::{Error, UsageRecord, tokens};
@@ -82,8 +82,7 @@ pub struct Accountant {
     clock: Clock,
     failure_mode: FailureMode,
     retention: (u32, u32),
-    id_seed: u64,
-    next_id: AtomicU64,
+    today: arc_swap::ArcSwap<Today>,
 }
 
 /// One consumer's usage over one period, in the shape the admin API returns.
@@ -199,11 +198,6 @@ impl Accountant {
                 )
             })
             .collect();
-        let mut seed = [0u8; 8];
-        // A random id prefix per process keeps ids unique across replicas and restarts.
-        if aws_lc_rs::rand::fill(&mut seed).is_err() {
-            seed = (std::process::id() as u64 ^ clock.now_unix()).to_le_bytes();
-        }
         Accountant {
             store,
             consumers: Consumers::from_config(consumers),
@@ -217,8 +211,7 @@ impl Accountant {
                 ai.token_accounting.retention_days,
                 ai.token_accounting.retention_months,
             ),
-            id_seed: u64::from_le_bytes(seed),
-            next_id: AtomicU64::new(0),
+            today: arc_swap::ArcSwap::from_pointee(Today::of(clock.now_unix())),
         }
     }
 
@@ -252,6 +245,17 @@ impl Accountant {
         &self.prices
     }
 
+    /// Today's periods, recomputed only when the day changes.
+    fn today(&self, now: u64) -> Arc<Today> {
+        let current = self.today.load_full();
+        if current.day_number == now / 86_400 {
+            return current;
+        }
+        let fresh = Arc::new(Today::of(now));
+        self.today.store(fresh.clone());
+        fresh
+    }
+
     fn tier(&self, consumer: &Consumer) -> TierRates {
         match &self.rates {
             None => TierRates::default(),
@@ -270,7 +274,8 @@ impl Accountant {
         let rates = self.tier(ask.consumer);
         let limits = self.limits.get(&ask.consumer.name);
         let now = self.clock.now_unix();
-        let (day, month) = (Period::day_of(now), Period::month_of(now));
+        let today = self.today(now);
+        let (day, month) = (&today.day, &today.month);
         let token_limited = limits
             .is_some_and(|l| l.limits.day_tokens.is_some() || l.limits.month_tokens.is_some());
         let mut exact = false;
@@ -339,7 +344,7 @@ impl Accountant {
         match gate.refused {
             None => Admission::Admitted { requests, tokens },
             Some(why) => {
-                let (retry_after, message) = refusal(why, &gate, &check, &day, &month, now, rates);
+                let (retry_after, message) = refusal(why, &gate, &check, day, month, now, rates);
                 Admission::Refused {
                     why,
                     retry_after,
@@ -354,22 +359,20 @@ impl Accountant {
     /// Adds a finished request to the ledger and the token rate; returns its
     /// cost in picodollars. Never blocks.
     pub fn record(&self, r: &UsageRecord) -> u64 {
-        let cost = self.prices.lookup(&r.provider, &r.model).map_or(0, |p| {
+        let cost = self.prices.lookup(r.provider, r.model).map_or(0, |p| {
             p.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
         });
-        let token_rate = self.tier(&r.consumer).tokens;
+        let token_rate = self.tier(r.consumer).tokens;
         if !self.ledger && token_rate.is_none() {
             return cost;
         }
         let now = self.clock.now_unix();
-        let (day, month) = (Period::day_of(now), Period::month_of(now));
-        let id = (u128::from(self.id_seed) << 64)
-            | u128::from(self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.store.commit(Entry {
-            id,
-            consumer: r.consumer.name.clone(),
-            provider: r.provider.clone(),
-            model: r.model.clone(),
+        let today = self.today(now);
+        let (day, month) = (&today.day, &today.month);
+        self.store.commit(&Entry {
+            consumer: &r.consumer.name,
+            provider: r.provider,
+            model: r.model,
             totals: Totals {
                 prompt: r.prompt_tokens,
                 completion: r.completion_tokens,
@@ -381,8 +384,8 @@ impl Accountant {
             ledger: self.ledger,
             day_ttl: day.ends - now + 86_400 * u64::from(self.retention.0),
             month_ttl: month.ends - now + 31 * 86_400 * u64::from(self.retention.1),
-            day: day.label,
-            month: month.label,
+            day: &day.label,
+            month: &month.label,
             token_rate,
         });
         cost
@@ -439,15 +442,18 @@ fn report(consumer: &str, period: &str, u: &Usage, by: Breakdown) -> Report {
     };
     let breakdown = match by {
         Breakdown::None => None,
-        Breakdown::Model => Some(
-            u.by_model
+        Breakdown::Model => {
+            let mut lines: Vec<Line> = u
+                .by_model
                 .iter()
-                .map(|((p, m), t)| line(p, Some(m), t))
-                .collect(),
-        ),
+                .map(|(p, m, t)| line(p, Some(m), t))
+                .collect();
+            lines.sort_by(|a, b| (&a.provider, &a.model).cmp(&(&b.provider, &b.model)));
+            Some(lines)
+        }
         Breakdown::Provider => {
             let mut per: std::collections::BTreeMap<&str, Totals> = Default::default();
-            for ((p, _), t) in &u.by_model {
+            for (p, _, t) in &u.by_model {
                 per.entry(p.as_str()).or_default().add(t);
             }
             Some(per.iter().map(|(p, t)| line(p, None, t)).collect())
@@ -542,6 +548,45 @@ fn window(rate: Option<Rate>) -> String {
     rate.map_or_else(String::new, |r| human(r.window))
 }
 
+/// [`human`] into `buf`, without allocating or the formatting machinery
+/// (it runs for every rate-limited response).
+pub fn human_into(d: Duration, buf: &mut [u8; 32]) -> &[u8] {
+    fn push(buf: &mut [u8; 32], at: &mut usize, mut n: u64, unit: &[u8]) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &b in digits[i..].iter().chain(unit) {
+            if let Some(slot) = buf.get_mut(*at) {
+                *slot = b;
+                *at += 1;
+            }
+        }
+    }
+    let mut at = 0;
+    let ms = d.as_millis() as u64;
+    if ms < 1000 {
+        push(buf, &mut at, ms, b"ms");
+        return &buf[..at];
+    }
+    let secs = d.as_secs() + u64::from(d.subsec_millis() > 0);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        push(buf, &mut at, h, b"h");
+    }
+    if h > 0 || m > 0 {
+        push(buf, &mut at, m, b"m");
+    }
+    push(buf, &mut at, s, b"s");
+    &buf[..at]
+}
+
 /// A duration as OpenAI's rate-limit headers write it: `1s`, `6m0s`, `20ms`.
 pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
@@ -596,5 +641,9 @@ mod tests {
         assert_eq!(human(Duration::from_millis(1500)), "2s");
         assert_eq!(human(Duration::from_secs(360)), "6m0s");
         assert_eq!(human(Duration::from_secs(3661)), "1h1m1s");
+        for d in [20, 1000, 1500, 360_000, 3_661_000] {
+            let d = Duration::from_millis(d);
+            assert_eq!(super::human_into(d, &mut [0; 32]), human(d).as_bytes());
+        }
     }
 }

@@ -15,9 +15,9 @@ mod prices;
 mod store;
 pub mod tokens;
 
-use std::sync::Arc;
-
-pub use accountant::{Accountant, Admission, Ask, Breakdown, Line, Quota, Report, human};
+pub use accountant::{
+    Accountant, Admission, Ask, Breakdown, Line, Quota, Report, human, human_into,
+};
 pub use consumers::{ANONYMOUS, Consumer, Consumers, hash_key};
 pub use error::Error;
 pub use gcra::{Rate, Standing};
@@ -27,11 +27,11 @@ pub use store::{Health, MemoryStore, RedisStore, Refusal, Store};
 
 /// What one finished AI request used, as accounting needs it.
 #[derive(Debug, Clone)]
-pub struct UsageRecord {
-    pub consumer: Arc<Consumer>,
-    pub provider: String,
+pub struct UsageRecord<'a> {
+    pub consumer: &'a Consumer,
+    pub provider: &'a str,
     /// The model as the provider was asked for it (after mapping): what it bills.
-    pub model: String,
+    pub model: &'a str,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's prompt cache.

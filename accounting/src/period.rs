@@ -1,6 +1,7 @@
 //! Calendar periods in UTC: the day and the month usage is kept under, and
 //! when each ends (for `Retry-After` on a limit).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DAY: u64 = 86_400;
@@ -38,7 +39,7 @@ pub enum Span {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Period {
     pub span: Span,
-    pub label: String,
+    pub label: Arc<str>,
     /// First second after the period, Unix time.
     pub ends: u64,
 }
@@ -49,7 +50,7 @@ impl Period {
         let date = date_of(unix);
         Period {
             span: Span::Day,
-            label: date[..10].to_owned(),
+            label: Arc::from(&date[..10]),
             ends: (unix / DAY + 1) * DAY,
         }
     }
@@ -60,7 +61,7 @@ impl Period {
         let (year, month) = year_month(&date).unwrap_or((1970, 1));
         Period {
             span: Span::Month,
-            label: date[..7].to_owned(),
+            label: Arc::from(&date[..7]),
             ends: month_start(year, month + 1),
         }
     }
@@ -78,12 +79,12 @@ impl Period {
                 (1..=12)
                     .contains(&m)
                     .then(|| Period::month_of(month_start(y, m)))
-                    .filter(|p| p.label == text)
+                    .filter(|p| &*p.label == text)
             }
             10 => {
                 let t = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()?;
                 let unix = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
-                Some(Period::day_of(unix)).filter(|p| p.label == text)
+                Some(Period::day_of(unix)).filter(|p| &*p.label == text)
             }
             _ => None,
         }
@@ -132,22 +133,24 @@ mod tests {
     #[test]
     fn days_and_months_are_utc_calendar_periods() {
         let d = Period::day_of(LEAP);
-        assert_eq!(d.label, "2024-02-29");
+        assert_eq!(&*d.label, "2024-02-29");
         assert_eq!(d.ends, LEAP + 1);
-        assert_eq!(Period::day_of(LEAP + 1).label, "2024-03-01");
+        assert_eq!(&*Period::day_of(LEAP + 1).label, "2024-03-01");
         let m = Period::month_of(LEAP);
-        assert_eq!(m.label, "2024-02");
+        assert_eq!(&*m.label, "2024-02");
         assert_eq!(m.ends, LEAP + 1);
-        assert_eq!(Period::month_of(LEAP + 1).label, "2024-03");
+        assert_eq!(&*Period::month_of(LEAP + 1).label, "2024-03");
         let dec = Period::month_of(1_735_603_200); // 2024-12-31
-        assert_eq!(dec.label, "2024-12");
-        assert_eq!(Period::month_of(dec.ends).label, "2025-01");
+        assert_eq!(&*dec.label, "2024-12");
+        assert_eq!(&*Period::month_of(dec.ends).label, "2025-01");
     }
 
     #[test]
     fn queries_parse() {
         assert_eq!(
-            Period::parse("2024-02", LEAP).map(|p| p.label).as_deref(),
+            Period::parse("2024-02", LEAP)
+                .map(|p| p.label.to_string())
+                .as_deref(),
             Some("2024-02")
         );
         assert_eq!(
@@ -155,11 +158,15 @@ mod tests {
             Some(Span::Day)
         );
         assert_eq!(
-            Period::parse("day", LEAP).map(|p| p.label).as_deref(),
+            Period::parse("day", LEAP)
+                .map(|p| p.label.to_string())
+                .as_deref(),
             Some("2024-02-29")
         );
         assert_eq!(
-            Period::parse("month", LEAP).map(|p| p.label).as_deref(),
+            Period::parse("month", LEAP)
+                .map(|p| p.label.to_string())
+                .as_deref(),
             Some("2024-02")
         );
         for bad in [
@@ -179,5 +186,26 @@ mod tests {
         let real = Clock::default().now_unix();
         let tomorrow = Clock::with_offset(86_400).now_unix();
         assert!(tomorrow >= real + 86_400);
+    }
+}
+
+/// Today and this month, as of one day: computed once a day rather than per
+/// request (formatting a date costs thousands of instructions).
+#[derive(Debug)]
+pub struct Today {
+    /// Days since the Unix epoch.
+    pub day_number: u64,
+    pub day: Period,
+    pub month: Period,
+}
+
+impl Today {
+    /// The periods that contain `unix`.
+    pub fn of(unix: u64) -> Today {
+        Today {
+            day_number: unix / DAY,
+            day: Period::day_of(unix),
+            month: Period::month_of(unix),
+        }
     }
 }

@@ -3,7 +3,12 @@
 //! sums are exact: every list price per million tokens with up to six
 //! decimals is a whole number of picodollars per token.
 
+use std::collections::HashMap;
+
 use loom_config::AiGateway;
+
+/// Most (provider, model) answers remembered.
+const MEMO_LIMIT: usize = 4096;
 
 /// Picodollars per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,8 +110,11 @@ const BUILT_IN: &[(&str, f64, f64, f64)] = &[
 ];
 
 /// Prices by provider and model: configuration first, then the built-in table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PriceTable {
+    /// Answers already worked out, by provider then model: a lookup walks
+    /// every entry with prefix comparisons, which costs more than a map hit.
+    memo: std::sync::RwLock<HashMap<String, HashMap<String, Option<Price>>>>,
     /// `(provider or any, model prefix, price)` from `ai_gateway.pricing`.
     overrides: Vec<(Option<String>, String, Price)>,
     /// Whole-provider prices from `routing.providers[].cost_per_1k_*`.
@@ -142,6 +150,7 @@ impl PriceTable {
             })
             .collect();
         PriceTable {
+            memo: Default::default(),
             overrides,
             per_provider,
             built_in: BUILT_IN
@@ -153,6 +162,25 @@ impl PriceTable {
 
     /// The price of `model` at `provider`; `None` for a model nobody priced.
     pub fn lookup(&self, provider: &str, model: &str) -> Option<Price> {
+        if let Ok(memo) = self.memo.read()
+            && let Some(price) = memo.get(provider).and_then(|m| m.get(model))
+        {
+            return *price;
+        }
+        let price = self.find(provider, model);
+        if let Ok(mut memo) = self.memo.write() {
+            let size: usize = memo.values().map(HashMap::len).sum();
+            // Models named by clients (catch-all providers) must not grow it without bound.
+            if size < MEMO_LIMIT {
+                memo.entry(provider.to_owned())
+                    .or_default()
+                    .insert(model.to_owned(), price);
+            }
+        }
+        price
+    }
+
+    fn find(&self, provider: &str, model: &str) -> Option<Price> {
         let own = longest(
             self.overrides
                 .iter()

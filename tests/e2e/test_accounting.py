@@ -491,3 +491,23 @@ def test_invalid_accounting_config_names_the_field(tmp_path):
     assert "token_accounting.limits[0].consumer" in out.stdout and "ghost" in out.stdout
     assert "token_accounting.store.redis" in out.stdout
     assert "short" not in out.stdout.replace("consumers[0]", ""), "the key itself is not printed"
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_an_unreachable_store_admits_or_refuses_by_failure_mode(fake, mode):
+    dead = free_port()  # nothing listens here
+    rate = f"  rate_limit:\n    enabled: true\n    failure_mode: {mode}\n    request_rate: {{limit: 100, window: 1m}}\n"
+    loom = Loom(config(fake.url, store=redis_store("loomtest:", dead), rate=rate), env=env())
+    try:
+        r = httpx.post(loom.base + "/v1/chat/completions", headers={"X-API-Key": WEB_KEY},
+                       json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+        if mode == "open":
+            assert r.status_code == 200, r.text
+            assert "x-ratelimit-limit-requests" not in r.headers
+            wait_until(lambda: metric_value(loom.metrics(), "loom_accounting_buffered_records") == 1, what="buffered")
+        else:
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "limiter_unavailable"
+            assert len(fake.requests) == 0
+    finally:
+        loom.stop()

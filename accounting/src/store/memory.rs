@@ -1,19 +1,47 @@
 //! The embedded store: this process only, no Redis needed. Locks are held
-//! for a few map operations and never across an await.
+//! for a few map operations and never across an await, and the request path
+//! looks consumers and periods up by `&str` without allocating.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{Check, Entry, Gate, Health, PeriodLimits, Refusal, Usage};
+use super::{Check, Entry, Gate, Health, PeriodLimits, Refusal, Totals, Usage};
 use crate::gcra;
+
+/// One consumer's state: its periods (newest last) and limiter cells.
+#[derive(Default)]
+struct Account {
+    periods: Vec<(Arc<str>, Usage)>,
+    /// Theoretical arrival times in microseconds since `epoch`: requests, tokens.
+    requests_tat: f64,
+    tokens_tat: f64,
+}
+
+impl Account {
+    fn period(&self, label: &str) -> Option<&Usage> {
+        self.periods
+            .iter()
+            .rev()
+            .find(|(l, _)| &**l == label)
+            .map(|(_, u)| u)
+    }
+
+    fn period_mut(&mut self, label: &Arc<str>) -> (&mut Usage, bool) {
+        match self.periods.iter().rposition(|(l, _)| l == label) {
+            Some(i) => (&mut self.periods[i].1, false),
+            None => {
+                self.periods.push((label.clone(), Usage::default()));
+                let last = self.periods.len() - 1;
+                (&mut self.periods[last].1, true)
+            }
+        }
+    }
+}
 
 /// Usage and limiter state in memory.
 pub struct MemoryStore {
-    /// (consumer, period label) → usage. Day and month labels differ in length.
-    ledger: Mutex<HashMap<(String, String), Usage>>,
-    /// (consumer, is-token-limit) → theoretical arrival time, in microseconds since `epoch`.
-    limiter: Mutex<HashMap<(String, bool), f64>>,
+    accounts: Mutex<HashMap<String, Account>>,
     epoch: Instant,
     health: Arc<Health>,
     retention: (u32, u32),
@@ -25,8 +53,7 @@ impl MemoryStore {
         let health = Health::default();
         health.up.store(true, std::sync::atomic::Ordering::Relaxed);
         MemoryStore {
-            ledger: Mutex::new(HashMap::new()),
-            limiter: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             health: Arc::new(health),
             retention,
@@ -37,19 +64,33 @@ impl MemoryStore {
         self.epoch.elapsed().as_micros() as f64
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
+        self.accounts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn admit(&self, check: &Check<'_>) -> Gate {
         let mut gate = Gate::default();
-        if check.limits.any() {
-            let (day, month) = {
-                let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-                let get = |label: &str| {
-                    ledger
-                        .get(&(check.consumer.to_owned(), label.to_owned()))
-                        .map(|u| u.totals)
-                        .unwrap_or_default()
-                };
-                (get(check.day), get(check.month))
-            };
+        let limited = check.limits.any();
+        if !limited && check.requests.is_none() && check.tokens.is_none() {
+            return gate;
+        }
+        let now = self.now_us();
+        let mut accounts = self.lock();
+        if !accounts.contains_key(check.consumer) {
+            accounts.insert(check.consumer.to_owned(), Account::default());
+        }
+        let Some(account) = accounts.get_mut(check.consumer) else {
+            return gate;
+        };
+        if limited {
+            let day = account
+                .period(check.day)
+                .map(|u| u.totals)
+                .unwrap_or_default();
+            let month = account
+                .period(check.month)
+                .map(|u| u.totals)
+                .unwrap_or_default();
             gate.day_used = day.tokens();
             gate.month_used = month.tokens();
             gate.refused = over_limit(&check.limits, &day, &month, check.need);
@@ -57,17 +98,8 @@ impl MemoryStore {
                 return gate;
             }
         }
-        if check.requests.is_none() && check.tokens.is_none() {
-            return gate;
-        }
-        let now = self.now_us();
-        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rate) = check.tokens {
-            let tat = limiter
-                .get(&(check.consumer.to_owned(), true))
-                .copied()
-                .unwrap_or(0.0);
-            let s = gcra::check_tokens(tat, now, rate);
+            let s = gcra::check_tokens(account.tokens_tat, now, rate);
             gate.tokens = Some(s);
             if !s.allowed {
                 gate.refused = Some(Refusal::Tokens);
@@ -75,10 +107,7 @@ impl MemoryStore {
             }
         }
         if let Some(rate) = check.requests {
-            let tat = limiter
-                .entry((check.consumer.to_owned(), false))
-                .or_insert(0.0);
-            let s = gcra::take_request(tat, now, rate);
+            let s = gcra::take_request(&mut account.requests_tat, now, rate);
             gate.requests = Some(s);
             if !s.allowed {
                 gate.refused = Some(Refusal::Requests);
@@ -87,31 +116,34 @@ impl MemoryStore {
         gate
     }
 
-    pub(super) fn commit(&self, e: &Entry) {
+    pub(super) fn commit(&self, e: &Entry<'_>) {
+        let now = self.now_us();
+        let mut accounts = self.lock();
+        if !accounts.contains_key(e.consumer) {
+            accounts.insert(e.consumer.to_owned(), Account::default());
+        }
+        let Some(account) = accounts.get_mut(e.consumer) else {
+            return;
+        };
         if let Some(rate) = e.token_rate {
-            let now = self.now_us();
-            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-            let tat = limiter.entry((e.consumer.clone(), true)).or_insert(0.0);
-            gcra::charge_tokens(tat, now, rate, e.totals.tokens());
+            gcra::charge_tokens(&mut account.tokens_tat, now, rate, e.totals.tokens());
         }
         if !e.ledger {
             return;
         }
-        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        let new_day = !ledger.contains_key(&(e.consumer.clone(), e.day.clone()));
-        for label in [&e.day, &e.month] {
-            ledger
-                .entry((e.consumer.clone(), label.clone()))
-                .or_default()
-                .add(&e.provider, &e.model, &e.totals);
-        }
+        let (day, new_day) = account.period_mut(e.day);
+        day.add(e.provider, e.model, &e.totals);
+        account
+            .period_mut(e.month)
+            .0
+            .add(e.provider, e.model, &e.totals);
         if new_day {
-            self.expire(&mut ledger, &e.day);
+            self.expire(account, e.day);
         }
     }
 
-    /// Drops periods older than the retention, once per new day.
-    fn expire(&self, ledger: &mut HashMap<(String, String), Usage>, today: &str) {
+    /// Drops a consumer's periods older than the retention, once per new day.
+    fn expire(&self, account: &mut Account, today: &str) {
         let Some(now) = crate::Period::parse(today, 0) else {
             return;
         };
@@ -121,7 +153,7 @@ impl MemoryStore {
         let month_cut = now
             .ends
             .saturating_sub(86_400 * 31 * (u64::from(self.retention.1) + 1));
-        ledger.retain(|(_, label), _| {
+        account.periods.retain(|(label, _)| {
             crate::Period::parse(label, 0).is_none_or(|p| match p.span {
                 crate::Span::Day => p.ends > day_cut,
                 crate::Span::Month => p.ends > month_cut,
@@ -130,10 +162,7 @@ impl MemoryStore {
     }
 
     pub(super) fn usage(&self, consumer: &str, period: &str) -> Option<Usage> {
-        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        ledger
-            .get(&(consumer.to_owned(), period.to_owned()))
-            .cloned()
+        self.lock().get(consumer)?.period(period).cloned()
     }
 
     pub(super) fn health(&self) -> Arc<Health> {
@@ -144,8 +173,8 @@ impl MemoryStore {
 /// The first period limit that `need` more tokens would break.
 pub(super) fn over_limit(
     limits: &PeriodLimits,
-    day: &super::Totals,
-    month: &super::Totals,
+    day: &Totals,
+    month: &Totals,
     need: u64,
 ) -> Option<Refusal> {
     if limits.day_tokens.is_some_and(|l| day.tokens() + need > l) {

@@ -23,47 +23,71 @@ use super::{Check, Entry, Gate, Health, Refusal, Usage};
 use crate::Error;
 use crate::gcra::Standing;
 
-/// Admission: period limits, then the token budget, then one request from
-/// the request rate. Nothing is taken when anything refuses.
+/// Admission of one or more requests of one consumer, in arrival order:
+/// for each, period limits, then the token budget, then one request from the
+/// request rate; nothing is taken for a refused request. ARGV: request
+/// interval µs, request limit, token interval µs, token limit, day/month
+/// token limits, day/month cost limits (-1: none), then each request's need.
+/// Returns eight numbers per request.
 const ADMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local need = tonumber(ARGV[9])
-local function used(key)
-  local v = redis.call('HMGET', key, 'p', 'c', '$')
-  return (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0), tonumber(v[3]) or 0
-end
+local ri, rl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ti, tl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local dl, ml = tonumber(ARGV[5]), tonumber(ARGV[6])
+local dc, mc = tonumber(ARGV[7]), tonumber(ARGV[8])
 local day_t, day_c, mon_t, mon_c = 0, 0, 0, 0
-if tonumber(ARGV[5]) >= 0 or tonumber(ARGV[7]) >= 0 then day_t, day_c = used(KEYS[3]) end
-if tonumber(ARGV[6]) >= 0 or tonumber(ARGV[8]) >= 0 then mon_t, mon_c = used(KEYS[4]) end
-local function refuse(code) return {code, 0, -1, 0, -1, 0, day_t, mon_t} end
-if tonumber(ARGV[5]) >= 0 and day_t + need > tonumber(ARGV[5]) then return refuse(3) end
-if tonumber(ARGV[6]) >= 0 and mon_t + need > tonumber(ARGV[6]) then return refuse(4) end
-if tonumber(ARGV[7]) >= 0 and day_c >= tonumber(ARGV[7]) then return refuse(5) end
-if tonumber(ARGV[8]) >= 0 and mon_c >= tonumber(ARGV[8]) then return refuse(6) end
-local tok_rem, tok_reset = -1, 0
-local ti = tonumber(ARGV[3])
-if ti > 0 then
-  local tau = ti * tonumber(ARGV[4])
-  local u = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') - now, 0)
-  if u >= tau then return {2, math.ceil(u - tau + ti), -1, 0, 0, math.ceil(u), day_t, mon_t} end
-  tok_rem = math.floor((tau - u) / ti)
-  tok_reset = math.ceil(u)
+if dl >= 0 or dc >= 0 then
+  local v = redis.call('HMGET', KEYS[3], 'p', 'c', '$')
+  day_t = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+  day_c = tonumber(v[3]) or 0
 end
-local req_rem, req_reset = -1, 0
-local ri = tonumber(ARGV[1])
-if ri > 0 then
-  local tau = ri * tonumber(ARGV[2])
-  local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-  local nxt = tat + ri
-  if nxt - now > tau then
-    return {1, math.ceil(nxt - now - tau), 0, math.ceil(tat - now), tok_rem, tok_reset, day_t, mon_t}
+if ml >= 0 or mc >= 0 then
+  local v = redis.call('HMGET', KEYS[4], 'p', 'c', '$')
+  mon_t = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+  mon_c = tonumber(v[3]) or 0
+end
+local used = 0
+if ti > 0 then used = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') - now, 0) end
+local tat = now
+if ri > 0 then tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) end
+local taken = false
+local out = {}
+for i = 9, #ARGV do
+  local need = tonumber(ARGV[i])
+  local code, retry, rrem, rreset, trem, treset = 0, 0, -1, 0, -1, 0
+  if dl >= 0 and day_t + need > dl then code = 3
+  elseif ml >= 0 and mon_t + need > ml then code = 4
+  elseif dc >= 0 and day_c >= dc then code = 5
+  elseif mc >= 0 and mon_c >= mc then code = 6
   end
-  redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
-  req_rem = math.floor((tau - (nxt - now)) / ri)
-  req_reset = math.ceil(nxt - now)
+  if code == 0 and ti > 0 then
+    local tau = ti * tl
+    treset = math.ceil(used)
+    if used >= tau then
+      code, retry, trem = 2, math.ceil(used - tau + ti), 0
+    else
+      trem = math.floor((tau - used) / ti)
+    end
+  end
+  if code == 0 and ri > 0 then
+    local tau = ri * rl
+    local nxt = tat + ri
+    if nxt - now > tau then
+      code, retry, rrem, rreset = 1, math.ceil(nxt - now - tau), 0, math.ceil(tat - now)
+    else
+      tat, taken = nxt, true
+      rrem, rreset = math.floor((tau - (nxt - now)) / ri), math.ceil(nxt - now)
+    end
+  end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = code, retry, rrem, rreset
+  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = trem, treset, day_t, mon_t
 end
-return {0, 0, req_rem, req_reset, tok_rem, tok_reset, day_t, mon_t}
+if taken then
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
+return out
 "#;
 
 /// One finished request: marked seen (or skipped if it already was), added
@@ -90,14 +114,31 @@ return 1
 
 /// How long a request id is remembered, so that a replayed write is skipped.
 const SEEN_TTL_SECS: u64 = 2 * 86_400;
-/// Most records written in one pipeline.
+/// How long the writer gathers finished requests before a write.
+const LINGER: Duration = Duration::from_millis(50);
+/// Most batches (each one consumer's summed usage) written in one pipeline.
 const BATCH: usize = 256;
 /// While Redis is down the request path tries it at most this often.
 const PROBE_EVERY_MS: u64 = 1000;
 
 enum Msg {
-    Entry(Box<Entry>),
+    Entry(Box<Owned>),
     Flush(oneshot::Sender<()>),
+}
+
+/// An [`Entry`] that owns its parts, to cross to the writer task.
+#[derive(Debug, Clone)]
+struct Owned {
+    consumer: Box<str>,
+    provider: Box<str>,
+    model: Box<str>,
+    totals: super::Totals,
+    ledger: bool,
+    day: Arc<str>,
+    month: Arc<str>,
+    day_ttl: u64,
+    month_ttl: u64,
+    token_rate: Option<crate::Rate>,
 }
 
 /// Usage and limiter state in Redis.
@@ -105,9 +146,20 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
-    admit: Script,
     health: Arc<Health>,
     tx: mpsc::UnboundedSender<Msg>,
+    admissions: mpsc::UnboundedSender<Admit>,
+}
+
+/// One admission waiting for the admitter.
+struct Admit {
+    consumer: Box<str>,
+    params: [i64; 6],
+    rates: (f64, f64),
+    day: Box<str>,
+    month: Box<str>,
+    need: u64,
+    reply: oneshot::Sender<Result<[i64; 8], Error>>,
 }
 
 impl RedisStore {
@@ -149,6 +201,12 @@ impl RedisStore {
             .map_err(|e| Error::Config(format!("Redis client: {e}")))?;
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
+        let (admissions, queue) = mpsc::unbounded_channel();
+        tokio::spawn(admitter(
+            conn.clone(),
+            queue,
+            Arc::from(cfg.key_prefix.as_str()),
+        ));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(
             conn.clone(),
@@ -161,9 +219,9 @@ impl RedisStore {
             conn,
             prefix: Arc::from(cfg.key_prefix.as_str()),
             timeout: cfg.timeout.0,
-            admit: Script::new(ADMIT),
             health,
             tx,
+            admissions,
         })
     }
 
@@ -176,38 +234,41 @@ impl RedisStore {
         if !self.health.is_up() && now_ms < self.health.retry_at_ms.load(Ordering::Relaxed) {
             return Err(Error::Store("Redis is unreachable".into()));
         }
-        let mut inv = self.admit.prepare_invoke();
-        inv.key(self.key(c.consumer, "rl:req"))
-            .key(self.key(c.consumer, "rl:tok"))
-            .key(self.key(c.consumer, &format!("d:{}", c.day)))
-            .key(self.key(c.consumer, &format!("m:{}", c.month)));
         let rate = |r: Option<crate::Rate>| r.map_or((0.0, 0), |r| (r.interval_us(), r.limit));
         let (ri, rl) = rate(c.requests);
         let (ti, tl) = rate(c.tokens);
         let opt = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
-        inv.arg(ri)
-            .arg(rl)
-            .arg(ti)
-            .arg(tl)
-            .arg(opt(c.limits.day_tokens))
-            .arg(opt(c.limits.month_tokens))
-            .arg(opt(c.limits.day_cost))
-            .arg(opt(c.limits.month_cost))
-            .arg(c.need);
-        let mut conn = self.conn.clone();
-        let reply: Result<Vec<i64>, Error> =
-            match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
-                Ok(r) => r.map_err(Error::from),
-                Err(_) => Err(Error::Store("Redis did not answer in time".into())),
-            };
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (reply, answer) = oneshot::channel();
+        let ask = Admit {
+            consumer: c.consumer.into(),
+            params: [
+                int(rl),
+                int(tl),
+                opt(c.limits.day_tokens),
+                opt(c.limits.month_tokens),
+                opt(c.limits.day_cost),
+                opt(c.limits.month_cost),
+            ],
+            rates: (ri, ti),
+            day: c.day.into(),
+            month: c.month.into(),
+            need: c.need,
+            reply,
+        };
+        if self.admissions.send(ask).is_err() {
+            return Err(Error::Store("the admission task has stopped".into()));
+        }
+        let reply = match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Store("the admission task has stopped".into())),
+            Err(_) => Err(Error::Store("Redis did not answer in time".into())),
+        };
         match reply {
-            Ok(v) if v.len() == 8 => {
+            Ok(v) => {
                 self.health.up.store(true, Ordering::Relaxed);
                 Ok(gate(&v, c))
             }
-            Ok(_) => Err(Error::Store(
-                "unexpected reply from the admission script".into(),
-            )),
             Err(e) => {
                 self.mark_down(now_ms);
                 Err(e)
@@ -222,9 +283,21 @@ impl RedisStore {
             .store(now_ms + PROBE_EVERY_MS, Ordering::Relaxed);
     }
 
-    pub(super) fn commit(&self, entry: Entry) {
+    pub(super) fn commit(&self, e: &Entry<'_>) {
         self.health.buffered.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Msg::Entry(Box::new(entry))).is_err() {
+        let owned = Owned {
+            consumer: e.consumer.into(),
+            provider: e.provider.into(),
+            model: e.model.into(),
+            totals: e.totals,
+            ledger: e.ledger,
+            day: e.day.clone(),
+            month: e.month.clone(),
+            day_ttl: e.day_ttl,
+            month_ttl: e.month_ttl,
+            token_rate: e.token_rate,
+        };
+        if self.tx.send(Msg::Entry(Box::new(owned))).is_err() {
             self.health.buffered.fetch_sub(1, Ordering::Relaxed);
             self.health.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -253,11 +326,9 @@ impl RedisStore {
             let mut parts = field.splitn(3, '\t');
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(f), None, None) => usage.totals.set(f, v),
-                (Some(f), Some(provider), Some(model)) => usage
-                    .by_model
-                    .entry((provider.to_owned(), model.to_owned()))
-                    .or_default()
-                    .set(f, v),
+                (Some(f), Some(provider), Some(model)) => {
+                    usage.model_mut(provider, model).set(f, v)
+                }
                 _ => {}
             }
         }
@@ -265,6 +336,17 @@ impl RedisStore {
     }
 
     pub(super) async fn flush(&self, within: Duration) {
+        if !self.health.is_up() {
+            // Nothing can be written now; waiting would only delay shutdown.
+            let waiting = self.health.buffered.load(Ordering::Relaxed);
+            if waiting > 0 {
+                tracing::warn!(
+                    waiting,
+                    "usage store unreachable: buffered usage is lost at exit"
+                );
+            }
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(within, rx).await;
@@ -292,7 +374,7 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn gate(v: &[i64], c: &Check<'_>) -> Gate {
+fn gate(v: &[i64; 8], c: &Check<'_>) -> Gate {
     let us = |x: i64| Duration::from_micros(x.max(0) as u64);
     let refused = match v[0] {
         1 => Some(Refusal::Requests),
@@ -320,8 +402,208 @@ fn gate(v: &[i64], c: &Check<'_>) -> Gate {
     }
 }
 
-/// The background writer: batches records into pipelines; keeps them while
-/// Redis is away and retries with back-off; answers flush requests.
+/// The admitter: takes every admission that arrived while the previous
+/// round trip was out, and sends them as one pipeline with one script run
+/// per consumer. Under load many requests share a round trip and a script
+/// run (group commit); a lone request goes at once. Decisions are the same
+/// as one script run per request, in arrival order.
+async fn admitter(
+    mut conn: ConnectionManager,
+    mut queue: mpsc::UnboundedReceiver<Admit>,
+    prefix: Arc<str>,
+) {
+    let script = Script::new(ADMIT);
+    while let Some(first) = queue.recv().await {
+        let mut groups: Vec<Vec<Admit>> = vec![vec![first]];
+        while let Ok(a) = queue.try_recv() {
+            let same = |g: &Vec<Admit>| {
+                let h = &g[0];
+                h.consumer == a.consumer
+                    && h.params == a.params
+                    && h.rates == a.rates
+                    && h.day == a.day
+                    && h.month == a.month
+            };
+            match groups.iter_mut().find(|g| same(g)) {
+                Some(g) => g.push(a),
+                None => groups.push(vec![a]),
+            }
+        }
+        // Requests whose caller gave up need no answer.
+        for g in &mut groups {
+            g.retain(|a| !a.reply.is_closed());
+        }
+        groups.retain(|g| !g.is_empty());
+        if groups.is_empty() {
+            continue;
+        }
+        let build = || {
+            let mut pipe = redis::pipe();
+            for g in &groups {
+                let h = &g[0];
+                let mut inv = script.prepare_invoke();
+                inv.key(key(&prefix, &h.consumer, "rl:req"))
+                    .key(key(&prefix, &h.consumer, "rl:tok"))
+                    .key(key(&prefix, &h.consumer, &format!("d:{}", h.day)))
+                    .key(key(&prefix, &h.consumer, &format!("m:{}", h.month)));
+                let [rl, tl, dl, ml, dc, mc] = h.params;
+                inv.arg(h.rates.0)
+                    .arg(rl)
+                    .arg(h.rates.1)
+                    .arg(tl)
+                    .arg(dl)
+                    .arg(ml)
+                    .arg(dc)
+                    .arg(mc);
+                for a in g {
+                    inv.arg(a.need);
+                }
+                pipe.invoke_script(&inv);
+            }
+            pipe
+        };
+        let mut result: Result<Vec<Vec<i64>>, redis::RedisError> =
+            build().query_async(&mut conn).await;
+        if let Err(e) = &result
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            if let Err(e) = script.prepare_invoke().load_async(&mut conn).await {
+                result = Err(e);
+            } else {
+                result = build().query_async(&mut conn).await;
+            }
+        }
+        match result {
+            Ok(replies) if replies.len() == groups.len() => {
+                for (g, reply) in groups.into_iter().zip(replies) {
+                    let mut numbers = reply.chunks_exact(8);
+                    for a in g {
+                        let answer = match numbers.next() {
+                            Some(n) => {
+                                let mut v = [0i64; 8];
+                                v.copy_from_slice(n);
+                                Ok(v)
+                            }
+                            None => Err(Error::Store(
+                                "unexpected reply from the admission script".into(),
+                            )),
+                        };
+                        let _ = a.reply.send(answer);
+                    }
+                }
+            }
+            Ok(_) => {
+                for a in groups.into_iter().flatten() {
+                    let _ = a.reply.send(Err(Error::Store(
+                        "unexpected reply from the admission script".into(),
+                    )));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for a in groups.into_iter().flatten() {
+                    let _ = a.reply.send(Err(Error::Store(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Usage of one consumer over one stretch of the writer's queue, summed:
+/// what one run of the commit script adds. Its id is fixed when it is built,
+/// so a batch sent again after a lost reply is recognised and skipped.
+#[derive(Debug, Clone)]
+struct Batch {
+    id: u128,
+    consumer: Box<str>,
+    day: Arc<str>,
+    month: Arc<str>,
+    day_ttl: u64,
+    month_ttl: u64,
+    token_rate: Option<crate::Rate>,
+    tokens: u64,
+    /// Hash field → amount, totals and per provider and model.
+    fields: Vec<(String, u64)>,
+    /// Requests summed in this batch.
+    records: usize,
+}
+
+/// Unique batch ids: a random per-process prefix and a counter.
+struct Ids {
+    seed: u64,
+    next: u64,
+}
+
+impl Ids {
+    fn new() -> Ids {
+        let mut seed = [0u8; 8];
+        if aws_lc_rs::rand::fill(&mut seed).is_err() {
+            seed = (u64::from(std::process::id()) ^ unix_ms()).to_le_bytes();
+        }
+        Ids {
+            seed: u64::from_le_bytes(seed),
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> u128 {
+        self.next += 1;
+        (u128::from(self.seed) << 64) | u128::from(self.next)
+    }
+}
+
+/// Sums `entries` into one batch per consumer, day and token rate.
+fn batches(entries: Vec<Owned>, ids: &mut Ids) -> Vec<Batch> {
+    let mut out: Vec<(Batch, std::collections::HashMap<String, u64>)> = Vec::new();
+    for e in entries {
+        let same =
+            |b: &Batch| b.consumer == e.consumer && b.day == e.day && b.token_rate == e.token_rate;
+        let i = match out.iter().position(|(b, _)| same(b)) {
+            Some(i) => i,
+            None => {
+                out.push((
+                    Batch {
+                        id: ids.next(),
+                        consumer: e.consumer.clone(),
+                        day: e.day.clone(),
+                        month: e.month.clone(),
+                        day_ttl: e.day_ttl,
+                        month_ttl: e.month_ttl,
+                        token_rate: e.token_rate,
+                        tokens: 0,
+                        fields: Vec::new(),
+                        records: 0,
+                    },
+                    Default::default(),
+                ));
+                out.len() - 1
+            }
+        };
+        let (b, fields) = &mut out[i];
+        b.tokens += e.totals.tokens();
+        b.records += 1;
+        if e.ledger {
+            for (f, v) in e.totals.fields() {
+                if v > 0 {
+                    *fields.entry(f.to_owned()).or_default() += v;
+                    *fields
+                        .entry(format!("{f}\t{}\t{}", e.provider, e.model))
+                        .or_default() += v;
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(mut b, fields)| {
+            b.fields = fields.into_iter().collect();
+            b
+        })
+        .collect()
+}
+
+/// The background writer: sums what arrived since the last write into one
+/// batch per consumer and writes the batches in one pipeline; keeps them
+/// while Redis is away and retries with back-off; answers flush requests.
 async fn writer(
     mut conn: ConnectionManager,
     mut rx: mpsc::UnboundedReceiver<Msg>,
@@ -330,11 +612,14 @@ async fn writer(
     prefix: Arc<str>,
 ) {
     let commit = Script::new(COMMIT);
-    let mut pending: VecDeque<Entry> = VecDeque::new();
+    let mut ids = Ids::new();
+    let mut pending: VecDeque<Batch> = VecDeque::new();
+    let mut waiting_records = 0usize;
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = Duration::from_millis(100);
     let mut closed = false;
     loop {
+        let mut fresh = Vec::new();
         if pending.is_empty() {
             for f in flushes.drain(..) {
                 let _ = f.send(());
@@ -343,24 +628,36 @@ async fn writer(
                 return;
             }
             match rx.recv().await {
-                Some(Msg::Entry(e)) => pending.push_back(*e),
+                Some(Msg::Entry(e)) => fresh.push(*e),
                 Some(Msg::Flush(f)) => {
                     let _ = f.send(());
                     continue;
                 }
                 None => return,
             }
-        }
-        loop {
-            match rx.try_recv() {
-                Ok(Msg::Entry(e)) => {
-                    pending.push_back(*e);
-                    if pending.len() > buffer_limit {
-                        pending.pop_front();
-                        health.dropped.fetch_add(1, Ordering::Relaxed);
-                        health.buffered.fetch_sub(1, Ordering::Relaxed);
-                    }
+            // Gather for a moment: one write then carries many requests, which
+            // costs Redis far less than a write per handful.
+            let deadline = tokio::time::Instant::now() + LINGER;
+            loop {
+                tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(Msg::Entry(e)) => fresh.push(*e),
+                        Some(Msg::Flush(f)) => {
+                            flushes.push(f);
+                            break;
+                        }
+                        None => {
+                            closed = true;
+                            break;
+                        }
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
                 }
+            }
+        }
+        while !closed {
+            match rx.try_recv() {
+                Ok(Msg::Entry(e)) => fresh.push(*e),
                 Ok(Msg::Flush(f)) => flushes.push(f),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -369,15 +666,29 @@ async fn writer(
                 }
             }
         }
+        waiting_records += fresh.len();
+        pending.extend(batches(fresh, &mut ids));
+        while waiting_records > buffer_limit {
+            let Some(oldest) = pending.pop_front() else {
+                break;
+            };
+            waiting_records -= oldest.records;
+            health.buffered.fetch_sub(oldest.records, Ordering::Relaxed);
+            health
+                .dropped
+                .fetch_add(oldest.records as u64, Ordering::Relaxed);
+        }
         let n = pending.len().min(BATCH);
+        let records: usize = pending.range(..n).map(|b| b.records).sum();
         match write(&mut conn, &commit, &prefix, pending.range(..n)).await {
             Ok(()) => {
                 pending.drain(..n);
-                health.buffered.fetch_sub(n, Ordering::Relaxed);
+                waiting_records -= records;
+                health.buffered.fetch_sub(records, Ordering::Relaxed);
                 if !health.is_up() {
                     tracing::info!(
-                        written = n,
-                        waiting = pending.len(),
+                        written = records,
+                        waiting = waiting_records,
                         "usage store is back; writing buffered usage"
                     );
                 }
@@ -387,10 +698,11 @@ async fn writer(
             Err(Error::Rejected(e)) => {
                 // Redis refused the batch itself (a key of the wrong type, say):
                 // retrying cannot help, so it is dropped and counted.
-                tracing::error!(error = %e, dropped = n, "usage store rejected a batch");
+                tracing::error!(error = %e, dropped = records, "usage store rejected a batch");
                 pending.drain(..n);
-                health.buffered.fetch_sub(n, Ordering::Relaxed);
-                health.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                waiting_records -= records;
+                health.buffered.fetch_sub(records, Ordering::Relaxed);
+                health.dropped.fetch_add(records as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 if health.is_up() {
@@ -411,38 +723,29 @@ async fn writer(
     }
 }
 
-/// Writes `entries` in one pipeline, loading the script first if Redis lost it.
+/// Writes `batches` in one pipeline, loading the script first if Redis lost it.
 async fn write<'a>(
     conn: &mut ConnectionManager,
     commit: &Script,
     prefix: &str,
-    entries: impl Iterator<Item = &'a Entry> + Clone,
+    batches: impl Iterator<Item = &'a Batch> + Clone,
 ) -> Result<(), Error> {
     let build = || {
         let mut pipe = redis::pipe();
-        for e in entries.clone() {
+        for b in batches.clone() {
             let mut inv = commit.prepare_invoke();
-            inv.key(key(prefix, &e.consumer, &format!("seen:{:032x}", e.id)))
-                .key(key(prefix, &e.consumer, &format!("d:{}", e.day)))
-                .key(key(prefix, &e.consumer, &format!("m:{}", e.month)))
-                .key(key(prefix, &e.consumer, "rl:tok"));
-            let ti = e.token_rate.map_or(0.0, |r| r.interval_us());
+            inv.key(key(prefix, &b.consumer, &format!("seen:{:032x}", b.id)))
+                .key(key(prefix, &b.consumer, &format!("d:{}", b.day)))
+                .key(key(prefix, &b.consumer, &format!("m:{}", b.month)))
+                .key(key(prefix, &b.consumer, "rl:tok"));
+            let ti = b.token_rate.map_or(0.0, |r| r.interval_us());
             inv.arg(SEEN_TTL_SECS)
-                .arg(e.day_ttl)
-                .arg(e.month_ttl)
+                .arg(b.day_ttl)
+                .arg(b.month_ttl)
                 .arg(ti)
-                .arg(e.totals.tokens());
-            if e.ledger {
-                for (f, v) in e.totals.fields() {
-                    if v > 0 {
-                        inv.arg(f).arg(v);
-                    }
-                }
-                for (f, v) in e.totals.fields() {
-                    if v > 0 {
-                        inv.arg(format!("{f}\t{}\t{}", e.provider, e.model)).arg(v);
-                    }
-                }
+                .arg(b.tokens);
+            for (f, v) in &b.fields {
+                inv.arg(f).arg(*v);
             }
             pipe.invoke_script(&inv);
         }
@@ -461,5 +764,82 @@ async fn write<'a>(
             Err(Error::Rejected(e.to_string()))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(consumer: &str, model: &str, prompt: u64) -> Owned {
+        Owned {
+            consumer: consumer.into(),
+            provider: "openai".into(),
+            model: model.into(),
+            totals: super::super::Totals {
+                prompt,
+                completion: 1,
+                requests: 1,
+                ..Default::default()
+            },
+            ledger: true,
+            day: "2026-11-27".into(),
+            month: "2026-11".into(),
+            day_ttl: 60,
+            month_ttl: 60,
+            token_rate: None,
+        }
+    }
+
+    #[test]
+    fn entries_are_summed_per_consumer() {
+        let mut ids = Ids::new();
+        let b = batches(
+            vec![
+                entry("a", "gpt-4o", 5),
+                entry("b", "gpt-4o", 7),
+                entry("a", "o3", 11),
+            ],
+            &mut ids,
+        );
+        assert_eq!(b.len(), 2);
+        assert_ne!(b[0].id, b[1].id);
+        let field = |b: &Batch, f: &str| b.fields.iter().find(|(k, _)| k == f).map(|x| x.1);
+        assert_eq!((&*b[0].consumer, b[0].records), ("a", 2));
+        assert_eq!(field(&b[0], "p"), Some(16));
+        assert_eq!(field(&b[0], "r"), Some(2));
+        assert_eq!(field(&b[0], "p\topenai\to3"), Some(11));
+        assert_eq!(b[0].tokens, 18);
+    }
+
+    #[tokio::test]
+    async fn a_batch_sent_twice_counts_once() {
+        if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+            assert!(std::env::var_os("CI").is_none(), "Redis must run in CI");
+            eprintln!("SKIPPED: Redis is not reachable on 127.0.0.1:6379");
+            return;
+        }
+        let client = redis::Client::open("redis://127.0.0.1:6379").expect("client");
+        let mut conn = ConnectionManager::new(client).await.expect("connect");
+        let prefix = format!("loomtest:replay:{}:", unix_ms());
+        let b = batches(
+            vec![entry("a", "gpt-4o", 5), entry("a", "gpt-4o", 6)],
+            &mut Ids::new(),
+        );
+        let commit = Script::new(COMMIT);
+        write(&mut conn, &commit, &prefix, b.iter())
+            .await
+            .expect("write");
+        // The reply was "lost": the same batch goes again.
+        write(&mut conn, &commit, &prefix, b.iter())
+            .await
+            .expect("write");
+        let p: u64 = redis::cmd("HGET")
+            .arg(key(&prefix, "a", "d:2026-11-27"))
+            .arg("p")
+            .query_async(&mut conn)
+            .await
+            .expect("hget");
+        assert_eq!(p, 11);
     }
 }

@@ -283,10 +283,10 @@ pub(crate) fn settle(
         (Some(acc), Some(t)) => acc.record(&UsageRecord {
             consumer: ex
                 .consumer
-                .clone()
-                .unwrap_or_else(|| acc.consumers().anonymous().clone()),
-            provider: provider.name().to_owned(),
-            model: provider_model.to_owned(),
+                .as_deref()
+                .unwrap_or_else(|| acc.consumers().anonymous()),
+            provider: provider.name(),
+            model: provider_model,
             prompt_tokens: t.prompt,
             completion_tokens: t.completion,
             cached_tokens: t.cached,
@@ -340,11 +340,14 @@ impl Quotas {
             ],
         ];
         let h = resp.headers_mut();
+        h.reserve(8);
         for (q, [limit, remaining, reset]) in [self.requests, self.tokens].into_iter().zip(NAMES) {
             if let Some(q) = q {
                 h.insert(limit, HeaderValue::from(q.limit));
                 h.insert(remaining, HeaderValue::from(q.standing.remaining));
-                if let Ok(v) = HeaderValue::from_str(&loom_accounting::human(q.standing.reset)) {
+                let mut buf = [0u8; 32];
+                let text = loom_accounting::human_into(q.standing.reset, &mut buf);
+                if let Ok(v) = HeaderValue::from_bytes(text) {
                     h.insert(reset, v);
                 }
             }
