@@ -686,7 +686,9 @@ pub struct RedisStore {
     /// Connect with TLS (same as a `rediss://` address).
     #[serde(default)]
     pub tls: bool,
-    /// Longest wait for Redis on the request path before the failure mode applies.
+    /// Longest a round trip to Redis on the request path may take before the
+    /// failure mode applies (a request can wait for the round trip ahead of
+    /// its own, so at most twice this).
     #[serde(default = "default_redis_timeout")]
     pub timeout: Duration,
 }

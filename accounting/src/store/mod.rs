@@ -81,7 +81,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn add(&mut self, provider: &str, model: &str, t: &Totals) {
+    pub(crate) fn add(&mut self, provider: &str, model: &str, t: &Totals) {
         self.totals.add(t);
         self.model_mut(provider, model).add(t);
     }
