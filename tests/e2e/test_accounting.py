@@ -511,3 +511,25 @@ def test_an_unreachable_store_admits_or_refuses_by_failure_mode(fake, mode):
             assert len(fake.requests) == 0
     finally:
         loom.stop()
+
+
+def test_consumers_and_limits_change_on_reload(fake):
+    loom = Loom(config(fake.url), env=env())
+    try:
+        new_key = "sk-partner-5555555555"
+        with pytest.raises(openai.AuthenticationError):
+            client(loom, new_key).models.list()
+        client(loom, WEB_KEY).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        wait_until(lambda: usage(loom, "web-app")["requests"] == 1, what="web-app usage")
+        before = loom.generation()
+        text = config(fake.url).replace(
+            "consumers:\n", f"consumers:\n  - name: partner\n    keys: [\"{new_key}\"]\n", 1)
+        loom.write_config(text)
+        wait_until(lambda: loom.generation() > before, what="reload")
+        client(loom, new_key).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        # The ledger outlives the reload: earlier usage is still there.
+        wait_until(lambda: usage(loom, "partner")["requests"] == 1, what="partner usage")
+        client(loom, WEB_KEY).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        wait_until(lambda: usage(loom, "web-app")["requests"] == 2, what="web-app usage across the reload")
+    finally:
+        loom.stop()

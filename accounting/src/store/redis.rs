@@ -271,14 +271,16 @@ impl RedisStore {
                 Ok(gate(&v, c))
             }
             Err(e) => {
-                self.mark_down(now_ms);
+                self.mark_down(now_ms, &e);
                 Err(e)
             }
         }
     }
 
-    fn mark_down(&self, now_ms: u64) {
-        self.health.up.store(false, Ordering::Relaxed);
+    fn mark_down(&self, now_ms: u64, why: &Error) {
+        if self.health.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %why, "usage store unreachable; admitting by the failure mode and keeping usage in memory");
+        }
         self.health
             .retry_at_ms
             .store(now_ms + PROBE_EVERY_MS, Ordering::Relaxed);
