@@ -70,19 +70,39 @@ pub(crate) async fn post(
     body: Bytes,
     deadline: Instant,
 ) -> Result<Response<Incoming>, Error> {
+    let call = async {
+        let resp = send(client, provider, uri, headers, body).await?;
+        checked(provider, resp).await
+    };
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            provider: provider.to_owned(),
+        }),
+    }
+}
+
+/// Sends the request; no deadline of its own.
+async fn send(
+    client: &HttpClient,
+    provider: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response<Incoming>, Error> {
     let mut req = Request::post(uri.clone())
         .body(Full::new(body))
         .map_err(|e| Error::Unsupported(e.to_string()))?;
     *req.headers_mut() = headers.clone();
-    let resp = match tokio::time::timeout_at(deadline, client.send(req)).await {
-        Err(_) => {
-            return Err(Error::Timeout {
-                provider: provider.to_owned(),
-            });
-        }
-        Ok(Err(e)) => return Err(Error::from_transport(provider, &e)),
-        Ok(Ok(resp)) => resp,
-    };
+    client
+        .send(req)
+        .await
+        .map_err(|e| Error::from_transport(provider, &e))
+}
+
+/// The response if its status is a success, else [`Error::Status`] with the
+/// provider's body, message and `Retry-After`.
+async fn checked(provider: &str, resp: Response<Incoming>) -> Result<Response<Incoming>, Error> {
     if resp.status().is_success() {
         return Ok(resp);
     }
@@ -99,7 +119,7 @@ pub(crate) async fn post(
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| std::time::Duration::from_secs_f64(s.min(3600.0)));
-    let body = collect(provider, resp, deadline).await.unwrap_or_default();
+    let body = read_body(provider, resp).await.unwrap_or_default();
     Err(Error::Status {
         provider: provider.to_owned(),
         status,
@@ -110,21 +130,52 @@ pub(crate) async fn post(
     })
 }
 
+/// Posts `body` and reads the whole answer before `deadline`, under one
+/// timer: a timer per step costs a timer-wheel entry each, measurable on
+/// every request.
+pub(crate) async fn fetch(
+    client: &HttpClient,
+    provider: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<Bytes, Error> {
+    let call = async {
+        let resp = send(client, provider, uri, headers, body).await?;
+        let resp = checked(provider, resp).await?;
+        read_body(provider, resp).await
+    };
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            provider: provider.to_owned(),
+        }),
+    }
+}
+
 /// Reads a whole response body before `deadline`.
 pub(crate) async fn collect(
     provider: &str,
     resp: Response<Incoming>,
     deadline: Instant,
 ) -> Result<Bytes, Error> {
-    match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
+    match tokio::time::timeout_at(deadline, read_body(provider, resp)).await {
         Err(_) => Err(Error::Timeout {
             provider: provider.to_owned(),
         }),
-        Ok(Err(e)) => Err(Error::Stream {
+        Ok(r) => r,
+    }
+}
+
+/// Reads a whole response body; no deadline of its own.
+async fn read_body(provider: &str, resp: Response<Incoming>) -> Result<Bytes, Error> {
+    match resp.into_body().collect().await {
+        Err(e) => Err(Error::Stream {
             provider: provider.to_owned(),
             detail: e.to_string(),
         }),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(collected) => Ok(collected.to_bytes()),
     }
 }
 

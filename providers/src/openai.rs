@@ -240,8 +240,14 @@ impl OpenAi {
             None => to_json(req)?,
         };
         let uri = self.routes.uri(endpoint, model)?;
-        let resp = self.send(&uri, body, deadline).await?;
-        self.reply(resp, deadline).await
+        let body =
+            crate::http::fetch(&self.client, &self.name, &uri, &self.headers, body, deadline)
+                .await?;
+        let usage = usage_of(&body).map_err(|detail| Error::InvalidResponse {
+            provider: self.name.clone(),
+            detail,
+        })?;
+        Ok(Reply { body, usage })
     }
 
     /// A streamed answer, decoded event by event.
@@ -269,15 +275,6 @@ impl OpenAi {
         deadline: Instant,
     ) -> Result<Response<Incoming>, Error> {
         crate::http::post(&self.client, &self.name, uri, &self.headers, body, deadline).await
-    }
-
-    async fn reply(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Reply, Error> {
-        let body = crate::http::collect(&self.name, resp, deadline).await?;
-        let usage = usage_of(&body).map_err(|detail| Error::InvalidResponse {
-            provider: self.name.clone(),
-            detail,
-        })?;
-        Ok(Reply { body, usage })
     }
 }
 
