@@ -481,30 +481,19 @@ fn refusal(
 ) -> (Duration, String) {
     let who = check.consumer;
     match why {
-        Refusal::Requests => {
-            let wait = gate
-                .requests
-                .map_or(Duration::from_secs(1), |s| s.retry_after);
-            let limit = rates.requests.map_or(0, |r| r.limit);
+        Refusal::Requests | Refusal::Tokens => {
+            let (standing, rate, what) = if why == Refusal::Requests {
+                (gate.requests, rates.requests, "requests")
+            } else {
+                (gate.tokens, rates.tokens, "tokens")
+            };
+            let wait = standing.map_or(Duration::from_secs(1), |s| s.retry_after);
+            let limit = rate.map_or(0, |r| r.limit);
             (
                 wait,
                 format!(
-                    "Rate limit reached for {who} on requests: limit {limit} per {}. Please try again in {}.",
-                    window(rates.requests),
-                    human(wait)
-                ),
-            )
-        }
-        Refusal::Tokens => {
-            let wait = gate
-                .tokens
-                .map_or(Duration::from_secs(1), |s| s.retry_after);
-            let limit = rates.tokens.map_or(0, |r| r.limit);
-            (
-                wait,
-                format!(
-                    "Rate limit reached for {who} on tokens: limit {limit} per {}. Please try again in {}.",
-                    window(rates.tokens),
+                    "Rate limit reached for {who} on {what}: limit {limit} per {}. Please try again in {}.",
+                    window(rate),
                     human(wait)
                 ),
             )

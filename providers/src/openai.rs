@@ -240,9 +240,15 @@ impl OpenAi {
             None => to_json(req)?,
         };
         let uri = self.routes.uri(endpoint, model)?;
-        let body =
-            crate::http::fetch(&self.client, &self.name, &uri, &self.headers, body, deadline)
-                .await?;
+        let body = crate::http::fetch(
+            &self.client,
+            &self.name,
+            &uri,
+            &self.headers,
+            body,
+            deadline,
+        )
+        .await?;
         let usage = usage_of(&body).map_err(|detail| Error::InvalidResponse {
             provider: self.name.clone(),
             detail,

@@ -339,6 +339,9 @@ impl Quotas {
                 HeaderName::from_static("x-ratelimit-reset-tokens"),
             ],
         ];
+        if self.requests.is_none() && self.tokens.is_none() && self.retry_after.is_none() {
+            return;
+        }
         let h = resp.headers_mut();
         h.reserve(8);
         for (q, [limit, remaining, reset]) in [self.requests, self.tokens].into_iter().zip(NAMES) {
