@@ -11,8 +11,8 @@
 //!   weights exactly and evenly interleaved, never in runs), the others follow
 //!   in priority order.
 //! - `cost`: cheapest estimated cost first, from the prompt size and the
-//!   requested completion length at the configured prices; providers without
-//!   prices come after priced ones.
+//!   requested completion length at the configured prices, else the built-in
+//!   price table (the same one accounting uses); unpriced models come last.
 //! - `latency`: lowest moving average of time to first byte first; providers
 //!   with no sample yet first, so they get measured, and one request in twenty
 //!   goes to another healthy provider first so a recovered one is noticed.
@@ -40,8 +40,6 @@ pub struct FailoverPolicy {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Prices {
-    input: Option<f64>,
-    output: Option<f64>,
     weight: u32,
 }
 
@@ -51,6 +49,8 @@ pub struct Router {
     strategy: Strategy,
     policy: FailoverPolicy,
     by_provider: HashMap<String, Prices>,
+    /// Configured prices first, then the built-in table (shared with accounting).
+    prices: loom_accounting::PriceTable,
     counter: AtomicU64,
     /// Smooth weighted round robin state, per requested model.
     wrr: Mutex<HashMap<String, Vec<i64>>>,
@@ -80,8 +80,6 @@ impl Router {
             by_provider.insert(
                 p.name.clone(),
                 Prices {
-                    input: routed.and_then(|r| r.cost_per_1k_input),
-                    output: routed.and_then(|r| r.cost_per_1k_output),
                     weight: routed.and_then(|r| r.weight).or(p.weight).unwrap_or(1),
                 },
             );
@@ -98,6 +96,7 @@ impl Router {
                     .map_or(f.timeout.get() * (1 + f.max_retries), |d| d.get()),
             },
             by_provider,
+            prices: loom_accounting::PriceTable::from_config(cfg),
             counter: AtomicU64::new(0),
             wrr: Mutex::new(HashMap::new()),
         }
@@ -167,7 +166,12 @@ impl Router {
                 // Each provider's price is looked up once, not per comparison.
                 let mut priced: Vec<(f64, Target)> = candidates
                     .into_iter()
-                    .map(|t| (self.cost(t.provider.name(), prompt, completion), t))
+                    .map(|t| {
+                        (
+                            self.cost(t.provider.name(), &t.model, prompt, completion),
+                            t,
+                        )
+                    })
                     .collect();
                 priced.sort_by(|a, b| a.0.total_cmp(&b.0));
                 priced.into_iter().map(|(_, t)| t).collect()
@@ -198,15 +202,11 @@ impl Router {
         Ok(order)
     }
 
-    fn cost(&self, provider: &str, prompt: u64, completion: u64) -> f64 {
-        match self.by_provider.get(provider) {
-            Some(Prices {
-                input: Some(i),
-                output: Some(o),
-                ..
-            }) => (prompt as f64 * i + completion as f64 * o) / 1000.0,
-            _ => f64::INFINITY,
-        }
+    /// Estimated cost in picodollars; unpriced models sort last.
+    fn cost(&self, provider: &str, model: &str, prompt: u64, completion: u64) -> f64 {
+        self.prices
+            .lookup(provider, model)
+            .map_or(f64::INFINITY, |p| p.cost(prompt, completion, 0) as f64)
     }
 
     /// Smooth weighted round robin for the first choice; the rest keep

@@ -218,6 +218,25 @@ def test_cost_picks_the_cheaper_and_follows_a_price_change_on_reload(fakes):
         loom.stop()
 
 
+def test_cost_without_configured_prices_uses_the_built_in_price_table(fakes):
+    a, b = fakes
+    # One requested name, two models: gpt-4o at the primary, gpt-4o-mini (cheaper
+    # by list price) at the backup. No prices are configured.
+    text = config(a.url, b.url, "    strategy: cost\n").replace(
+        "      models: [gpt-4o, text-embedding-3-small, gpt-3.5-turbo-instruct]\n      priority: 2",
+        "      models: [gpt-4o-mini]\n      priority: 2",
+    ) + "  model_mapping:\n    smart:\n      primary: gpt-4o\n      backup: gpt-4o-mini\n"
+    loom = Loom(text)
+    try:
+        r = httpx.post(loom.base + "/v1/chat/completions",
+                       json={"model": "smart", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100})
+        assert r.status_code == 200, r.text
+        assert (r.headers["x-loom-provider"], r.headers["x-loom-model"]) == ("backup", "gpt-4o-mini")
+        assert b.requests[-1]["body"]["model"] == "gpt-4o-mini"
+    finally:
+        loom.stop()
+
+
 def test_latency_moves_traffic_to_the_faster_provider_and_back(fakes):
     a, b = fakes
     loom = start(fakes, "    strategy: latency\n")
