@@ -193,7 +193,7 @@ impl Router {
             }
         };
         let total = order.len();
-        order.retain(|t| t.provider.stats().admit());
+        order.retain(|t| t.provider.stats().admit_model(&t.model));
         if order.is_empty() && total > 0 {
             return Err(Error::Unavailable(format!(
                 "every provider of `{model}` is unavailable (circuit open or backing off after Retry-After); try again later"

@@ -47,7 +47,35 @@ pub struct ProviderStats {
     /// Failure share (in thousandths) and minimum requests that open the circuit.
     rate_trip_permille: AtomicU64,
     rate_min_requests: AtomicU64,
+    /// Breakers of single models of this provider, created at a model's first
+    /// failure, so one overloaded model does not take its siblings out.
+    models: std::sync::RwLock<HashMap<String, Arc<ModelBreaker>>>,
+    /// Whether any model breaker exists: the request path skips the map otherwise.
+    any_model_breaker: AtomicBool,
 }
+
+/// The circuit of one model at one provider.
+#[derive(Debug, Default)]
+struct ModelBreaker {
+    consecutive_failures: AtomicU64,
+    open_until: AtomicU64,
+    trial: AtomicBool,
+    window: Window,
+}
+
+impl ModelBreaker {
+    fn circuit(&self) -> Circuit {
+        match self.open_until.load(Relaxed) {
+            0 => Circuit::Closed,
+            until if now_ms() < until => Circuit::Open,
+            _ => Circuit::HalfOpen,
+        }
+    }
+}
+
+/// Most models with a breaker of their own per provider; later ones share
+/// the provider's breaker only.
+const MAX_MODEL_BREAKERS: usize = 256;
 
 /// Seconds of the failure-rate window.
 const WINDOW: usize = 10;
@@ -155,8 +183,8 @@ impl ProviderStats {
             .store(u64::from(min_requests.max(1)), Relaxed);
     }
 
-    /// Whether the failures of the window reach the configured share.
-    fn rate_tripped(&self) -> bool {
+    /// Whether the failures of `window` reach the configured share.
+    fn rate_tripped_in(&self, window: &Window) -> bool {
         let permille = match self.rate_trip_permille.load(Relaxed) {
             0 => 500,
             p => p,
@@ -165,8 +193,89 @@ impl ProviderStats {
             0 => 20,
             m => m,
         };
-        let (requests, failures) = self.window.totals();
+        let (requests, failures) = window.totals();
         requests >= min && failures * 1000 >= permille * requests
+    }
+
+    fn rate_tripped(&self) -> bool {
+        self.rate_tripped_in(&self.window)
+    }
+
+    fn model_breaker(&self, model: &str) -> Option<Arc<ModelBreaker>> {
+        if !self.any_model_breaker.load(Relaxed) {
+            return None;
+        }
+        self.models.read().ok()?.get(model).cloned()
+    }
+
+    /// Whether a request for `model` may go to this provider now: the
+    /// provider's circuit and the model's own both allow it.
+    pub fn admit_model(&self, model: &str) -> bool {
+        if let Some(b) = self.model_breaker(model) {
+            match b.circuit() {
+                Circuit::Closed => {}
+                Circuit::Open => return false,
+                Circuit::HalfOpen => {
+                    if b.trial
+                        .compare_exchange(false, true, Relaxed, Relaxed)
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.admit()
+    }
+
+    /// Records the outcome of a request for `model`, for the model's breaker
+    /// (the provider's own is fed by [`record_success`](Self::record_success)
+    /// and [`record_failure`](Self::record_failure)).
+    pub fn record_model(&self, model: &str, ok: bool) {
+        let breaker = match (self.model_breaker(model), ok) {
+            (Some(b), _) => b,
+            // A model that never failed needs no breaker yet.
+            (None, true) => return,
+            (None, false) => {
+                let Ok(mut models) = self.models.write() else {
+                    return;
+                };
+                if models.len() >= MAX_MODEL_BREAKERS && !models.contains_key(model) {
+                    return;
+                }
+                self.any_model_breaker.store(true, Relaxed);
+                models.entry(model.to_owned()).or_default().clone()
+            }
+        };
+        breaker.window.record(!ok);
+        if ok {
+            breaker.consecutive_failures.store(0, Relaxed);
+            breaker.open_until.store(0, Relaxed);
+            breaker.trial.store(false, Relaxed);
+            return;
+        }
+        let consecutive = breaker.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        let was_trial = breaker.trial.swap(false, Relaxed);
+        let (threshold, cooldown) = self.breaker();
+        if consecutive >= threshold || was_trial || self.rate_tripped_in(&breaker.window) {
+            breaker.open_until.store(now_ms() + cooldown, Relaxed);
+        }
+    }
+
+    /// Models of this provider whose own circuit is not closed.
+    fn open_models(&self) -> std::collections::BTreeMap<String, &'static str> {
+        if !self.any_model_breaker.load(Relaxed) {
+            return Default::default();
+        }
+        self.models.read().map_or_else(
+            |_| Default::default(),
+            |m| {
+                m.iter()
+                    .filter(|(_, b)| b.circuit() != Circuit::Closed)
+                    .map(|(name, b)| (name.clone(), b.circuit().as_str()))
+                    .collect()
+            },
+        )
     }
 
     fn breaker(&self) -> (u64, u64) {
@@ -319,6 +428,7 @@ impl ProviderStats {
             tokens_in: self.tokens_in.load(Relaxed),
             tokens_out: self.tokens_out.load(Relaxed),
             avg_latency_ms: avg,
+            models: self.open_models(),
         }
     }
 }
@@ -341,6 +451,9 @@ pub struct ProviderSnapshot {
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub avg_latency_ms: u64,
+    /// Models whose own circuit is open or half-open (`{"o1": "open"}`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub models: std::collections::BTreeMap<String, &'static str>,
 }
 
 /// Statistics of every provider ever configured in this process, by name, so
@@ -418,6 +531,31 @@ mod tests {
         s.record_failure(Duration::from_millis(1));
         // 10 requests, half failed.
         assert_eq!(s.circuit(), Circuit::Open);
+    }
+
+    #[test]
+    fn one_failing_model_opens_its_own_circuit_only() {
+        let s = ProviderStats::default();
+        s.configure_breaker(3, Duration::from_secs(30), 0.5, 1000);
+        for _ in 0..3 {
+            assert!(s.admit_model("o1"));
+            s.record_failure(Duration::from_millis(1));
+            s.record_model("o1", false);
+            // Another model keeps succeeding, so the provider's run of failures resets.
+            s.record_success(Duration::from_millis(1), 1, 1);
+            s.record_model("gpt-4o", true);
+        }
+        assert!(!s.admit_model("o1"), "o1's circuit is open");
+        assert!(
+            s.admit_model("gpt-4o"),
+            "the provider and its other models still serve"
+        );
+        assert_eq!(s.circuit(), Circuit::Closed);
+        assert_eq!(s.snapshot("p").models.get("o1"), Some(&"open"));
+        // A success of o1 (a half-open trial, say) closes it again.
+        s.record_model("o1", true);
+        assert!(s.admit_model("o1"));
+        assert!(s.snapshot("p").models.is_empty());
     }
 
     #[test]

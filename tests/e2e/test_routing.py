@@ -397,3 +397,29 @@ def test_a_high_failure_share_opens_the_circuit(fakes):
         assert next(p for p in doc["providers"] if p["name"] == "primary")["circuit"] == "open"
     finally:
         loom.stop()
+
+
+def test_a_failing_model_opens_its_own_circuit_and_spares_the_others(fakes):
+    a, _ = fakes
+    text = config(a.url, a.url, "    strategy: priority\n    circuit_breaker:\n      failure_threshold: 3\n      cooldown: 30s\n")
+    # One provider serves a healthy model and one that fails.
+    text = text.replace("models: [gpt-4o, text-embedding-3-small, gpt-3.5-turbo-instruct]\n      priority: 1",
+                        "models: [gpt-4o, fake-error-500]\n      priority: 1")
+    text = text.replace("models: [gpt-4o, text-embedding-3-small, gpt-3.5-turbo-instruct]\n      priority: 2",
+                        "models: [gpt-4o]\n      priority: 2")
+    loom = Loom(text)
+    try:
+        for _ in range(3):
+            assert chat(loom, model="fake-error-500").status_code == 502
+            # The provider keeps answering its other model, so its own run of failures resets.
+            assert chat(loom).headers["x-loom-provider"] == "primary"
+        calls = len(a.requests)
+        refused = chat(loom, model="fake-error-500")
+        assert refused.status_code == 503 and "unavailable" in refused.json()["error"]["message"]
+        assert len(a.requests) == calls, "an open model circuit sends nothing upstream"
+        assert chat(loom).headers["x-loom-provider"] == "primary"
+        providers = {p["name"]: p for p in httpx.get(loom.admin + "/ai/providers").json()["providers"]}
+        assert providers["primary"]["circuit"] == "closed"
+        assert providers["primary"]["models"] == {"fake-error-500": "open"}
+    finally:
+        loom.stop()

@@ -307,11 +307,13 @@ pub(crate) fn settle(
         },
     );
     if (200..300).contains(&status) {
-        provider
-            .stats()
-            .record_success(provider_time, t.prompt, t.completion);
+        let stats = provider.stats();
+        stats.record_success(provider_time, t.prompt, t.completion);
+        stats.record_model(provider_model, true);
     } else if status >= 500 || status == 429 {
-        provider.stats().record_failure(provider_time);
+        let stats = provider.stats();
+        stats.record_failure(provider_time);
+        stats.record_model(provider_model, false);
     }
     ex.tokens = Some((t.prompt, t.completion));
 }
