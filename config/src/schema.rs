@@ -452,6 +452,40 @@ pub struct Routing {
     /// When a failing provider is taken out of rotation.
     #[serde(default)]
     pub circuit_breaker: CircuitBreaker,
+    /// Active health checks of every provider (off by default).
+    #[serde(default)]
+    pub health_check: HealthCheck,
+}
+
+/// `routing.health_check`: a cheap authenticated call (the provider's model
+/// list) to every provider on an interval; failures count toward the
+/// breaker, a success closes an open circuit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: false,
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+        }
+    }
 }
 
 /// `routing.circuit_breaker`.

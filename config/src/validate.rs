@@ -483,6 +483,13 @@ fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
         );
     }
     accounting(ai, consumers, found);
+    let hc = &ai.routing.health_check;
+    if hc.enabled && hc.interval.get().is_zero() {
+        found.push((
+            "ai_gateway.routing.health_check.interval".into(),
+            "must be longer than zero".into(),
+        ));
+    }
     let s = &ai.security;
     if s.prompt_injection.as_ref().is_some_and(|p| p.enabled) {
         not_yet(

@@ -112,6 +112,9 @@ pub struct Runtime {
     pub guardrails: Guardrails,
     /// Consumers, limits, rate limits, prices and the usage store.
     pub accountant: Arc<Accountant>,
+    /// The active health checker of this configuration's providers, stopped
+    /// when the configuration is replaced.
+    _health: Option<AbortOnDrop>,
     /// Configuration generation, 1 for the first.
     pub generation: u64,
     pub streaming_enabled: bool,
@@ -165,9 +168,18 @@ impl Runtime {
                 "routes require an API key but no consumers are configured: every request on them is refused"
             );
         }
+        let health = &config.ai_gateway.routing.health_check;
+        let _health = health.enabled.then(|| {
+            AbortOnDrop(tokio::spawn(check_health(
+                providers.providers().to_vec(),
+                health.interval.get(),
+                health.timeout.get(),
+            )))
+        });
         Ok(Runtime {
             routes,
             accountant,
+            _health,
             providers,
             route_routers,
             guardrails: Guardrails::default(),
@@ -175,5 +187,33 @@ impl Runtime {
             streaming_enabled: config.ai_gateway.streaming.enabled,
             config,
         })
+    }
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Checks every provider each `interval`, all at once, each within `timeout`.
+async fn check_health(
+    providers: Vec<Arc<loom_providers::Provider>>,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let checks = providers.iter().map(|p| async move {
+            if let Err(e) = p.health_check(timeout).await {
+                tracing::warn!(provider = p.name(), error = %e, "health check failed");
+            }
+        });
+        futures_util::future::join_all(checks).await;
     }
 }

@@ -154,6 +154,34 @@ pub(crate) async fn fetch(
     }
 }
 
+/// A `GET` that must answer a success status before `deadline`: the cheap
+/// call of an active health check.
+pub(crate) async fn probe(
+    client: &HttpClient,
+    provider: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let call = async {
+        let mut req = Request::get(uri.clone())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::Unsupported(e.to_string()))?;
+        *req.headers_mut() = headers.clone();
+        let resp = client
+            .send(req)
+            .await
+            .map_err(|e| Error::from_transport(provider, &e))?;
+        checked(provider, resp).await.map(drop)
+    };
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            provider: provider.to_owned(),
+        }),
+    }
+}
+
 /// Reads a whole response body before `deadline`.
 pub(crate) async fn collect(
     provider: &str,

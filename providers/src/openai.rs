@@ -48,6 +48,8 @@ pub struct OpenAi {
 }
 
 /// Where each endpoint of each model lives.
+// One per provider, built once: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Routes {
     /// One base URL for every model, parsed once.
@@ -55,6 +57,7 @@ enum Routes {
         chat: Uri,
         completions: Uri,
         embeddings: Uri,
+        models: Uri,
     },
     /// Azure OpenAI: one deployment per model, the API version in the query.
     Azure {
@@ -78,6 +81,7 @@ impl Routes {
                 chat,
                 completions,
                 embeddings,
+                ..
             } => Ok(match endpoint {
                 Endpoint::Chat => chat.clone(),
                 Endpoint::Completions => completions.clone(),
@@ -162,6 +166,7 @@ impl OpenAi {
                 chat: uri("/chat/completions")?,
                 completions: uri("/completions")?,
                 embeddings: uri("/embeddings")?,
+                models: uri("/models")?,
             };
             (routes, true)
         };
@@ -224,6 +229,28 @@ impl OpenAi {
                 .get_or_insert_with(StreamOptions::default)
                 .include_usage = Some(true);
         }
+    }
+
+    /// The active health check: the model list, the cheapest authenticated call.
+    pub async fn health(&self, timeout: Duration) -> Result<(), Error> {
+        let uri = match &self.routes {
+            Routes::Fixed { models, .. } => models.clone(),
+            Routes::Azure {
+                endpoint,
+                api_version,
+                ..
+            } => format!("{endpoint}/openai/models?api-version={api_version}")
+                .parse()
+                .map_err(|_| invalid(&self.name, "invalid endpoint"))?,
+        };
+        crate::http::probe(
+            &self.client,
+            &self.name,
+            &uri,
+            &self.headers,
+            Instant::now() + timeout,
+        )
+        .await
     }
 
     /// A whole answer: the client's bytes when given, else `req` serialised.

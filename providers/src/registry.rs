@@ -77,6 +77,19 @@ impl Provider {
         &self.stats
     }
 
+    /// The active health check: a cheap authenticated call. Its outcome
+    /// feeds the provider's breaker (see [`ProviderStats::record_health`]).
+    pub async fn health_check(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        let result = match &self.adapter {
+            Adapter::OpenAi(a) => a.health(timeout).await,
+            Adapter::Anthropic(a) => a.health(timeout).await,
+            Adapter::Gemini(a) => a.health(timeout).await,
+            Adapter::Mock(_) => Ok(()),
+        };
+        self.stats.record_health(result.is_ok());
+        result
+    }
+
     /// A chat completion. `original` is the client's body when `req` is
     /// exactly what it says: providers that speak the same format send it
     /// as is instead of serialising `req` again.
@@ -299,7 +312,12 @@ impl Registry {
         &self.cards
     }
 
-    /// Statistics of every provider, in configuration order.
+    /// Every provider, in configuration order.
+    pub fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
+    }
+
+    /// Statistics of every provider, for the admin API.
     pub fn snapshots(&self) -> Vec<ProviderSnapshot> {
         self.providers
             .iter()

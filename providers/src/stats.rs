@@ -385,6 +385,26 @@ impl ProviderStats {
             .fetch_add(latency.as_micros() as u64, Relaxed);
     }
 
+    /// Records an active health check. A failed check counts toward the
+    /// consecutive failures that open the circuit (it is not a request); a
+    /// passing check closes an open circuit at once, so a recovered provider
+    /// gets traffic again without a client request as the trial.
+    pub fn record_health(&self, ok: bool) {
+        if ok {
+            if self.open_until.load(Relaxed) != 0 {
+                self.open_until.store(0, Relaxed);
+                self.consecutive_failures.store(0, Relaxed);
+                self.trial.store(false, Relaxed);
+            }
+            return;
+        }
+        let consecutive = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        let (threshold, cooldown) = self.breaker();
+        if consecutive >= threshold {
+            self.open_until.store(now_ms() + cooldown, Relaxed);
+        }
+    }
+
     /// Records a request the provider failed (transport error or 5xx/429).
     pub fn record_failure(&self, latency: Duration) {
         self.requests.fetch_add(1, Relaxed);

@@ -80,6 +80,9 @@ class FakeOpenAI:
         # provider's vary), and each (prompt, completion) reported is appended.
         self.usage_log: list | None = None
         self._usage_lock = threading.Lock()
+        # Status of GET /models (what an active health check calls), and how many came.
+        self.models_status = 200
+        self.models_calls = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,6 +91,14 @@ class FakeOpenAI:
 
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):
+                if self.path.split("?")[0].endswith("/models"):
+                    fake.models_calls += 1
+                    if fake.models_status != 200:
+                        return self._send(fake.models_status, fixture("openai_error_500.json"))
+                    return self._send(200, b'{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"system"}]}')
+                return self._send(404, b'{"error":{"message":"Unknown URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}')
 
             def do_POST(self):
                 length = int(self.headers.get("content-length", "0"))

@@ -423,3 +423,32 @@ def test_a_failing_model_opens_its_own_circuit_and_spares_the_others(fakes):
         assert providers["primary"]["models"] == {"fake-error-500": "open"}
     finally:
         loom.stop()
+
+
+def test_active_health_checks_open_and_close_the_circuit_without_traffic(fakes):
+    a, b = fakes
+    from harness import wait_until
+
+    routing = ("    strategy: priority\n    circuit_breaker:\n      failure_threshold: 2\n      cooldown: 60s\n"
+               "    health_check:\n      enabled: true\n      interval: 100ms\n      timeout: 1s\n")
+    a.models_status = 503
+    loom = start(fakes, routing)
+
+    def circuit(name):
+        providers = httpx.get(loom.admin + "/ai/providers").json()["providers"]
+        return next(p["circuit"] for p in providers if p["name"] == name)
+
+    try:
+        wait_until(lambda: circuit("primary") == "open", what="the failing provider's circuit opens")
+        assert circuit("backup") == "closed"
+        assert a.requests == [], "no client request was needed"
+        # Traffic goes around the open provider.
+        assert chat(loom).headers["x-loom-provider"] == "backup"
+        # The provider recovers: the next passing check closes its circuit
+        # long before the 60 s cool-down would have.
+        a.models_status = 200
+        wait_until(lambda: circuit("primary") == "closed", what="the recovered provider's circuit closes")
+        assert chat(loom).headers["x-loom-provider"] == "primary"
+        assert a.models_calls >= 3 and b.models_calls >= 1
+    finally:
+        loom.stop()

@@ -40,6 +40,22 @@ pub struct Anthropic {
 }
 
 impl Anthropic {
+    /// The active health check: `GET /v1/models`.
+    pub async fn health(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        let messages = self.messages_uri.to_string();
+        let models: Uri = format!("{}models", messages.trim_end_matches("messages"))
+            .parse()
+            .map_err(|_| Error::Unsupported(format!("provider {}: invalid base_url", self.name)))?;
+        crate::http::probe(
+            &self.client,
+            &self.name,
+            &models,
+            &self.headers,
+            tokio::time::Instant::now() + timeout,
+        )
+        .await
+    }
+
     /// Builds the adapter; `api_version` sets the `anthropic-version` header.
     pub fn new(cfg: &ProviderConfig, client: HttpClient) -> Result<Anthropic, Error> {
         let base = cfg

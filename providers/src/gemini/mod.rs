@@ -86,6 +86,21 @@ impl Gemini {
         Ok(adapter)
     }
 
+    /// The active health check: the model list.
+    pub async fn health(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        let uri: Uri = format!("{}/models", self.base)
+            .parse()
+            .map_err(|_| Error::Unsupported(format!("provider {}: invalid base_url", self.name)))?;
+        crate::http::probe(
+            &self.client,
+            &self.name,
+            &uri,
+            &self.headers,
+            tokio::time::Instant::now() + timeout,
+        )
+        .await
+    }
+
     fn uri(&self, model: &str, method: &str, sse: bool) -> Result<Uri, Error> {
         let query = if sse { "?alt=sse" } else { "" };
         format!("{}/models/{model}:{method}{query}", self.base)
