@@ -6,6 +6,8 @@
 #
 #   bench/instructions.sh        (needs valgrind and wrk)
 #   LOOM_CONFIG=FILE WRK_HEADER="X-API-Key: k" bench/instructions.sh   (another configuration)
+#   LOOM_CONFIG=bench/loom-failover.yaml SECOND_UPSTREAM="18001 5" bench/instructions.sh
+#                                  (a second upstream, here failing one call in five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -13,9 +15,12 @@ cargo build --profile profiling -q -p loom-gateway -p loom-bench-upstream
 BIN="$CARGO_TARGET_DIR/profiling"
 OUT=$(mktemp -d)
 "$BIN/loom-bench-upstream" 18000 & UP=$!
+UP2=
+# shellcheck disable=SC2086
+[ -n "${SECOND_UPSTREAM:-}" ] && { "$BIN/loom-bench-upstream" $SECOND_UPSTREAM & UP2=$!; }
 LOOM_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.%p" \
   "$BIN/loom" serve --config "${LOOM_CONFIG:-bench/loom-bench.yaml}" >"$OUT/vg.log" 2>&1 & VG=$!
-trap 'kill $UP $VG 2>/dev/null || true; rm -rf "$OUT"' EXIT
+trap 'kill $UP $UP2 $VG 2>/dev/null || true; rm -rf "$OUT"' EXIT
 for _ in $(seq 200); do curl -sf http://127.0.0.1:19091/ready >/dev/null && break; sleep 0.1; done
 
 measure() { # label url [lua]
