@@ -172,6 +172,13 @@ pub(crate) async fn probe(
             .send(req)
             .await
             .map_err(|e| Error::from_transport(provider, &e))?;
+        // Reachable and accepting the key is what a check asks: a path this
+        // provider does not serve (404, 405) still passes; a server error,
+        // a refused key or a rate limit does not.
+        let status = resp.status().as_u16();
+        if status < 500 && !matches!(status, 401 | 403 | 429) {
+            return Ok(());
+        }
         checked(provider, resp).await.map(drop)
     };
     match tokio::time::timeout_at(deadline, call).await {
