@@ -515,13 +515,11 @@ fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
             8,
         );
     }
-    if s.max_tokens_per_request.is_some() {
-        not_yet(
-            found,
+    if s.max_tokens_per_request == Some(0) {
+        found.push((
             "ai_gateway.security.max_tokens_per_request".into(),
-            "per-request token caps",
-            8,
-        );
+            "must be at least 1".into(),
+        ));
     }
 }
 

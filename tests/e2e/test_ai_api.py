@@ -6,7 +6,8 @@ import httpx
 import openai
 import pytest
 
-from harness import fixture, metric_value
+from conftest import ai_config
+from harness import Loom, fixture, metric_value
 
 
 def client(loom, **kw) -> openai.OpenAI:
@@ -317,3 +318,28 @@ def test_context_length_and_rate_limit_errors_pass_through(loom_ai):
         c.chat.completions.create(model="fake-error-429", messages=[{"role": "user", "content": "x"}])
     assert err.value.code == "rate_limit_exceeded"
     assert "Rate limit reached" in err.value.message
+
+
+def test_max_tokens_per_request_caps_budgets_and_prompts(fake_openai):
+    cfg = ai_config(fake_openai.url) + "  security:\n    max_tokens_per_request: 50\n"
+    loom = Loom(cfg, env={"UPSTREAM_KEY": "k"})
+    try:
+        client = openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+        msgs = [{"role": "user", "content": "hi"}]
+        with pytest.raises(openai.BadRequestError) as big:
+            client.chat.completions.create(model="gpt-4o", messages=msgs, max_tokens=51)
+        assert big.value.param == "max_tokens" and "limit of 50" in big.value.message
+        long_prompt = [{"role": "user", "content": "word " * 200}]
+        with pytest.raises(openai.BadRequestError) as long:
+            client.chat.completions.create(model="gpt-4o", messages=long_prompt, max_tokens=5)
+        assert "prompt has about" in long.value.message
+        assert fake_openai.requests == [], "refused requests never reach the provider"
+        # Within the cap: served; without a budget, the cap becomes the budget.
+        client.chat.completions.create(model="gpt-4o", messages=msgs, max_tokens=50)
+        assert fake_openai.requests[-1]["body"]["max_tokens"] == 50
+        client.chat.completions.create(model="gpt-4o", messages=msgs)
+        assert fake_openai.requests[-1]["body"]["max_tokens"] == 50
+        client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi")
+        assert fake_openai.requests[-1]["body"]["max_tokens"] == 50
+    finally:
+        loom.stop()

@@ -124,6 +124,7 @@ async fn serve(
             ApiError::invalid("Streaming is disabled on this gateway", Some("stream")).into(),
         );
     }
+    super::token_cap(rt, &original, &msg.model, Some(msg.max_tokens))?;
     let router = router(rt, &ex.route);
     let plan = plan(rt, router, &msg.model, 0, Some(msg.max_tokens))?;
     admit(rt, ex, q, &original, &msg.model, Some(msg.max_tokens)).await?;

@@ -318,6 +318,49 @@ pub(crate) fn settle(
     ex.tokens = Some((t.prompt, t.completion));
 }
 
+/// `security.max_tokens_per_request`: a completion budget above the cap, or
+/// a prompt of more tokens than the cap, is refused with 400. The prompt is
+/// counted only when its body is longer than the cap (a token is at least a
+/// byte, so a shorter body cannot exceed it).
+fn token_cap(
+    rt: &Runtime,
+    body: &Bytes,
+    model: &str,
+    max_tokens: Option<u64>,
+) -> Result<Option<u64>, ApiError> {
+    let Some(cap) = rt.config.ai_gateway.security.max_tokens_per_request else {
+        return Ok(None);
+    };
+    if let Some(m) = max_tokens
+        && m > cap
+    {
+        return Err(ApiError::invalid(
+            format!("max_tokens is {m}, above this gateway's limit of {cap} tokens per request"),
+            Some("max_tokens"),
+        ));
+    }
+    if body.len() as u64 > cap {
+        let prompt = estimate_prompt(body, model);
+        if prompt > cap {
+            return Err(ApiError::invalid(
+                format!(
+                    "The prompt has about {prompt} tokens, above this gateway's limit of {cap} tokens per request"
+                ),
+                Some("messages"),
+            ));
+        }
+    }
+    Ok(Some(cap))
+}
+
+/// Whether `model` takes `max_completion_tokens` rather than `max_tokens`
+/// (OpenAI's reasoning models refuse the older name).
+fn uses_max_completion_tokens(model: &str) -> bool {
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| model.starts_with(p))
+}
+
 /// Rate-limit standings and a refusal's wait, for the response headers.
 #[derive(Debug, Default)]
 pub(crate) struct Quotas {
@@ -446,6 +489,20 @@ async fn chat(
             Some(ex),
         ));
     }
+    let mut capped = false;
+    match token_cap(rt, &original, &chat.model, chat.max_output_tokens()) {
+        Err(e) => return Err((e, Some(ex))),
+        Ok(Some(cap)) if chat.max_output_tokens().is_none() => {
+            // No budget asked for: the cap becomes the budget.
+            if uses_max_completion_tokens(&chat.model) {
+                chat.max_completion_tokens = Some(cap);
+            } else {
+                chat.max_tokens = Some(cap);
+            }
+            capped = true;
+        }
+        Ok(_) => {}
+    }
     if let Verdict::Block { message, .. } = rt.guardrails.check_request(&mut chat) {
         return Err((ApiError::invalid(message, None), Some(ex)));
     }
@@ -467,7 +524,7 @@ async fn chat(
     let client_model = chat.model.clone();
     ex.model = Some(client_model.clone());
     let wants_usage = chat.wants_stream_usage();
-    let passthrough = rt.guardrails.is_empty();
+    let passthrough = rt.guardrails.is_empty() && !capped;
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
@@ -623,6 +680,15 @@ async fn completions(
             Some(ex),
         ));
     }
+    let mut capped = false;
+    match token_cap(rt, &original, &body.model, body.max_tokens) {
+        Err(e) => return Err((e, Some(ex))),
+        Ok(Some(cap)) if body.max_tokens.is_none() => {
+            body.max_tokens = Some(cap);
+            capped = true;
+        }
+        Ok(_) => {}
+    }
     let prompt_chars = body.prompt.to_string().len();
     let router = router(rt, &ex.route);
     let plan = match plan(rt, router, &body.model, prompt_chars, body.max_tokens) {
@@ -664,7 +730,7 @@ async fn completions(
                 },
             }
         }
-        let unchanged = (target.model == client_model).then(|| original.clone());
+        let unchanged = (target.model == client_model && !capped).then(|| original.clone());
         match failover::within(
             router,
             target.provider.name(),
@@ -695,6 +761,9 @@ async fn embeddings(
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
     };
+    if let Err(e) = token_cap(rt, &original, &body.model, None) {
+        return Err((e, Some(ex)));
+    }
     let router = router(rt, &ex.route);
     let plan = match plan(rt, router, &body.model, 0, None) {
         Ok(p) => p,
