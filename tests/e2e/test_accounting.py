@@ -533,3 +533,27 @@ def test_consumers_and_limits_change_on_reload(fake):
         wait_until(lambda: usage(loom, "web-app")["requests"] == 2, what="web-app usage across the reload")
     finally:
         loom.stop()
+
+
+def test_routes_without_auth_account_to_anonymous_across_endpoints(fake):
+    text = config(fake.url).replace("    middleware:\n      auth:\n        type: api_key\n        header: X-API-Key\n", "")
+    loom = Loom(text, env=env())
+    try:
+        c = client(loom, "unused")
+        c.embeddings.create(model="text-embedding-3-small", input="hello")
+        with anthropic.Anthropic(base_url=loom.base, api_key="unused", max_retries=0).messages.stream(
+            model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        ) as s:
+            assert s.get_final_text()
+        wait_until(lambda: usage(loom, "anonymous")["requests"] == 2, what="anonymous usage")
+        by_model = {l["model"]: l for l in usage(loom, "anonymous", "?by=model")["breakdown"]}
+        assert set(by_model) == {"text-embedding-3-small", "gpt-4o"}
+        # The embeddings fixture reports 8 prompt tokens; the stream's usage came from the fake's log.
+        assert by_model["text-embedding-3-small"]["tokens"]["prompt"] > 0
+        assert by_model["gpt-4o"]["tokens"] == {
+            "prompt": fake.usage_log[-1][0], "completion": fake.usage_log[-1][1],
+            "total": sum(fake.usage_log[-1])}
+        listed = json.loads(http_get(loom.admin + "/ai/usage")[1])["consumers"]
+        assert "anonymous" in [c["consumer"] for c in listed]
+    finally:
+        loom.stop()
