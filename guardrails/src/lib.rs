@@ -6,6 +6,8 @@
 //! length check on an empty list. Prompt-injection, PII and content guards
 //! implement [`Guard`].
 
+pub mod pii;
+
 use loom_models::chat::ChatRequest;
 
 /// What a guard decided.
