@@ -91,30 +91,35 @@ end
 return table.concat(out, ' ')
 "#;
 
-/// One finished request: marked seen (or skipped if it already was), added
-/// to its day and month, and charged to the token budget.
+/// One batch of summed usage: skipped if this writer already applied it
+/// (each writer numbers its batches in the order it sends them, and Redis
+/// keeps the highest number applied per writer and consumer), else added to
+/// its day and month and charged to the token budget. ARGV: writer id,
+/// batch number, day TTL, month TTL, token interval µs, tokens, then field
+/// and amount pairs.
 const COMMIT: &str = r#"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-if #ARGV > 5 then
-  for i = 6, #ARGV, 2 do
+local seq = tonumber(ARGV[2])
+if seq <= tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], 604800)
+if #ARGV > 6 then
+  for i = 7, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
     redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
   end
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
-local ti = tonumber(ARGV[4])
+local ti = tonumber(ARGV[5])
 if ti > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local tat = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), now) + ti * tonumber(ARGV[5])
+  local tat = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), now) + ti * tonumber(ARGV[6])
   redis.call('SET', KEYS[4], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 end
 return 1
 "#;
 
-/// How long a request id is remembered, so that a replayed write is skipped.
-const SEEN_TTL_SECS: u64 = 2 * 86_400;
 /// How long the writer gathers finished requests before a write.
 const LINGER: Duration = Duration::from_millis(50);
 /// Most batches (each one consumer's summed usage) written in one pipeline.
@@ -527,8 +532,9 @@ async fn admitter(
 }
 
 /// Usage of one consumer over one stretch of the writer's queue, summed:
-/// what one run of the commit script adds. Its id is fixed when it is built,
-/// so a batch sent again after a lost reply is recognised and skipped.
+/// what one run of the commit script adds. Its id (writer, number) is fixed
+/// when it is built, so a batch sent again after a lost reply is recognised
+/// and skipped: one small hash per consumer instead of a key per batch.
 #[derive(Debug, Clone)]
 struct Batch {
     id: u128,
@@ -756,12 +762,13 @@ async fn write<'a>(
         let mut pipe = redis::pipe();
         for b in batches.clone() {
             let mut inv = commit.prepare_invoke();
-            inv.key(key(prefix, &b.consumer, &format!("seen:{:032x}", b.id)))
+            inv.key(key(prefix, &b.consumer, "applied"))
                 .key(key(prefix, &b.consumer, &format!("d:{}", b.day)))
                 .key(key(prefix, &b.consumer, &format!("m:{}", b.month)))
                 .key(key(prefix, &b.consumer, "rl:tok"));
             let ti = b.token_rate.map_or(0.0, |r| r.interval_us());
-            inv.arg(SEEN_TTL_SECS)
+            inv.arg(format!("{:016x}", (b.id >> 64) as u64))
+                .arg((b.id & u128::from(u64::MAX)) as u64)
                 .arg(b.day_ttl)
                 .arg(b.month_ttl)
                 .arg(ti)
