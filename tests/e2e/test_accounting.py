@@ -33,6 +33,14 @@ def redis_up(port: int = 6379) -> bool:
         return False
 
 
+def drop_prefix(prefix: str, port: int = 6379) -> None:
+    """Deletes what a test wrote to the shared Redis."""
+    keys = subprocess.run(["redis-cli", "-p", str(port), "--scan", "--pattern", prefix + "*"],
+                          capture_output=True, text=True).stdout.split()
+    for i in range(0, len(keys), 500):
+        subprocess.run(["redis-cli", "-p", str(port), "del", *keys[i:i + 500]], capture_output=True)
+
+
 def need_redis():
     if not redis_up():
         if os.environ.get("CI"):
@@ -250,6 +258,8 @@ def test_usage_equals_what_the_provider_reported_to_the_token(fake, store):
         assert usage(loom, "web-app", "?period=2020-01")["requests"] == 0
     finally:
         loom.stop()
+        if store == "redis":
+            drop_prefix(prefix)
 
 
 def test_a_cut_stream_is_counted_by_loom_and_marked_estimated(fake):
@@ -314,6 +324,7 @@ def test_a_daily_limit_refuses_with_429_until_the_next_utc_day(fake):
         loom.stop()
         if tomorrow:
             tomorrow.stop()
+        drop_prefix(prefix)
 
 
 def test_request_and_token_rates_send_openai_headers_and_refuse_past_the_limit(fake):
@@ -383,6 +394,7 @@ def test_two_replicas_sharing_redis_enforce_one_request_rate(fake):
     finally:
         a.stop()
         b.stop()
+        drop_prefix(prefix)
 
 
 # --- failure of the shared store -----------------------------------------------
