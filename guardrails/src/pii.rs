@@ -453,3 +453,166 @@ mod tests {
         assert_eq!(PiiKind::from_name("credit_card"), Some(PiiKind::CreditCard));
     }
 }
+
+/// What the PII guard does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PiiAction {
+    /// Replace each value with its typed placeholder before the provider sees it.
+    Mask,
+    /// Refuse the request, naming the kinds found (never the values).
+    Block,
+    /// Let it through unchanged; only count.
+    Log,
+}
+
+/// Values found so far, per kind (for `loom_ai_pii_detected_total{type}`).
+#[derive(Debug, Default)]
+pub struct PiiCounts([std::sync::atomic::AtomicU64; 7]);
+
+impl PiiCounts {
+    fn add(&self, kind: PiiKind) {
+        let i = PiiKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (kind, count) for every kind.
+    pub fn snapshot(&self) -> Vec<(PiiKind, u64)> {
+        PiiKind::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(k, c)| (*k, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// The PII guard: the detectors of the configured kinds and an action.
+#[derive(Debug)]
+pub struct PiiGuard {
+    detector: PiiDetector,
+    action: PiiAction,
+    counts: std::sync::Arc<PiiCounts>,
+}
+
+impl PiiGuard {
+    /// A guard over `kinds` that applies `action`, counting into `counts`.
+    pub fn new(
+        kinds: &[PiiKind],
+        action: PiiAction,
+        counts: std::sync::Arc<PiiCounts>,
+    ) -> PiiGuard {
+        PiiGuard {
+            detector: PiiDetector::new(kinds),
+            action,
+            counts,
+        }
+    }
+
+    /// Masks (or, for other actions, only inspects) one text; returns the kinds found.
+    fn scan(&self, text: &mut String, kinds: &mut Vec<PiiKind>) {
+        let found = if self.action == PiiAction::Mask {
+            let (masked, found) = self.detector.mask(text);
+            if !found.is_empty() {
+                *text = masked;
+            }
+            found
+        } else {
+            self.detector.find(text)
+        };
+        for f in found {
+            self.counts.add(f.kind);
+            if !kinds.contains(&f.kind) {
+                kinds.push(f.kind);
+            }
+        }
+    }
+}
+
+impl crate::Guard for PiiGuard {
+    fn check_request(&self, req: &mut loom_models::chat::ChatRequest) -> crate::Verdict {
+        use loom_models::chat::Content;
+        let mut kinds = Vec::new();
+        for m in &mut req.messages {
+            match &mut m.content {
+                Some(Content::Text(t)) => self.scan(t, &mut kinds),
+                Some(Content::Parts(parts)) => {
+                    for t in parts.iter_mut().filter_map(|p| p.text.as_mut()) {
+                        self.scan(t, &mut kinds);
+                    }
+                }
+                None => {}
+            }
+        }
+        if self.action == PiiAction::Block && !kinds.is_empty() {
+            kinds.sort();
+            let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+            return crate::Verdict::Block {
+                reason: "pii",
+                message: format!(
+                    "The request contains personal data ({}); remove it and try again",
+                    names.join(", ")
+                ),
+            };
+        }
+        crate::Verdict::Allow
+    }
+
+    fn check_response(&self, text: &mut String) -> crate::Verdict {
+        // Answers are masked or counted, never refused: the tokens are spent.
+        self.scan(text, &mut Vec::new());
+        crate::Verdict::Allow
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+    use crate::{Guard, Verdict};
+    use std::sync::Arc;
+
+    fn request(text: &str) -> loom_models::chat::ChatRequest {
+        serde_json::from_value(serde_json::json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "You are helpful."},
+                {"role": "user", "content": [{"type": "text", "text": text}]}
+            ]
+        }))
+        .expect("request")
+    }
+
+    #[test]
+    fn mask_rewrites_every_message_and_counts() {
+        let counts = Arc::new(PiiCounts::default());
+        let g = PiiGuard::new(&PiiKind::ALL, PiiAction::Mask, counts.clone());
+        let mut req = request("email me at jo@example.com, card 4111 1111 1111 1111");
+        assert_eq!(g.check_request(&mut req), Verdict::Allow);
+        let json = serde_json::to_string(&req).expect("json");
+        assert!(
+            json.contains("email me at [EMAIL], card [CREDIT_CARD]"),
+            "{json}"
+        );
+        let snap: std::collections::HashMap<_, _> = counts.snapshot().into_iter().collect();
+        assert_eq!((snap[&PiiKind::Email], snap[&PiiKind::CreditCard]), (1, 1));
+    }
+
+    #[test]
+    fn block_names_kinds_never_values_and_log_changes_nothing() {
+        let counts = Arc::new(PiiCounts::default());
+        let blocker = PiiGuard::new(&PiiKind::ALL, PiiAction::Block, counts.clone());
+        let mut req = request("my ssn is 123-45-6789");
+        match blocker.check_request(&mut req) {
+            Verdict::Block { message, .. } => {
+                assert!(
+                    message.contains("ssn") && !message.contains("6789"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let logger = PiiGuard::new(&PiiKind::ALL, PiiAction::Log, counts);
+        let mut req = request("my ssn is 123-45-6789");
+        let before = serde_json::to_string(&req).expect("json");
+        assert_eq!(logger.check_request(&mut req), Verdict::Allow);
+        assert_eq!(serde_json::to_string(&req).expect("json"), before);
+    }
+}
