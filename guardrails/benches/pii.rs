@@ -8,7 +8,7 @@ use loom_guardrails::pii::{PiiDetector, PiiKind};
 fn prompt(with_pii: bool) -> String {
     let para = "Please summarise the quarterly report: revenue grew 12.5% to $4,210,000 \
                 across 37 regions, order 1234567890 shipped on 2024-03-15, version 2.4.1 \
-                of the app went live at 10.0.0.12 and latency fell to 180 ms. ";
+                of the app went live at 10:30 and latency fell to 180 ms. ";
     let mut s = para.repeat(8); // about 2 KB
     if with_pii {
         s.push_str(
