@@ -83,6 +83,10 @@ pub struct Accountant {
     failure_mode: FailureMode,
     retention: (u32, u32),
     today: arc_swap::ArcSwap<Today>,
+    /// Worked out once: rate or period limits are configured.
+    admits: bool,
+    /// Worked out once: a ledger or a token rate needs finished requests.
+    records: bool,
 }
 
 /// One consumer's usage over one period, in the shape the admin API returns.
@@ -179,7 +183,7 @@ impl Accountant {
             (default, tiers)
         });
         let dollars = |d: Option<f64>| d.map(|d| (d * 1e12).round() as u64);
-        let limits = ai
+        let limits: HashMap<String, Limits> = ai
             .token_accounting
             .limits
             .iter()
@@ -198,7 +202,16 @@ impl Accountant {
                 )
             })
             .collect();
+        let admits = rates.is_some() || !limits.is_empty();
+        let records = ai.token_accounting.enabled
+            || rates
+                .as_ref()
+                .is_some_and(|(d, t): &(TierRates, HashMap<String, TierRates>)| {
+                    d.tokens.is_some() || t.values().any(|r| r.tokens.is_some())
+                });
         Accountant {
+            admits,
+            records,
             store,
             consumers: Consumers::from_config(consumers),
             ledger: ai.token_accounting.enabled,
@@ -218,16 +231,12 @@ impl Accountant {
     /// Whether requests are checked before they go out (rate limits or
     /// period limits are configured).
     pub fn admits(&self) -> bool {
-        self.rates.is_some() || !self.limits.is_empty()
+        self.admits
     }
 
     /// Whether finished requests are recorded (a ledger or token rates).
     pub fn records(&self) -> bool {
-        self.ledger
-            || self
-                .rates
-                .as_ref()
-                .is_some_and(|(d, t)| d.tokens.is_some() || t.values().any(|r| r.tokens.is_some()))
+        self.records
     }
 
     /// The configured consumers.
@@ -578,17 +587,7 @@ pub fn human_into(d: Duration, buf: &mut [u8; 32]) -> &[u8] {
 
 /// A duration as OpenAI's rate-limit headers write it: `1s`, `6m0s`, `20ms`.
 pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs() + u64::from(d.subsec_millis() > 0);
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
+    String::from_utf8_lossy(human_into(d, &mut [0; 32])).into_owned()
 }
 
 impl Refusal {

@@ -79,7 +79,11 @@ fn consumer_entries(config: &Config, found: &mut Found) {
             };
             if let Some(p) = problem {
                 found.push((format!("{at}.keys[{j}]"), p.into()));
-            } else if !keys.insert(k.to_ascii_lowercase()) {
+            } else if !keys.insert(match k.strip_prefix("sha256:") {
+                // Hex digests compare without case; keys themselves are case-sensitive.
+                Some(hex) => format!("sha256:{}", hex.to_ascii_lowercase()),
+                None => k.to_owned(),
+            }) {
                 // The message must not repeat the key.
                 found.push((
                     format!("{at}.keys[{j}]"),

@@ -154,14 +154,14 @@ pub(crate) async fn fetch(
     }
 }
 
-/// A `GET` that must answer a success status before `deadline`: the cheap
-/// call of an active health check.
+/// A `GET` that must answer within `timeout`: the cheap call of an active
+/// health check.
 pub(crate) async fn probe(
     client: &HttpClient,
     provider: &str,
     uri: &Uri,
     headers: &HeaderMap,
-    deadline: Instant,
+    timeout: std::time::Duration,
 ) -> Result<(), Error> {
     let call = async {
         let mut req = Request::get(uri.clone())
@@ -181,7 +181,7 @@ pub(crate) async fn probe(
         }
         checked(provider, resp).await.map(drop)
     };
-    match tokio::time::timeout_at(deadline, call).await {
+    match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout {
             provider: provider.to_owned(),

@@ -243,14 +243,7 @@ impl OpenAi {
                 .parse()
                 .map_err(|_| invalid(&self.name, "invalid endpoint"))?,
         };
-        crate::http::probe(
-            &self.client,
-            &self.name,
-            &uri,
-            &self.headers,
-            Instant::now() + timeout,
-        )
-        .await
+        crate::http::probe(&self.client, &self.name, &uri, &self.headers, timeout).await
     }
 
     /// A whole answer: the client's bytes when given, else `req` serialised.

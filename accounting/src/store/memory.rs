@@ -76,10 +76,7 @@ impl MemoryStore {
         }
         let now = self.now_us();
         let mut accounts = self.lock();
-        if !accounts.contains_key(check.consumer) {
-            accounts.insert(check.consumer.to_owned(), Account::default());
-        }
-        let Some(account) = accounts.get_mut(check.consumer) else {
+        let Some(account) = account_mut(&mut accounts, check.consumer) else {
             return gate;
         };
         if limited {
@@ -119,10 +116,7 @@ impl MemoryStore {
     pub(super) fn commit(&self, e: &Entry<'_>) {
         let now = self.now_us();
         let mut accounts = self.lock();
-        if !accounts.contains_key(e.consumer) {
-            accounts.insert(e.consumer.to_owned(), Account::default());
-        }
-        let Some(account) = accounts.get_mut(e.consumer) else {
+        let Some(account) = account_mut(&mut accounts, e.consumer) else {
             return;
         };
         if let Some(rate) = e.token_rate {
@@ -168,6 +162,18 @@ impl MemoryStore {
     pub(super) fn health(&self) -> Arc<Health> {
         self.health.clone()
     }
+}
+
+/// The account of `consumer`, created on first use; looked up by `&str` so
+/// that only a new consumer allocates.
+fn account_mut<'a>(
+    accounts: &'a mut HashMap<String, Account>,
+    consumer: &str,
+) -> Option<&'a mut Account> {
+    if !accounts.contains_key(consumer) {
+        accounts.insert(consumer.to_owned(), Account::default());
+    }
+    accounts.get_mut(consumer)
 }
 
 /// The first period limit that `need` more tokens would break.

@@ -374,7 +374,7 @@ impl HttpBody for Relay {
                     Poll::Ready(Some(Ok(chunk))) => {
                         if let Some(u) = &chunk.usage {
                             this.usage = Some(u.clone());
-                        } else if this.text.len() < 1 << 20 {
+                        } else if this.text.len() < super::sse::MAX_KEPT_TEXT {
                             for c in &chunk.choices {
                                 if let Some(t) = &c.delta.content {
                                     this.text.push_str(t);

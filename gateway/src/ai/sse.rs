@@ -85,7 +85,7 @@ pub struct Call {
 
 /// Generated text kept for an estimate is capped; past it, characters are
 /// counted at four per token.
-const MAX_KEPT_TEXT: usize = 1 << 20;
+pub(crate) const MAX_KEPT_TEXT: usize = 1 << 20;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, loom_providers::Error>> + Send>>;
 

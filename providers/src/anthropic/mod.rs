@@ -46,14 +46,7 @@ impl Anthropic {
         let models: Uri = format!("{}models", messages.trim_end_matches("messages"))
             .parse()
             .map_err(|_| Error::Unsupported(format!("provider {}: invalid base_url", self.name)))?;
-        crate::http::probe(
-            &self.client,
-            &self.name,
-            &models,
-            &self.headers,
-            tokio::time::Instant::now() + timeout,
-        )
-        .await
+        crate::http::probe(&self.client, &self.name, &models, &self.headers, timeout).await
     }
 
     /// Builds the adapter; `api_version` sets the `anthropic-version` header.

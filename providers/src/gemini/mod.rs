@@ -91,14 +91,7 @@ impl Gemini {
         let uri: Uri = format!("{}/models", self.base)
             .parse()
             .map_err(|_| Error::Unsupported(format!("provider {}: invalid base_url", self.name)))?;
-        crate::http::probe(
-            &self.client,
-            &self.name,
-            &uri,
-            &self.headers,
-            tokio::time::Instant::now() + timeout,
-        )
-        .await
+        crate::http::probe(&self.client, &self.name, &uri, &self.headers, timeout).await
     }
 
     fn uri(&self, model: &str, method: &str, sse: bool) -> Result<Uri, Error> {
