@@ -80,14 +80,22 @@ pub(crate) fn suggest(message: &str) -> String {
         .skip(2)
         .step_by(2)
         .filter(|c| !c.is_empty());
-    let best = candidates
-        .map(|c| (strsim::jaro_winkler(unknown, c), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, c)) => format!("{message} (did you mean `{c}`?)"),
+    match closest(unknown, candidates) {
+        Some(c) => format!("{message} (did you mean `{c}`?)"),
         None => message.to_owned(),
     }
+}
+
+/// The candidate closest to a misspelt name, if any is close.
+pub(crate) fn closest<'a>(
+    unknown: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::jaro_winkler(unknown, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }
 
 #[cfg(test)]

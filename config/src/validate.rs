@@ -318,6 +318,21 @@ fn routes(config: &Config, found: &mut Found) {
             )),
             _ => {}
         }
+        if let Some(sec) = &r.security {
+            if !r.ai_gateway {
+                found.push((
+                    format!("{at}.security"),
+                    "guardrails apply to AI routes only (ai_gateway: true)".into(),
+                ));
+            }
+            if !sec.tiers.is_empty() {
+                found.push((
+                    format!("{at}.security.tiers"),
+                    "tiers belong in ai_gateway.security".into(),
+                ));
+            }
+            security(sec, &format!("{at}.security"), found);
+        }
         if r.strategy.is_some() && !r.ai_gateway {
             found.push((
                 format!("{at}.strategy"),
@@ -495,36 +510,140 @@ fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
         ));
     }
     let s = &ai.security;
-    if s.prompt_injection.as_ref().is_some_and(|p| p.enabled) {
-        not_yet(
-            found,
-            "ai_gateway.security.prompt_injection.enabled".into(),
-            "prompt-injection detection",
-            8,
-        );
+    security(s, "ai_gateway.security", found);
+    let known: HashSet<&str> = ai
+        .rate_limit
+        .consumers
+        .keys()
+        .map(String::as_str)
+        .chain(consumers.iter().filter_map(|c| c.tier.as_deref()))
+        .collect();
+    for (tier, t) in &s.tiers {
+        let at = format!("ai_gateway.security.tiers.{tier}");
+        if !known.contains(tier.as_str()) {
+            found.push((
+                at.clone(),
+                format!("unknown tier {tier:?}; no consumer has it and ai_gateway.rate_limit.consumers does not define it"),
+            ));
+        }
+        if !t.tiers.is_empty() {
+            found.push((format!("{at}.tiers"), "tiers cannot be nested".into()));
+        }
+        security(t, &at, found);
     }
-    if s.content_filtering.as_ref().is_some_and(|p| p.enabled) {
-        not_yet(
-            found,
-            "ai_gateway.security.content_filtering.enabled".into(),
-            "content filtering",
-            8,
-        );
+}
+
+/// Names of the built-in PII kinds and content categories.
+const PII_KINDS: [&str; 7] = [
+    "email",
+    "phone",
+    "ssn",
+    "credit_card",
+    "ipv4",
+    "ipv6",
+    "iban",
+];
+const CATEGORIES: [&str; 5] = ["hate", "violence", "self_harm", "sexual", "harassment"];
+
+/// One `security` block (global, a tier's or a route's).
+pub(crate) fn security(s: &crate::schema::Security, at: &str, found: &mut Found) {
+    if let Some(c) = &s.content_filtering {
+        if c.enabled && c.categories.is_empty() {
+            found.push((
+                format!("{at}.content_filtering.categories"),
+                format!("name at least one category: {}", CATEGORIES.join(", ")),
+            ));
+        }
+        let mut thresholds = vec![(format!("{at}.content_filtering.threshold"), c.threshold)];
+        for (i, cat) in c.categories.iter().enumerate() {
+            let name = cat.name();
+            if !CATEGORIES.contains(&name) {
+                found.push((
+                    format!("{at}.content_filtering.categories[{i}]"),
+                    format!(
+                        "unknown category {name:?}{}; known: {}",
+                        suggest(name, CATEGORIES.iter().copied()),
+                        CATEGORIES.join(", ")
+                    ),
+                ));
+            }
+            if let crate::schema::CategoryRule::Detailed(d) = cat {
+                thresholds.push((
+                    format!("{at}.content_filtering.categories[{i}].threshold"),
+                    d.threshold,
+                ));
+            }
+        }
+        for (field, t) in thresholds {
+            if let Some(t) = t
+                && !(t > 0.0 && t <= 1.0)
+            {
+                found.push((field, "must be above 0 and at most 1".into()));
+            }
+        }
     }
-    if s.pii_detection.as_ref().is_some_and(|p| p.enabled) {
-        not_yet(
-            found,
-            "ai_gateway.security.pii_detection.enabled".into(),
-            "PII detection",
-            8,
-        );
+    if let Some(p) = &s.pii_detection {
+        let custom: Vec<&str> = p.custom.iter().map(|c| c.name.as_str()).collect();
+        for (i, t) in p.types.iter().enumerate() {
+            if !PII_KINDS.contains(&t.as_str()) && !custom.contains(&t.as_str()) {
+                found.push((
+                    format!("{at}.pii_detection.types[{i}]"),
+                    format!(
+                        "unknown PII type {t:?}{}; known: {} (or a name under custom)",
+                        suggest(t, PII_KINDS.iter().copied()),
+                        PII_KINDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (i, c) in p.custom.iter().enumerate() {
+            let valid_name = !c.name.is_empty()
+                && c.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid_name || PII_KINDS.contains(&c.name.as_str()) {
+                found.push((
+                    format!("{at}.pii_detection.custom[{i}].name"),
+                    "a custom type needs its own name of letters, digits and _".into(),
+                ));
+            }
+            if let Err(e) = regex_lite_check(&c.pattern) {
+                found.push((format!("{at}.pii_detection.custom[{i}].pattern"), e));
+            }
+        }
+        if p.placeholder.as_deref() == Some("") {
+            found.push((
+                format!("{at}.pii_detection.placeholder"),
+                "must not be empty; use {TYPE} for the kind, as in [{TYPE}]".into(),
+            ));
+        }
     }
     if s.max_tokens_per_request == Some(0) {
         found.push((
-            "ai_gateway.security.max_tokens_per_request".into(),
+            format!("{at}.max_tokens_per_request"),
             "must be at least 1".into(),
         ));
     }
+}
+
+/// ", did you mean X?" when a close name exists.
+fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    crate::error::closest(name, known)
+        .map(|k| format!(" (did you mean {k:?}?)"))
+        .unwrap_or_default()
+}
+
+/// Whether a custom pattern compiles, with a size bound so a pattern cannot
+/// make every request slow.
+fn regex_lite_check(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("the pattern is empty".into());
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map(|_| ())
+        .map_err(|e| format!("not a valid regular expression: {e}"))
 }
 
 #[cfg(test)]

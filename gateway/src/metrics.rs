@@ -43,6 +43,8 @@ pub struct Metrics {
     store_up: prometheus::IntGaugeVec,
     store_buffered: IntGauge,
     store_dropped: IntCounter,
+    /// Guardrail counters, shared with every compiled policy.
+    pub guardrails: Arc<GuardrailMetrics>,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -271,6 +273,27 @@ impl Metrics {
                 "Requests refused by a rate limit, by consumer and kind (requests, tokens)",
                 &["consumer", "kind"],
             )?,
+            guardrails: Arc::new(GuardrailMetrics {
+                blocked: counter(
+                    &r,
+                    "loom_ai_security_blocked_total",
+                    "Requests refused, and answers cut, by a guardrail, by reason",
+                    &["reason"],
+                )?,
+                pii: counter(
+                    &r,
+                    "loom_ai_pii_detected_total",
+                    "PII values found in requests and answers, by type",
+                    &["type"],
+                )?,
+                seconds: histogram(
+                    &r,
+                    "loom_ai_guardrail_seconds",
+                    "Time spent in each guardrail check",
+                    &["check"],
+                    GUARDRAIL_BUCKETS,
+                )?,
+            }),
             limit_exceeded: counter(
                 &r,
                 "loom_ai_limit_exceeded_total",
@@ -490,6 +513,30 @@ fn status_str(status: u16, buf: &mut [u8; 3]) -> &str {
     buf[1] = b'0' + (s / 10 % 10) as u8;
     buf[2] = b'0' + (s % 10) as u8;
     std::str::from_utf8(buf).unwrap_or("000")
+}
+
+/// Guardrail check times: microseconds to tens of milliseconds.
+const GUARDRAIL_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
+];
+
+/// The series guardrails write to.
+pub struct GuardrailMetrics {
+    blocked: IntCounterVec,
+    pii: IntCounterVec,
+    seconds: HistogramVec,
+}
+
+impl loom_guardrails::Observer for GuardrailMetrics {
+    fn pii(&self, kind: &str, count: u64) {
+        self.pii.with_label_values(&[kind]).inc_by(count);
+    }
+    fn blocked(&self, reason: &'static str) {
+        self.blocked.with_label_values(&[reason]).inc();
+    }
+    fn timed(&self, check: &'static str, seconds: f64) {
+        self.seconds.with_label_values(&[check]).observe(seconds);
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use loom_accounting::{Accountant, Clock, MemoryStore, RedisStore, Store};
 use loom_config::{Config, StoreKind, TokenAccounting};
-use loom_guardrails::Guardrails;
+use loom_guardrails::Policies;
 use loom_providers::{Registry, StatsBook};
 use loom_proxy::{Forwarder, Upstream};
 
@@ -109,7 +109,8 @@ pub struct Runtime {
     pub providers: Registry,
     /// Routers of AI routes that override the routing strategy, by route id.
     pub route_routers: HashMap<String, loom_providers::Router>,
-    pub guardrails: Guardrails,
+    /// Guardrail policies: global, per route and per consumer tier.
+    pub guardrails: Policies,
     /// Consumers, limits, rate limits, prices and the usage store.
     pub accountant: Arc<Accountant>,
     /// The active health checker of this configuration's providers, stopped
@@ -182,7 +183,7 @@ impl Runtime {
             _health,
             providers,
             route_routers,
-            guardrails: Guardrails::default(),
+            guardrails: Policies::from_config(&config, metrics.guardrails.clone()),
             generation,
             streaming_enabled: config.ai_gateway.streaming.enabled,
             config,

@@ -1,111 +1,633 @@
 //! Guardrails: checks on what goes to a provider and what comes back.
 //!
-//! The gateway runs [`Guardrails::check_request`] after authentication and
-//! limits and before the cache and the provider, and passes response text
-//! through [`Guardrails::check_response`]. With no guard configured both are a
-//! length check on an empty list. Prompt-injection, PII and content guards
-//! implement [`Guard`].
+//! A [`Guardrails`] is one compiled `security` policy: prompt-injection
+//! rules, content rules and PII detectors with their actions. [`Policies`]
+//! holds the global policy and the per-route and per-tier ones, all built
+//! at configuration load. The gateway runs [`Guardrails::check_request`]
+//! after limits and before the cache and the provider, [`Guardrails::check_answer`]
+//! on whole answers and a [`StreamGuard`] on streamed ones.
+//!
+//! Every check reads text through [`normalize`], so obfuscated text is
+//! judged as plainly as clear text. The built-in rule sets compile once per
+//! process and are shared by every policy.
 
+pub mod content;
+pub mod injection;
+pub mod normalize;
 pub mod pii;
+pub mod rules;
+mod stream;
 
-use loom_models::chat::ChatRequest;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
-/// What a guard decided.
+use loom_config::schema as cfg;
+use loom_models::chat::{ChatRequest, Content, Role};
+
+use content::{Category, ContentRules};
+use injection::{InjectionRules, Sensitivity};
+use pii::{PiiDetector, PiiKind};
+
+pub use stream::{Release, StreamGuard};
+
+static INJECTION_RULES: LazyLock<InjectionRules> = LazyLock::new(InjectionRules::new);
+static CONTENT_RULES: LazyLock<ContentRules> = LazyLock::new(ContentRules::new);
+
+/// Where guardrail events are counted (the gateway's metrics).
+pub trait Observer: Send + Sync {
+    /// `count` values of PII `kind` were found.
+    fn pii(&self, kind: &str, count: u64);
+    /// A request was refused, or an answer cut, for `reason`
+    /// (`prompt_injection`, `pii`, `content_filter`).
+    fn blocked(&self, reason: &'static str);
+    /// A check ran for `seconds`.
+    fn timed(&self, check: &'static str, seconds: f64);
+}
+
+/// An observer that counts nothing (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn pii(&self, _: &str, _: u64) {}
+    fn blocked(&self, _: &'static str) {}
+    fn timed(&self, _: &'static str, _: f64) {}
+}
+
+/// What the checks decided about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Let it through (possibly after the guard rewrote it).
+    /// Let it through (possibly rewritten: masked or sanitised).
     Allow,
-    /// Refuse the request; `reason` is a low-cardinality metrics label.
+    /// Refuse it with 400.
     Block {
+        /// `prompt_injection`, `pii` or `content_filter`: the metrics label.
         reason: &'static str,
+        /// The error code clients see: `prompt_injection_detected`,
+        /// `pii_detected`, `content_filtered`.
+        code: &'static str,
         message: String,
     },
 }
 
-/// One check.
-pub trait Guard: Send + Sync {
-    /// Inspects, and may rewrite, a request before it leaves the gateway.
-    fn check_request(&self, req: &mut ChatRequest) -> Verdict;
-    /// Inspects, and may rewrite, a piece of response text.
-    fn check_response(&self, text: &mut String) -> Verdict;
+/// One rule or detector that fired, for the decision log. Never holds the
+/// matched text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// `prompt_injection`, `pii`, `content`.
+    pub check: &'static str,
+    /// The rule id (`override.ignore_previous`) or PII kind (`email`).
+    pub rule: String,
+    /// The family or category (`instruction_override`, `hate`, …).
+    pub category: &'static str,
+    /// `block`, `log`, `sanitize` or `mask`.
+    pub action: &'static str,
+    /// The score that was compared with the threshold (1 for PII).
+    pub score: f32,
 }
 
-/// The guards of one configuration, run in order.
-#[derive(Default)]
+/// The outcome of a request check.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub verdict: Verdict,
+    /// Whether any text was rewritten.
+    pub changed: bool,
+    pub findings: Vec<Finding>,
+}
+
+/// An answer after its check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerVerdict {
+    Allow,
+    /// Content of a blocked category: the answer is withheld and ends with
+    /// `finish_reason: content_filter`.
+    Filtered {
+        category: &'static str,
+    },
+}
+
+#[derive(Debug)]
+struct InjectionCheck {
+    action: cfg::InjectionAction,
+    threshold: f32,
+}
+
+#[derive(Debug)]
+struct ContentCheck {
+    /// Category, action, threshold.
+    categories: Vec<(Category, cfg::ContentAction, f32)>,
+    responses: bool,
+}
+
+#[derive(Debug)]
+struct PiiCheck {
+    detector: PiiDetector,
+    action: cfg::PiiAction,
+    responses: bool,
+}
+
+impl PiiCheck {
+    /// Answers are masked under `mask` and `block` (the tokens are spent:
+    /// refusing would waste them), only counted under `log`.
+    fn masks_answers(&self) -> bool {
+        self.action != cfg::PiiAction::Log
+    }
+}
+
+/// One compiled `security` policy.
 pub struct Guardrails {
-    guards: Vec<Box<dyn Guard>>,
-}
-
-impl Guardrails {
-    /// Guards run in the given order; the first block wins.
-    pub fn new(guards: Vec<Box<dyn Guard>>) -> Self {
-        Guardrails { guards }
-    }
-
-    /// Whether any guard is configured.
-    pub fn is_empty(&self) -> bool {
-        self.guards.is_empty()
-    }
-
-    /// Runs every request guard.
-    pub fn check_request(&self, req: &mut ChatRequest) -> Verdict {
-        for g in &self.guards {
-            if let v @ Verdict::Block { .. } = g.check_request(req) {
-                return v;
-            }
-        }
-        Verdict::Allow
-    }
-
-    /// Runs every response guard.
-    pub fn check_response(&self, text: &mut String) -> Verdict {
-        for g in &self.guards {
-            if let v @ Verdict::Block { .. } = g.check_response(text) {
-                return v;
-            }
-        }
-        Verdict::Allow
-    }
+    injection: Option<InjectionCheck>,
+    content: Option<ContentCheck>,
+    pii: Option<PiiCheck>,
+    /// `max_tokens_per_request` of this policy.
+    pub max_tokens_per_request: Option<u64>,
+    observer: Arc<dyn Observer>,
 }
 
 impl std::fmt::Debug for Guardrails {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guardrails")
-            .field("guards", &self.guards.len())
+            .field("injection", &self.injection)
+            .field("content", &self.content)
+            .field("pii", &self.pii)
+            .field("max_tokens_per_request", &self.max_tokens_per_request)
             .finish()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct BlockWord(&'static str);
-    impl Guard for BlockWord {
-        fn check_request(&self, req: &mut ChatRequest) -> Verdict {
-            if req.messages.iter().any(|m| m.text().contains(self.0)) {
-                Verdict::Block {
-                    reason: "test",
-                    message: "blocked".into(),
-                }
-            } else {
-                Verdict::Allow
-            }
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails {
+            injection: None,
+            content: None,
+            pii: None,
+            max_tokens_per_request: None,
+            observer: Arc::new(Unobserved),
         }
-        fn check_response(&self, _: &mut String) -> Verdict {
-            Verdict::Allow
-        }
-    }
-
-    #[test]
-    fn first_block_wins() {
-        let g = Guardrails::new(vec![Box::new(BlockWord("x"))]);
-        let mut req: ChatRequest =
-            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"say x"}]}"#)
-                .unwrap();
-        assert!(matches!(g.check_request(&mut req), Verdict::Block { .. }));
-        req.messages[0].content = None;
-        assert_eq!(g.check_request(&mut req), Verdict::Allow);
-        assert!(Guardrails::default().is_empty());
     }
 }
+
+/// Default score at which a content category applies.
+const CONTENT_THRESHOLD: f32 = 0.6;
+
+/// The seed's PII kinds, used when `types` is empty.
+const DEFAULT_PII: [PiiKind; 4] = [
+    PiiKind::Email,
+    PiiKind::Phone,
+    PiiKind::Ssn,
+    PiiKind::CreditCard,
+];
+
+impl Guardrails {
+    /// Compiles one `security` block (validated beforehand).
+    pub fn from_config(s: &cfg::Security, observer: Arc<dyn Observer>) -> Guardrails {
+        let injection = s.prompt_injection.as_ref().filter(|p| p.enabled).map(|p| {
+            LazyLock::force(&INJECTION_RULES);
+            InjectionCheck {
+                action: p.action,
+                threshold: match p.sensitivity {
+                    cfg::Sensitivity::Low => Sensitivity::Low,
+                    cfg::Sensitivity::Medium => Sensitivity::Medium,
+                    cfg::Sensitivity::High => Sensitivity::High,
+                }
+                .threshold(),
+            }
+        });
+        let content = s.content_filtering.as_ref().filter(|c| c.enabled).map(|c| {
+            LazyLock::force(&CONTENT_RULES);
+            let default = c.threshold.unwrap_or(CONTENT_THRESHOLD);
+            ContentCheck {
+                categories: c
+                    .categories
+                    .iter()
+                    .filter_map(|r| {
+                        let cat = Category::from_name(r.name())?;
+                        Some(match r {
+                            cfg::CategoryRule::Name(_) => (cat, c.action, default),
+                            cfg::CategoryRule::Detailed(d) => (
+                                cat,
+                                d.action.unwrap_or(c.action),
+                                d.threshold.unwrap_or(default),
+                            ),
+                        })
+                    })
+                    .collect(),
+                responses: c.responses,
+            }
+        });
+        let pii = s.pii_detection.as_ref().filter(|p| p.enabled).map(|p| {
+            let mut kinds: Vec<PiiKind> = p
+                .types
+                .iter()
+                .filter_map(|t| PiiKind::from_name(t))
+                .collect();
+            let custom: Vec<(String, String)> = p
+                .custom
+                .iter()
+                .filter(|c| p.types.is_empty() || p.types.contains(&c.name))
+                .map(|c| (c.name.clone(), c.pattern.clone()))
+                .collect();
+            if p.types.is_empty() {
+                kinds = DEFAULT_PII.to_vec();
+            }
+            PiiCheck {
+                detector: PiiDetector::with(
+                    &kinds,
+                    &custom,
+                    p.placeholder.as_deref().unwrap_or(pii::DEFAULT_PLACEHOLDER),
+                ),
+                action: p.action,
+                responses: p.responses,
+            }
+        });
+        Guardrails {
+            injection,
+            content,
+            pii,
+            max_tokens_per_request: s.max_tokens_per_request,
+            observer,
+        }
+    }
+
+    /// Whether no check is configured (requests and answers pass untouched).
+    pub fn is_empty(&self) -> bool {
+        self.injection.is_none() && self.content.is_none() && self.pii.is_none()
+    }
+
+    /// Whether answers are checked (and streams need a [`StreamGuard`]).
+    pub fn checks_answers(&self) -> bool {
+        self.answer_pii().is_some() || self.answer_content().is_some()
+    }
+
+    /// Checks, and may rewrite, the texts of a request. Injection and
+    /// content rules read what the user and tools wrote; PII is looked for
+    /// in every message, the system prompt included.
+    pub fn check_request(&self, texts: &mut dyn Texts) -> Report {
+        let mut report = Report {
+            verdict: Verdict::Allow,
+            changed: false,
+            findings: Vec::new(),
+        };
+        if self.is_empty() {
+            return report;
+        }
+        if let Some(check) = &self.injection {
+            let started = Instant::now();
+            self.injection(check, texts, &mut report);
+            self.observer
+                .timed("prompt_injection", started.elapsed().as_secs_f64());
+            if report.verdict != Verdict::Allow {
+                self.observer.blocked("prompt_injection");
+                return report;
+            }
+        }
+        if let Some(check) = &self.content {
+            let started = Instant::now();
+            let mut worst: Option<(&'static str, f32)> = None;
+            texts.each(&mut |role, text| {
+                if !matches!(role, Role::User | Role::Tool | Role::Function) {
+                    return;
+                }
+                for (cat, action, score) in content_hits(check, text) {
+                    report.findings.push(Finding {
+                        check: "content",
+                        rule: cat.name().to_owned(),
+                        category: cat.name(),
+                        action: action_name(action),
+                        score,
+                    });
+                    if action == cfg::ContentAction::Block && worst.is_none_or(|(_, s)| score > s) {
+                        worst = Some((cat.name(), score));
+                    }
+                }
+            });
+            self.observer
+                .timed("content", started.elapsed().as_secs_f64());
+            if let Some((category, _)) = worst {
+                self.observer.blocked("content_filter");
+                report.verdict = Verdict::Block {
+                    reason: "content_filter",
+                    code: "content_filtered",
+                    message: format!(
+                        "The request was refused by the content filter (category: {category})"
+                    ),
+                };
+                return report;
+            }
+        }
+        if let Some(check) = &self.pii {
+            let started = Instant::now();
+            let mut kinds: Vec<PiiKind> = Vec::new();
+            texts.each(&mut |_, text| {
+                let found = check.detector.find(text);
+                if found.is_empty() {
+                    return;
+                }
+                for f in &found {
+                    if !kinds.contains(&f.kind) {
+                        kinds.push(f.kind);
+                    }
+                }
+                self.count_pii(&check.detector, &found);
+                if check.action == cfg::PiiAction::Mask {
+                    *text = check.detector.masked(text, &found);
+                    report.changed = true;
+                }
+            });
+            self.observer.timed("pii", started.elapsed().as_secs_f64());
+            kinds.sort();
+            for k in &kinds {
+                report.findings.push(Finding {
+                    check: "pii",
+                    rule: check.detector.name(*k).to_owned(),
+                    category: "pii",
+                    action: match check.action {
+                        cfg::PiiAction::Mask => "mask",
+                        cfg::PiiAction::Block => "block",
+                        cfg::PiiAction::Log => "log",
+                    },
+                    score: 1.0,
+                });
+            }
+            if check.action == cfg::PiiAction::Block && !kinds.is_empty() {
+                self.observer.blocked("pii");
+                let names: Vec<&str> = kinds.iter().map(|k| check.detector.name(*k)).collect();
+                report.verdict = Verdict::Block {
+                    reason: "pii",
+                    code: "pii_detected",
+                    message: format!(
+                        "The request contains personal data ({}); remove it and try again",
+                        names.join(", ")
+                    ),
+                };
+            }
+        }
+        report
+    }
+
+    fn injection(&self, check: &InjectionCheck, texts: &mut dyn Texts, report: &mut Report) {
+        let rules = &*INJECTION_RULES;
+        let mut blocked = false;
+        texts.each(&mut |role, text| {
+            if !matches!(role, Role::User | Role::Tool | Role::Function) {
+                return;
+            }
+            let a = rules.assess(text);
+            if a.hits.is_empty() {
+                return;
+            }
+            let over = a.score >= check.threshold;
+            let action = if over {
+                match check.action {
+                    cfg::InjectionAction::Block => "block",
+                    cfg::InjectionAction::Log => "log",
+                    cfg::InjectionAction::Sanitize => "sanitize",
+                }
+            } else {
+                "allow"
+            };
+            let mut seen: Vec<&'static str> = Vec::new();
+            for h in &a.hits {
+                if !seen.contains(&h.rule) {
+                    seen.push(h.rule);
+                    report.findings.push(Finding {
+                        check: "prompt_injection",
+                        rule: h.rule.to_owned(),
+                        category: h.label.name(),
+                        action,
+                        score: a.score,
+                    });
+                }
+            }
+            if !over {
+                return;
+            }
+            match check.action {
+                cfg::InjectionAction::Block => blocked = true,
+                cfg::InjectionAction::Log => {}
+                cfg::InjectionAction::Sanitize => {
+                    *text = injection::sanitize(text, &a.hits);
+                    report.changed = true;
+                }
+            }
+        });
+        if blocked {
+            report.verdict = Verdict::Block {
+                reason: "prompt_injection",
+                code: "prompt_injection_detected",
+                message: "The request was refused: it looks like a prompt injection".into(),
+            };
+        }
+    }
+
+    /// Checks, and may mask, one whole answer's text.
+    pub fn check_answer(&self, text: &mut String) -> AnswerVerdict {
+        if let Some(check) = self.content.as_ref().filter(|c| c.responses) {
+            let started = Instant::now();
+            let hits = content_hits(check, text);
+            self.observer
+                .timed("content", started.elapsed().as_secs_f64());
+            if let Some((cat, _, _)) = hits
+                .iter()
+                .find(|(_, action, _)| *action == cfg::ContentAction::Block)
+            {
+                self.observer.blocked("content_filter");
+                return AnswerVerdict::Filtered {
+                    category: cat.name(),
+                };
+            }
+        }
+        if let Some(check) = self.pii.as_ref().filter(|p| p.responses) {
+            let started = Instant::now();
+            let found = check.detector.find(text);
+            if !found.is_empty() {
+                self.count_pii(&check.detector, &found);
+                if check.masks_answers() {
+                    *text = check.detector.masked(text, &found);
+                }
+            }
+            self.observer.timed("pii", started.elapsed().as_secs_f64());
+        }
+        AnswerVerdict::Allow
+    }
+
+    /// A guard for one streamed answer, or `None` when answers are not checked.
+    pub fn stream_guard(self: &Arc<Self>) -> Option<StreamGuard> {
+        self.checks_answers()
+            .then(|| StreamGuard::new(self.clone()))
+    }
+
+    fn count_pii(&self, detector: &PiiDetector, found: &[pii::Finding]) {
+        let mut counted: Vec<(PiiKind, u64)> = Vec::new();
+        for f in found {
+            match counted.iter_mut().find(|(k, _)| *k == f.kind) {
+                Some((_, n)) => *n += 1,
+                None => counted.push((f.kind, 1)),
+            }
+        }
+        for (k, n) in counted {
+            self.observer.pii(detector.name(k), n);
+        }
+    }
+
+    /// PII masking of answers, for the stream guard.
+    fn answer_pii(&self) -> Option<&PiiCheck> {
+        self.pii.as_ref().filter(|p| p.responses)
+    }
+
+    /// Content checks of answers, for the stream guard.
+    fn answer_content(&self) -> Option<&ContentCheck> {
+        self.content.as_ref().filter(|c| c.responses)
+    }
+}
+
+/// Categories over their threshold in `text`: (category, action, score).
+fn content_hits(check: &ContentCheck, text: &str) -> Vec<(Category, cfg::ContentAction, f32)> {
+    let (scores, _) = CONTENT_RULES.assess(text);
+    scores
+        .into_iter()
+        .filter_map(|s| {
+            let (_, action, threshold) =
+                check.categories.iter().find(|(c, _, _)| *c == s.category)?;
+            (s.score >= *threshold).then_some((s.category, *action, s.score))
+        })
+        .collect()
+}
+
+fn action_name(a: cfg::ContentAction) -> &'static str {
+    match a {
+        cfg::ContentAction::Block => "block",
+        cfg::ContentAction::Log => "log",
+    }
+}
+
+/// The texts of a request, each with the role of the message it is in.
+pub trait Texts {
+    /// Calls `f` on every text, which it may rewrite.
+    fn each(&mut self, f: &mut dyn FnMut(Role, &mut String));
+}
+
+impl Texts for ChatRequest {
+    fn each(&mut self, f: &mut dyn FnMut(Role, &mut String)) {
+        for m in &mut self.messages {
+            let role = m.role;
+            match &mut m.content {
+                Some(Content::Text(t)) => f(role, t),
+                Some(Content::Parts(parts)) => {
+                    for t in parts.iter_mut().filter_map(|p| p.text.as_mut()) {
+                        f(role, t);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl Texts for serde_json::Value {
+    /// A legacy completions `prompt`: a string or an array of strings.
+    fn each(&mut self, f: &mut dyn FnMut(Role, &mut String)) {
+        match self {
+            serde_json::Value::String(s) => f(Role::User, s),
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    if let serde_json::Value::String(s) = item {
+                        f(Role::User, s);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The global policy and its per-route and per-tier variants.
+#[derive(Debug, Default)]
+pub struct Policies {
+    global: Arc<Guardrails>,
+    /// By route id, then by tier (`None`: consumers without a tier override).
+    narrower: HashMap<(Option<String>, Option<String>), Arc<Guardrails>>,
+}
+
+impl Policies {
+    /// Compiles every policy of a configuration.
+    pub fn from_config(config: &cfg::Config, observer: Arc<dyn Observer>) -> Policies {
+        let global_cfg = &config.ai_gateway.security;
+        let global = Arc::new(Guardrails::from_config(global_cfg, observer.clone()));
+        let mut narrower = HashMap::new();
+        let routes: Vec<(Option<String>, Option<&cfg::Security>)> = std::iter::once((None, None))
+            .chain(
+                config
+                    .routes
+                    .iter()
+                    .filter(|r| r.ai_gateway)
+                    .filter_map(|r| r.security.as_ref().map(|s| (Some(r.id.clone()), Some(s)))),
+            )
+            .collect();
+        for (route, route_sec) in &routes {
+            let base = match route_sec {
+                Some(s) => merge(global_cfg, s),
+                None => global_cfg.clone(),
+            };
+            if route.is_some() {
+                narrower.insert(
+                    (route.clone(), None),
+                    Arc::new(Guardrails::from_config(&base, observer.clone())),
+                );
+            }
+            for (tier, t) in &global_cfg.tiers {
+                // A tier's sections replace the route's, which replaced the global ones.
+                narrower.insert(
+                    (route.clone(), Some(tier.clone())),
+                    Arc::new(Guardrails::from_config(&merge(&base, t), observer.clone())),
+                );
+            }
+        }
+        Policies { global, narrower }
+    }
+
+    /// The policy of a request on `route` by a consumer of `tier`.
+    pub fn get(&self, route: &str, tier: Option<&str>) -> &Arc<Guardrails> {
+        if self.narrower.is_empty() {
+            return &self.global;
+        }
+        let route = Some(route.to_owned());
+        let tier = tier.map(str::to_owned);
+        self.narrower
+            .get(&(route.clone(), tier.clone()))
+            .or_else(|| self.narrower.get(&(None, tier)))
+            .or_else(|| self.narrower.get(&(route, None)))
+            .unwrap_or(&self.global)
+    }
+
+    /// Whether any policy has a check.
+    pub fn is_empty(&self) -> bool {
+        self.global.is_empty() && self.narrower.values().all(|g| g.is_empty())
+    }
+}
+
+/// `narrow`'s sections replace `wide`'s.
+fn merge(wide: &cfg::Security, narrow: &cfg::Security) -> cfg::Security {
+    cfg::Security {
+        prompt_injection: narrow
+            .prompt_injection
+            .clone()
+            .or_else(|| wide.prompt_injection.clone()),
+        content_filtering: narrow
+            .content_filtering
+            .clone()
+            .or_else(|| wide.content_filtering.clone()),
+        pii_detection: narrow
+            .pii_detection
+            .clone()
+            .or_else(|| wide.pii_detection.clone()),
+        max_tokens_per_request: narrow
+            .max_tokens_per_request
+            .or(wide.max_tokens_per_request),
+        tiers: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -20,6 +20,8 @@ pub enum PiiKind {
     Ipv4,
     Ipv6,
     Iban,
+    /// A kind from configuration: the index of its pattern.
+    Custom(u8),
 }
 
 impl PiiKind {
@@ -44,17 +46,13 @@ impl PiiKind {
             PiiKind::Ipv4 => "ipv4",
             PiiKind::Ipv6 => "ipv6",
             PiiKind::Iban => "iban",
+            PiiKind::Custom(_) => "custom",
         }
     }
 
     /// The kind a configuration name stands for.
     pub fn from_name(name: &str) -> Option<PiiKind> {
         PiiKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// The placeholder a masked value becomes: `[EMAIL]`, `[CREDIT_CARD]`…
-    pub fn placeholder(self) -> String {
-        format!("[{}]", self.name().to_ascii_uppercase())
     }
 }
 
@@ -66,11 +64,32 @@ pub struct Finding {
     pub end: usize,
 }
 
+/// One detector: a pattern, and for built-in kinds a validator.
+#[derive(Debug)]
+struct Detector {
+    kind: PiiKind,
+    name: String,
+    placeholder: String,
+    regex: Regex,
+    /// A byte the text must contain for the pattern to match at all.
+    needs: Needs,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Needs {
+    Digit,
+    At,
+    Nothing,
+}
+
 /// The detectors of the configured kinds.
 #[derive(Debug)]
 pub struct PiiDetector {
-    detectors: Vec<(PiiKind, Regex)>,
+    detectors: Vec<Detector>,
 }
+
+/// The default placeholder format: `[EMAIL]`, `[CREDIT_CARD]`…
+pub const DEFAULT_PLACEHOLDER: &str = "[{TYPE}]";
 
 /// Words that, just before an SSN-shaped number, say it is something else.
 const NOT_SSN_CONTEXT: [&str; 10] = [
@@ -78,33 +97,108 @@ const NOT_SSN_CONTEXT: [&str; 10] = [
 ];
 
 impl PiiDetector {
-    /// Detectors for `kinds`.
+    /// Detectors for the built-in `kinds`, with the default placeholder.
     pub fn new(kinds: &[PiiKind]) -> PiiDetector {
-        let detectors = PiiKind::ALL
+        PiiDetector::with(kinds, &[], DEFAULT_PLACEHOLDER)
+    }
+
+    /// Detectors for built-in `kinds` and `custom` (name, pattern) kinds;
+    /// `placeholder` is the masked form, `{TYPE}` standing for the kind's
+    /// name in capitals. A custom pattern that does not compile is left out
+    /// (configuration validation reports it first).
+    pub fn with(kinds: &[PiiKind], custom: &[(String, String)], placeholder: &str) -> PiiDetector {
+        let fill = |name: &str| placeholder.replace("{TYPE}", &name.to_ascii_uppercase());
+        let mut detectors: Vec<Detector> = PiiKind::ALL
             .into_iter()
             .filter(|k| kinds.contains(k))
-            .filter_map(|k| Regex::new(pattern(k)).ok().map(|r| (k, r)))
+            .filter_map(|k| {
+                Regex::new(pattern(k)).ok().map(|regex| Detector {
+                    kind: k,
+                    name: k.name().to_owned(),
+                    placeholder: fill(k.name()),
+                    regex,
+                    needs: match k {
+                        PiiKind::Email => Needs::At,
+                        _ => Needs::Digit,
+                    },
+                })
+            })
             .collect();
+        for (i, (name, pat)) in custom.iter().enumerate().take(usize::from(u8::MAX)) {
+            match regex::RegexBuilder::new(pat).size_limit(1 << 20).build() {
+                Ok(regex) => detectors.push(Detector {
+                    kind: PiiKind::Custom(i as u8),
+                    name: name.clone(),
+                    placeholder: fill(name),
+                    regex,
+                    needs: Needs::Nothing,
+                }),
+                Err(e) => {
+                    tracing::error!(pii_type = %name, error = %e, "custom PII pattern does not compile")
+                }
+            }
+        }
         PiiDetector { detectors }
     }
 
-    /// Every kind.
+    /// Every built-in kind.
     pub fn all() -> PiiDetector {
         PiiDetector::new(&PiiKind::ALL)
     }
 
-    /// Confirmed values in `text`, by position, without overlaps (where two
-    /// overlap, the longer wins).
+    /// The configuration name of a kind this detector finds.
+    pub fn name(&self, kind: PiiKind) -> &str {
+        self.detectors
+            .iter()
+            .find(|d| d.kind == kind)
+            .map_or(kind.name(), |d| d.name.as_str())
+    }
+
+    /// What a value of `kind` is masked with.
+    pub fn placeholder(&self, kind: PiiKind) -> &str {
+        self.detectors
+            .iter()
+            .find(|d| d.kind == kind)
+            .map_or("[PII]", |d| d.placeholder.as_str())
+    }
+
+    /// Whether no kind is configured.
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty()
+    }
+
+    /// Confirmed values in `text`, by position in `text`, without overlaps
+    /// (where two overlap, the longer wins). The text is read normalised
+    /// (full-width digits, zero-width characters inside a value, homoglyph
+    /// letters), and each finding covers the original bytes.
     pub fn find(&self, text: &str) -> Vec<Finding> {
+        let view = crate::normalize::for_pii(text);
+        let t: &str = &view.text;
+        let has_digit = t.bytes().any(|b| b.is_ascii_digit());
+        let has_at = memchr_at(t);
         let mut found = Vec::new();
-        for (kind, re) in &self.detectors {
-            for m in re.find_iter(text) {
-                let (start, end) = trim_match(text, m.start(), m.end());
-                if start < end && valid(*kind, text, start, end) {
+        for d in &self.detectors {
+            let possible = match d.needs {
+                Needs::Digit => has_digit,
+                Needs::At => has_at,
+                Needs::Nothing => true,
+            };
+            if !possible {
+                continue;
+            }
+            for m in d.regex.find_iter(t) {
+                let (start, end) = match d.kind {
+                    PiiKind::Custom(_) => (m.start(), m.end()),
+                    _ => trim_match(t, m.start(), m.end()),
+                };
+                if start < end
+                    && (matches!(d.kind, PiiKind::Custom(_)) || valid(d.kind, t, start, end))
+                {
+                    let r = view.original_range(start..end);
                     found.push(Finding {
-                        kind: *kind,
-                        start,
-                        end,
+                        kind: d.kind,
+                        start: r.start,
+                        end: r.end,
                     });
                 }
             }
@@ -125,16 +219,25 @@ impl PiiDetector {
         if found.is_empty() {
             return (text.to_owned(), found);
         }
+        (self.masked(text, &found), found)
+    }
+
+    /// `text` with the given findings (of this detector, in order) replaced.
+    pub fn masked(&self, text: &str, found: &[Finding]) -> String {
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        for f in &found {
+        for f in found {
             out.push_str(&text[at..f.start]);
-            out.push_str(&f.kind.placeholder());
+            out.push_str(self.placeholder(f.kind));
             at = f.end;
         }
         out.push_str(&text[at..]);
-        (out, found)
+        out
     }
+}
+
+fn memchr_at(t: &str) -> bool {
+    t.as_bytes().contains(&b'@')
 }
 
 fn pattern(kind: PiiKind) -> &'static str {
@@ -151,6 +254,7 @@ fn pattern(kind: PiiKind) -> &'static str {
         PiiKind::Phone => {
             r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}|\b\d{2,4}(?:[ .-]\d{2,4}){2,4}\b"
         }
+        PiiKind::Custom(_) => "$^",
     }
 }
 
@@ -207,13 +311,7 @@ fn valid(kind: PiiKind, text: &str, start: usize, end: usize) -> bool {
             let group = d[3] * 10 + d[4];
             let serial = d[5..].iter().fold(0u32, |n, x| n * 10 + u32::from(*x));
             let ranges = area != 0 && area != 666 && area < 900 && group != 0 && serial != 0;
-            let lead = text[..start].to_ascii_lowercase();
-            let lead = lead.trim_end();
-            let lead = &lead[lead.len().saturating_sub(12)..];
-            ranges
-                && !NOT_SSN_CONTEXT
-                    .iter()
-                    .any(|w| lead.ends_with(w) || lead.ends_with(&format!("{w}:")))
+            ranges && !not_ssn_context(&text[..start])
         }
         PiiKind::Iban => {
             if word(before) || word(after) {
@@ -248,7 +346,35 @@ fn valid(kind: PiiKind, text: &str, start: usize, end: usize) -> bool {
                 && s.parse::<Ipv6Addr>().is_ok()
         }
         PiiKind::Phone => phone(s, before, after),
+        PiiKind::Custom(_) => true,
     }
+}
+
+/// Whether the words before an SSN-shaped number name it as something else
+/// (`part 123-45-6789`, `Part number: …`, `SKU #…`).
+fn not_ssn_context(lead: &str) -> bool {
+    let tail = &lead[lead.len().saturating_sub(24)..];
+    let mut lead = tail.to_ascii_lowercase();
+    loop {
+        let trimmed = lead.trim_end().trim_end_matches([':', '#']).trim_end();
+        let trimmed = ["number", "no.", "no", "num", "nr"]
+            .iter()
+            .find_map(|w| {
+                trimmed
+                    .strip_suffix(w)
+                    .filter(|r| r.is_empty() || r.ends_with([' ', '.']))
+            })
+            .unwrap_or(trimmed);
+        if trimmed.len() == lead.len() {
+            break;
+        }
+        lead = trimmed.to_owned();
+    }
+    NOT_SSN_CONTEXT.iter().any(|w| {
+        lead.ends_with(w)
+            && lead[..lead.len() - w.len()].ends_with(|c: char| !c.is_ascii_alphanumeric())
+            || lead == *w
+    }) || lead.ends_with('#')
 }
 
 fn phone(s: &str, before: Option<char>, after: Option<char>) -> bool {
@@ -277,6 +403,14 @@ fn phone(s: &str, before: Option<char>, after: Option<char>) -> bool {
         && ((groups[0].len() == 4 && groups[1].len() <= 2 && groups[2].len() <= 2)
             || (groups[0].len() <= 2 && groups[1].len() <= 2 && groups[2].len() == 4));
     if looks_like_date {
+        return false;
+    }
+    // Thousands grouping (`153 680 890`, `1 234 567`) is a number.
+    if groups.len() >= 3
+        && groups[0].len() <= 3
+        && groups[1..].iter().all(|g| g.len() == 3)
+        && !s.contains(['(', ')'])
+    {
         return false;
     }
     // The SSN shape (3-2-4) is left to the SSN detector and its validation.
@@ -451,168 +585,5 @@ mod tests {
         assert_eq!(masked, "[EMAIL] paid with [CREDIT_CARD], ssn 123-45-6789");
         assert_eq!(found.len(), 2);
         assert_eq!(PiiKind::from_name("credit_card"), Some(PiiKind::CreditCard));
-    }
-}
-
-/// What the PII guard does with what it finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PiiAction {
-    /// Replace each value with its typed placeholder before the provider sees it.
-    Mask,
-    /// Refuse the request, naming the kinds found (never the values).
-    Block,
-    /// Let it through unchanged; only count.
-    Log,
-}
-
-/// Values found so far, per kind (for `loom_ai_pii_detected_total{type}`).
-#[derive(Debug, Default)]
-pub struct PiiCounts([std::sync::atomic::AtomicU64; 7]);
-
-impl PiiCounts {
-    fn add(&self, kind: PiiKind) {
-        let i = PiiKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// (kind, count) for every kind.
-    pub fn snapshot(&self) -> Vec<(PiiKind, u64)> {
-        PiiKind::ALL
-            .iter()
-            .zip(&self.0)
-            .map(|(k, c)| (*k, c.load(std::sync::atomic::Ordering::Relaxed)))
-            .collect()
-    }
-}
-
-/// The PII guard: the detectors of the configured kinds and an action.
-#[derive(Debug)]
-pub struct PiiGuard {
-    detector: PiiDetector,
-    action: PiiAction,
-    counts: std::sync::Arc<PiiCounts>,
-}
-
-impl PiiGuard {
-    /// A guard over `kinds` that applies `action`, counting into `counts`.
-    pub fn new(
-        kinds: &[PiiKind],
-        action: PiiAction,
-        counts: std::sync::Arc<PiiCounts>,
-    ) -> PiiGuard {
-        PiiGuard {
-            detector: PiiDetector::new(kinds),
-            action,
-            counts,
-        }
-    }
-
-    /// Masks (or, for other actions, only inspects) one text; returns the kinds found.
-    fn scan(&self, text: &mut String, kinds: &mut Vec<PiiKind>) {
-        let found = if self.action == PiiAction::Mask {
-            let (masked, found) = self.detector.mask(text);
-            if !found.is_empty() {
-                *text = masked;
-            }
-            found
-        } else {
-            self.detector.find(text)
-        };
-        for f in found {
-            self.counts.add(f.kind);
-            if !kinds.contains(&f.kind) {
-                kinds.push(f.kind);
-            }
-        }
-    }
-}
-
-impl crate::Guard for PiiGuard {
-    fn check_request(&self, req: &mut loom_models::chat::ChatRequest) -> crate::Verdict {
-        use loom_models::chat::Content;
-        let mut kinds = Vec::new();
-        for m in &mut req.messages {
-            match &mut m.content {
-                Some(Content::Text(t)) => self.scan(t, &mut kinds),
-                Some(Content::Parts(parts)) => {
-                    for t in parts.iter_mut().filter_map(|p| p.text.as_mut()) {
-                        self.scan(t, &mut kinds);
-                    }
-                }
-                None => {}
-            }
-        }
-        if self.action == PiiAction::Block && !kinds.is_empty() {
-            kinds.sort();
-            let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-            return crate::Verdict::Block {
-                reason: "pii",
-                message: format!(
-                    "The request contains personal data ({}); remove it and try again",
-                    names.join(", ")
-                ),
-            };
-        }
-        crate::Verdict::Allow
-    }
-
-    fn check_response(&self, text: &mut String) -> crate::Verdict {
-        // Answers are masked or counted, never refused: the tokens are spent.
-        self.scan(text, &mut Vec::new());
-        crate::Verdict::Allow
-    }
-}
-
-#[cfg(test)]
-mod guard_tests {
-    use super::*;
-    use crate::{Guard, Verdict};
-    use std::sync::Arc;
-
-    fn request(text: &str) -> loom_models::chat::ChatRequest {
-        serde_json::from_value(serde_json::json!({
-            "model": "gpt-4o",
-            "messages": [
-                {"role": "system", "content": "You are helpful."},
-                {"role": "user", "content": [{"type": "text", "text": text}]}
-            ]
-        }))
-        .expect("request")
-    }
-
-    #[test]
-    fn mask_rewrites_every_message_and_counts() {
-        let counts = Arc::new(PiiCounts::default());
-        let g = PiiGuard::new(&PiiKind::ALL, PiiAction::Mask, counts.clone());
-        let mut req = request("email me at jo@example.com, card 4111 1111 1111 1111");
-        assert_eq!(g.check_request(&mut req), Verdict::Allow);
-        let json = serde_json::to_string(&req).expect("json");
-        assert!(
-            json.contains("email me at [EMAIL], card [CREDIT_CARD]"),
-            "{json}"
-        );
-        let snap: std::collections::HashMap<_, _> = counts.snapshot().into_iter().collect();
-        assert_eq!((snap[&PiiKind::Email], snap[&PiiKind::CreditCard]), (1, 1));
-    }
-
-    #[test]
-    fn block_names_kinds_never_values_and_log_changes_nothing() {
-        let counts = Arc::new(PiiCounts::default());
-        let blocker = PiiGuard::new(&PiiKind::ALL, PiiAction::Block, counts.clone());
-        let mut req = request("my ssn is 123-45-6789");
-        match blocker.check_request(&mut req) {
-            Verdict::Block { message, .. } => {
-                assert!(
-                    message.contains("ssn") && !message.contains("6789"),
-                    "{message}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        let logger = PiiGuard::new(&PiiKind::ALL, PiiAction::Log, counts);
-        let mut req = request("my ssn is 123-45-6789");
-        let before = serde_json::to_string(&req).expect("json");
-        assert_eq!(logger.check_request(&mut req), Verdict::Allow);
-        assert_eq!(serde_json::to_string(&req).expect("json"), before);
     }
 }

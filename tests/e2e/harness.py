@@ -83,6 +83,9 @@ class FakeOpenAI:
         # Status of GET /models (what an active health check calls), and how many came.
         self.models_status = 200
         self.models_calls = 0
+        # When a list of strings: chat answers say exactly this, streamed one
+        # string per content delta (in the recorded stream's event shape).
+        self.answer_chunks: list[str] | None = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,7 +107,7 @@ class FakeOpenAI:
                 length = int(self.headers.get("content-length", "0"))
                 raw = self.rfile.read(length)
                 body = json.loads(raw) if raw else {}
-                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "raw": raw})
                 model = body.get("model", "")
                 path = self.path.split("?")[0]
                 if fake.delay:
@@ -146,6 +149,8 @@ class FakeOpenAI:
                 if model == "fake-hang":
                     fake.release.wait(30)
                     return self._send(200, fixture("openai_chat.json"))
+                if path.endswith("/chat/completions") and fake.answer_chunks is not None:
+                    return self._scripted(body)
                 if path.endswith("/chat/completions"):
                     msgs = body.get("messages") or [{}]
                     wants_tool = bool(body.get("tools")) and msgs[-1].get("role") != "tool"
@@ -172,6 +177,38 @@ class FakeOpenAI:
                 self.send_header("x-request-id", "req_fake123")
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _scripted(self, body):
+                chunks = fake.answer_chunks
+                if not body.get("stream"):
+                    doc = json.loads(fixture("openai_chat.json"))
+                    doc["choices"][0]["message"]["content"] = "".join(chunks)
+                    return self._send(200, json.dumps(doc).encode())
+                recorded = [e for e in fixture("openai_chat_stream.sse").decode().split("\n\n") if e.startswith("data: {")]
+                first = json.loads(recorded[0][len("data: "):])
+
+                def event(delta, finish=None):
+                    doc = dict(first)
+                    doc["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+                    return "data: " + json.dumps(doc) + "\n\n"
+
+                events = [event({"role": "assistant", "content": "", "refusal": None})]
+                events += [event({"content": c}) for c in chunks]
+                events.append(event({}, "stop"))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    doc = dict(first)
+                    doc["choices"] = []
+                    doc["usage"] = {"prompt_tokens": 20, "completion_tokens": 2 * len(chunks), "total_tokens": 20 + 2 * len(chunks)}
+                    events.append("data: " + json.dumps(doc) + "\n\n")
+                events.append("data: [DONE]\n\n")
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream; charset=utf-8")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                out = ChunkedWriter(self.wfile)
+                for e in events:
+                    out.write(e.encode())
+                out.close()
 
             def _embeddings(self, body):
                 doc = json.loads(fixture("openai_embeddings.json"))

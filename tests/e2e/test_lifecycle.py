@@ -171,7 +171,7 @@ def test_seed_usage_example_reports_what_is_not_implemented_yet(tmp_path):
     )
     assert out.returncode == 1
     # It parses as written; what fails is only what later issues implement.
-    for field in ["semantic_cache.enabled", "prompt_injection.enabled"]:
+    for field in ["semantic_cache.enabled"]:
         assert field in out.stdout, out.stdout
     assert "unknown field" not in out.stdout
 

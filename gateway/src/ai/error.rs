@@ -29,6 +29,12 @@ pub enum ApiError {
     },
     /// The limit store is unreachable and limits fail closed.
     LimiterUnavailable,
+    /// Refused by a guardrail: `prompt_injection_detected`, `pii_detected`,
+    /// `content_filtered`.
+    Blocked {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -51,6 +57,7 @@ impl ApiError {
             ApiError::Provider(e) => e.status(),
             ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Blocked { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -66,6 +73,7 @@ impl ApiError {
             ApiError::Limited { why, .. } if why.is_rate() => "rate_limited",
             ApiError::Limited { .. } => "limit_exceeded",
             ApiError::LimiterUnavailable => "limiter_unavailable",
+            ApiError::Blocked { code, .. } => code,
         }
     }
 
@@ -114,6 +122,9 @@ impl ApiError {
                 "service_unavailable",
                 Some("limiter_unavailable"),
             ),
+            ApiError::Blocked { code, message } => {
+                ErrorEnvelope::new(message.clone(), "invalid_request_error", Some(code))
+            }
         }
     }
 

@@ -15,11 +15,12 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use loom_models::anthropic::MessagesRequest;
-use loom_models::chat::{ChatRequest, ChatResponse, Usage};
+use loom_models::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use loom_providers::anthropic::ingress::{self, EventEncoder};
 use loom_providers::{ChunkStream, Native, NativeStream, Provider};
 
 use super::failover::{self, Failure, Tries};
+use super::guard::{self, Step};
 use super::{
     ApiError, Quotas, Tokens, admit, parse_body, plan, router, routing_headers, settle, sse_headers,
 };
@@ -51,7 +52,7 @@ pub async fn handle(
 ) -> (Response<Body>, Option<Exchange>) {
     match serve(rt, req, limit, &mut ex, q).await {
         Ok(Served::Whole(resp)) => (resp, Some(ex)),
-        Ok(Served::Stream(source, call)) => (stream_response(source, call, ex), None),
+        Ok(Served::Stream(source, call)) => (stream_response(source, *call, ex), None),
         Err(Stop::Invalid(err)) => {
             ex.error = Some(err.label());
             (render(&err), Some(ex))
@@ -88,7 +89,7 @@ pub async fn handle(
 
 enum Served {
     Whole(Response<Body>),
-    Stream(Source, Call),
+    Stream(Source, Box<Call>),
 }
 
 /// Why no answer was served: the request itself, or every attempt failed.
@@ -124,17 +125,28 @@ async fn serve(
             ApiError::invalid("Streaming is disabled on this gateway", Some("stream")).into(),
         );
     }
-    super::token_cap(rt, &original, &msg.model, Some(msg.max_tokens))?;
+    let policy = guard::policy(rt, ex);
+    super::token_cap(&policy, &original, &msg.model, Some(msg.max_tokens))?;
+    // Guardrails read the canonical request; an Anthropic provider still
+    // gets the client's own bytes when nothing was rewritten and answers
+    // need no check.
+    let mut chat: Option<ChatRequest> = None;
+    let mut native_ok = true;
+    if !policy.is_empty() {
+        let mut c = ingress::to_chat(&msg).map_err(ApiError::from)?;
+        let changed = guard::check_request(&policy, &mut c, ex)?;
+        native_ok = !changed && !policy.checks_answers();
+        chat = Some(c);
+    }
     let router = router(rt, &ex.route);
     let plan = plan(rt, router, &msg.model, 0, Some(msg.max_tokens))?;
     admit(rt, ex, q, &original, &msg.model, Some(msg.max_tokens)).await?;
     let client_model = msg.model.clone();
     ex.model = Some(client_model.clone());
-    let mut chat: Option<ChatRequest> = None;
     let mut tries = Tries::new(router, &plan);
     loop {
         let target = tries.next(ex).await;
-        let outcome = if target.provider.is_anthropic() {
+        let outcome = if target.provider.is_anthropic() && native_ok {
             let body = if target.model == client_model {
                 original.clone()
             } else {
@@ -187,13 +199,14 @@ async fn serve(
             },
         };
         tries.succeeded(&target);
-        let call = Call {
+        let call = Box::new(Call {
             provider: target.provider.clone(),
             client_model: client_model.clone(),
             provider_model: target.model.clone(),
             called: tries.called,
             request: original.clone(),
-        };
+            check: guard::StreamCheck::new(&policy),
+        });
         let served = match answer {
             Answer::Native(Native::Stream(events)) => Served::Stream(Source::Native(events), call),
             Answer::Native(Native::Whole(reply)) => {
@@ -224,7 +237,8 @@ async fn serve(
                     Some(whole_tokens(&reply, &original, &target.model)),
                     false,
                 );
-                let parsed: ChatResponse = serde_json::from_slice(&reply.body).map_err(|e| {
+                let body = guard::whole_chat(&policy, reply.body.clone());
+                let parsed: ChatResponse = serde_json::from_slice(&body).map_err(|e| {
                     ApiError::from(loom_providers::Error::InvalidResponse {
                         provider: target.provider.name().to_owned(),
                         detail: e.to_string(),
@@ -269,6 +283,8 @@ struct Call {
     called: Instant,
     /// The client's request, to count the prompt if usage never arrives.
     request: Bytes,
+    /// Answer checks of a translated stream.
+    check: Option<guard::StreamCheck<ChatChunk>>,
 }
 
 /// Tokens of a whole answer: reported, or counted when the provider reported none.
@@ -381,6 +397,24 @@ impl HttpBody for Relay {
                                 }
                             }
                         }
+                        let mut chunk = chunk;
+                        if let Some(check) = this.call.check.as_mut() {
+                            let has_choices = !chunk.choices.is_empty();
+                            match check.event(&mut chunk, has_choices) {
+                                Step::Send => {}
+                                Step::Skip => continue,
+                                Step::Filtered => {
+                                    // The answer ends here: the encoder closes
+                                    // it with stop_reason `refusal`.
+                                    let mut out = BytesMut::new();
+                                    encoder.on_chunk(&chunk, &mut out);
+                                    encoder.finish(&mut out);
+                                    this.done = true;
+                                    this.finish(200, Some("content_filter"));
+                                    return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                                }
+                            }
+                        }
                         let mut out = BytesMut::new();
                         encoder.on_chunk(&chunk, &mut out);
                         if out.is_empty() {
@@ -391,6 +425,10 @@ impl HttpBody for Relay {
                     Poll::Ready(Some(Err(e))) => this.fail(e),
                     Poll::Ready(None) => {
                         let mut out = BytesMut::new();
+                        let held = this.call.check.as_mut().map(guard::StreamCheck::end);
+                        for chunk in held.iter().flatten() {
+                            encoder.on_chunk(chunk, &mut out);
+                        }
                         encoder.finish(&mut out);
                         this.done = true;
                         this.finish(200, None);

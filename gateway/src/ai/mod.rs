@@ -8,6 +8,7 @@
 
 mod error;
 mod failover;
+mod guard;
 mod messages;
 mod sse;
 
@@ -18,7 +19,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use loom_accounting::{Admission, UsageRecord};
-use loom_guardrails::Verdict;
+use loom_guardrails::Guardrails;
 use loom_models::chat::{ChatRequest, Message, Usage};
 use loom_models::completions::CompletionRequest;
 use loom_models::embeddings::EmbeddingRequest;
@@ -323,12 +324,12 @@ pub(crate) fn settle(
 /// counted only when its body is longer than the cap (a token is at least a
 /// byte, so a shorter body cannot exceed it).
 fn token_cap(
-    rt: &Runtime,
+    policy: &Guardrails,
     body: &Bytes,
     model: &str,
     max_tokens: Option<u64>,
 ) -> Result<Option<u64>, ApiError> {
-    let Some(cap) = rt.config.ai_gateway.security.max_tokens_per_request else {
+    let Some(cap) = policy.max_tokens_per_request else {
         return Ok(None);
     };
     if let Some(m) = max_tokens
@@ -489,8 +490,9 @@ async fn chat(
             Some(ex),
         ));
     }
+    let policy = guard::policy(rt, &ex);
     let mut capped = false;
-    match token_cap(rt, &original, &chat.model, chat.max_output_tokens()) {
+    match token_cap(&policy, &original, &chat.model, chat.max_output_tokens()) {
         Err(e) => return Err((e, Some(ex))),
         Ok(Some(cap)) if chat.max_output_tokens().is_none() => {
             // No budget asked for: the cap becomes the budget.
@@ -503,9 +505,10 @@ async fn chat(
         }
         Ok(_) => {}
     }
-    if let Verdict::Block { message, .. } = rt.guardrails.check_request(&mut chat) {
-        return Err((ApiError::invalid(message, None), Some(ex)));
-    }
+    let guarded = match guard::check_request(&policy, &mut chat, &ex) {
+        Ok(changed) => changed,
+        Err(e) => return Err((e, Some(ex))),
+    };
     let prompt_chars: usize = chat.messages.iter().map(Message::text_len).sum();
     let router = router(rt, &ex.route);
     let plan = match plan(
@@ -524,7 +527,7 @@ async fn chat(
     let client_model = chat.model.clone();
     ex.model = Some(client_model.clone());
     let wants_usage = chat.wants_stream_usage();
-    let passthrough = rt.guardrails.is_empty() && !capped;
+    let passthrough = !guarded && !capped;
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
@@ -565,13 +568,17 @@ async fn chat(
                     wants_usage,
                     original,
                     events,
+                    &policy,
                 );
                 (resp, None)
             }
-            Answer::Whole(reply) => (
-                whole(&mut ex, &tries, &target, &client_model, &original, *reply),
-                Some(ex),
-            ),
+            Answer::Whole(mut reply) => {
+                reply.body = guard::whole_chat(&policy, std::mem::take(&mut reply.body));
+                (
+                    whole(&mut ex, &tries, &target, &client_model, &original, *reply),
+                    Some(ex),
+                )
+            }
         });
     }
 }
@@ -606,6 +613,7 @@ fn whole(
 }
 
 /// The response of a stream whose first event has arrived; it settles at its end.
+#[allow(clippy::too_many_arguments)]
 fn streamed<T: sse::Event>(
     ex: Exchange,
     tries: &failover::Tries,
@@ -616,6 +624,7 @@ fn streamed<T: sse::Event>(
     events: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<T, loom_providers::Error>> + Send>,
     >,
+    policy: &Arc<Guardrails>,
 ) -> Response<Body> {
     tries.succeeded(target);
     let call = sse::Call {
@@ -626,7 +635,7 @@ fn streamed<T: sse::Event>(
         wants_usage,
         request,
     };
-    let mut resp = sse::response(events, call, ex);
+    let mut resp = sse::response(events, call, ex, guard::StreamCheck::new(policy));
     routing_headers(&mut resp, target, tries.attempts);
     resp
 }
@@ -680,14 +689,19 @@ async fn completions(
             Some(ex),
         ));
     }
-    let mut capped = false;
-    match token_cap(rt, &original, &body.model, body.max_tokens) {
+    let policy = guard::policy(rt, &ex);
+    let mut rewritten = false;
+    match token_cap(&policy, &original, &body.model, body.max_tokens) {
         Err(e) => return Err((e, Some(ex))),
         Ok(Some(cap)) if body.max_tokens.is_none() => {
             body.max_tokens = Some(cap);
-            capped = true;
+            rewritten = true;
         }
         Ok(_) => {}
+    }
+    match guard::check_request(&policy, &mut body.prompt, &ex) {
+        Ok(changed) => rewritten |= changed,
+        Err(e) => return Err((e, Some(ex))),
     }
     let prompt_chars = body.prompt.to_string().len();
     let router = router(rt, &ex.route);
@@ -721,6 +735,7 @@ async fn completions(
                         wants_usage,
                         original,
                         events,
+                        &policy,
                     );
                     return Ok((resp, None));
                 }
@@ -730,7 +745,7 @@ async fn completions(
                 },
             }
         }
-        let unchanged = (target.model == client_model && !capped).then(|| original.clone());
+        let unchanged = (target.model == client_model && !rewritten).then(|| original.clone());
         match failover::within(
             router,
             target.provider.name(),
@@ -738,7 +753,8 @@ async fn completions(
         )
         .await
         {
-            Ok(reply) => {
+            Ok(mut reply) => {
+                reply.body = guard::whole_completion(&policy, std::mem::take(&mut reply.body));
                 let resp = whole(&mut ex, &tries, &target, &client_model, &original, reply);
                 return Ok((resp, Some(ex)));
             }
@@ -761,7 +777,7 @@ async fn embeddings(
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
     };
-    if let Err(e) = token_cap(rt, &original, &body.model, None) {
+    if let Err(e) = token_cap(&guard::policy(rt, &ex), &original, &body.model, None) {
         return Err((e, Some(ex)));
     }
     let router = router(rt, &ex.route);

@@ -23,12 +23,13 @@ use loom_models::completions::CompletionResponse;
 use loom_providers::Provider;
 use serde::Serialize;
 
+use super::guard::{Guarded, Step, StreamCheck};
 use super::{ApiError, Tokens, settle, sse_headers};
 use crate::body::{Body, BoxError};
 use crate::exchange::Exchange;
 
 /// An event type the relay understands.
-pub trait Event: Serialize + Send + 'static {
+pub trait Event: Serialize + Send + Clone + Unpin + Guarded + 'static {
     fn usage_mut(&mut self) -> &mut Option<Usage>;
     fn has_choices(&self) -> bool;
     /// Appends the generated text of this event (counted when a stream is
@@ -90,7 +91,12 @@ pub(crate) const MAX_KEPT_TEXT: usize = 1 << 20;
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, loom_providers::Error>> + Send>>;
 
 /// Builds the streamed response.
-pub fn response<T: Event>(events: EventStream<T>, call: Call, mut ex: Exchange) -> Response<Body> {
+pub fn response<T: Event>(
+    events: EventStream<T>,
+    call: Call,
+    mut ex: Exchange,
+    check: Option<StreamCheck<T>>,
+) -> Response<Body> {
     ex.status = 200;
     let body = Relay {
         events,
@@ -99,6 +105,8 @@ pub fn response<T: Event>(events: EventStream<T>, call: Call, mut ex: Exchange) 
         usage: None,
         text: String::new(),
         text_overflow: 0,
+        check,
+        filtered: false,
         done: false,
     };
     let mut resp = Response::new(body.boxed_unsync());
@@ -114,6 +122,10 @@ struct Relay<T> {
     text: String,
     /// Bytes of generated text beyond `MAX_KEPT_TEXT`.
     text_overflow: usize,
+    /// The answer checks, when the policy has any.
+    check: Option<StreamCheck<T>>,
+    /// The content filter ended the answer: the next frame is the last.
+    filtered: bool,
     done: bool,
 }
 
@@ -173,6 +185,15 @@ impl<T: Event> HttpBody for Relay<T> {
             if this.done {
                 return Poll::Ready(None);
             }
+            if this.filtered {
+                // The upstream stream is dropped with the relay; what it
+                // generated so far is counted.
+                this.done = true;
+                this.finish(200, Some("content_filter"));
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                    b"data: [DONE]\n\n",
+                )))));
+            }
             match this.events.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(mut event))) => {
@@ -183,6 +204,14 @@ impl<T: Event> HttpBody for Relay<T> {
                             let mut extra = String::new();
                             event.text(&mut extra);
                             this.text_overflow += extra.len();
+                        }
+                    }
+                    if let Some(check) = this.check.as_mut() {
+                        let has_choices = event.has_choices();
+                        match check.event(&mut event, has_choices) {
+                            Step::Send => {}
+                            Step::Skip => continue,
+                            Step::Filtered => this.filtered = true,
                         }
                     }
                     if let Some(u) = event.usage_mut().take() {
@@ -206,9 +235,22 @@ impl<T: Event> HttpBody for Relay<T> {
                 Poll::Ready(None) => {
                     this.done = true;
                     this.finish(200, None);
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                        b"data: [DONE]\n\n",
-                    )))));
+                    let held = this
+                        .check
+                        .as_mut()
+                        .map(StreamCheck::end)
+                        .unwrap_or_default();
+                    if held.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                            b"data: [DONE]\n\n",
+                        )))));
+                    }
+                    let mut out = BytesMut::new();
+                    for event in &held {
+                        out.put_slice(&encode(event));
+                    }
+                    out.put_slice(b"data: [DONE]\n\n");
+                    return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
                 }
             }
         }

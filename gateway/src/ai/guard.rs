@@ -1,0 +1,303 @@
+//! The guardrail stage of AI routes: the policy of a request (route and
+//! consumer tier), its request check with the decision log, and the checks
+//! of whole and streamed answers in OpenAI's shapes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use loom_guardrails::{AnswerVerdict, Guardrails, Release, StreamGuard, Texts, Verdict};
+use loom_models::chat::{ChatChunk, ChatResponse, ChunkChoice, Content};
+use loom_models::completions::{CompletionChoice, CompletionResponse};
+
+use super::ApiError;
+use crate::exchange::Exchange;
+use crate::state::Runtime;
+
+/// The policy that applies to this request.
+pub fn policy(rt: &Runtime, ex: &Exchange) -> Arc<Guardrails> {
+    let tier = ex.consumer.as_ref().and_then(|c| c.tier.as_deref());
+    rt.guardrails.get(&ex.route, tier).clone()
+}
+
+/// Runs the request checks; every finding is logged with the request id
+/// (rule and category, never the matched text). `Ok(true)` when the request
+/// was rewritten (masked or sanitised).
+pub fn check_request(
+    policy: &Guardrails,
+    texts: &mut dyn Texts,
+    ex: &Exchange,
+) -> Result<bool, ApiError> {
+    if policy.is_empty() {
+        return Ok(false);
+    }
+    let report = policy.check_request(texts);
+    let consumer = ex
+        .consumer
+        .as_ref()
+        .map_or("anonymous", |c| c.name.as_str());
+    for f in &report.findings {
+        tracing::info!(
+            request_id = %ex.request_id,
+            consumer,
+            check = f.check,
+            rule = %f.rule,
+            category = f.category,
+            action = f.action,
+            score = f.score,
+            "guardrail finding"
+        );
+    }
+    match report.verdict {
+        Verdict::Allow => Ok(report.changed),
+        Verdict::Block { code, message, .. } => Err(ApiError::Blocked { code, message }),
+    }
+}
+
+/// A whole chat answer after the answer checks: masked, or withheld with
+/// `finish_reason: content_filter`. Unchanged bytes when nothing applies.
+pub fn whole_chat(policy: &Guardrails, body: Bytes) -> Bytes {
+    if !policy.checks_answers() {
+        return body;
+    }
+    let Ok(mut answer) = serde_json::from_slice::<ChatResponse>(&body) else {
+        return body;
+    };
+    let mut changed = false;
+    for choice in &mut answer.choices {
+        let Some(Content::Text(text)) = &mut choice.message.content else {
+            continue;
+        };
+        let mut checked = text.clone();
+        match policy.check_answer(&mut checked) {
+            AnswerVerdict::Allow => {
+                changed |= checked != *text;
+                *text = checked;
+            }
+            AnswerVerdict::Filtered { .. } => {
+                choice.message.content = None;
+                choice.finish_reason = Some("content_filter".into());
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return body;
+    }
+    serde_json::to_vec(&answer).map_or(body, Bytes::from)
+}
+
+/// A whole legacy completion after the answer checks.
+pub fn whole_completion(policy: &Guardrails, body: Bytes) -> Bytes {
+    if !policy.checks_answers() {
+        return body;
+    }
+    let Ok(mut answer) = serde_json::from_slice::<CompletionResponse>(&body) else {
+        return body;
+    };
+    let mut changed = false;
+    for choice in &mut answer.choices {
+        let mut checked = choice.text.clone();
+        match policy.check_answer(&mut checked) {
+            AnswerVerdict::Allow => {
+                changed |= checked != choice.text;
+                choice.text = checked;
+            }
+            AnswerVerdict::Filtered { .. } => {
+                choice.text.clear();
+                choice.finish_reason = Some("content_filter".into());
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return body;
+    }
+    serde_json::to_vec(&answer).map_or(body, Bytes::from)
+}
+
+/// What to do with a stream event after its guard.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Send,
+    /// Everything it carried is held back for now.
+    Skip,
+    /// Content of a blocked category: this event now ends the answer with
+    /// `finish_reason: content_filter`; the stream stops after it.
+    Filtered,
+}
+
+/// A stream event whose text a [`StreamGuard`] can hold back and mask.
+pub trait Guarded: Sized {
+    /// Passes the event's text through the guard.
+    fn guard(&mut self, g: &mut StreamGuard) -> Step;
+    /// An event like `self` carrying only `text` for choice `index` (what a
+    /// guard still held when the provider's stream ended).
+    fn carrying(&self, index: u32, text: String) -> Self;
+}
+
+/// The text to put back into an event for one choice: what the guard
+/// releases of `delta`, plus everything it held when the choice finishes.
+fn released(
+    g: &mut StreamGuard,
+    index: u32,
+    delta: Option<&str>,
+    finished: bool,
+) -> Option<String> {
+    let mut out = match delta {
+        Some(d) => match g.push(index, d) {
+            Release::Text(t) => t,
+            Release::Filtered { .. } => return None,
+        },
+        None => String::new(),
+    };
+    if finished {
+        match g.finish(index) {
+            Release::Text(t) => out.push_str(&t),
+            Release::Filtered { .. } => return None,
+        }
+    }
+    Some(out)
+}
+
+impl Guarded for ChatChunk {
+    fn guard(&mut self, g: &mut StreamGuard) -> Step {
+        let mut filtered = false;
+        for c in &mut self.choices {
+            let had = c.delta.content.take();
+            match released(g, c.index, had.as_deref(), c.finish_reason.is_some()) {
+                None => {
+                    filtered = true;
+                    break;
+                }
+                Some(t) if t.is_empty() => {}
+                Some(t) => c.delta.content = Some(t),
+            }
+        }
+        if filtered {
+            let index = self.choices.first().map_or(0, |c| c.index);
+            self.choices = vec![ChunkChoice {
+                index,
+                finish_reason: Some("content_filter".into()),
+                ..ChunkChoice::default()
+            }];
+            return Step::Filtered;
+        }
+        let empty = self.usage.is_none()
+            && self.choices.iter().all(|c| {
+                c.finish_reason.is_none()
+                    && c.delta.content.is_none()
+                    && c.delta.role.is_none()
+                    && c.delta.refusal.is_none()
+                    && c.delta.tool_calls.is_none()
+                    && c.delta.extra.is_empty()
+            });
+        if empty && !self.choices.is_empty() {
+            Step::Skip
+        } else {
+            Step::Send
+        }
+    }
+
+    fn carrying(&self, index: u32, text: String) -> Self {
+        let mut c = ChatChunk {
+            choices: Vec::new(),
+            usage: None,
+            ..self.clone()
+        };
+        let mut choice = ChunkChoice {
+            index,
+            ..ChunkChoice::default()
+        };
+        choice.delta.content = Some(text);
+        c.choices.push(choice);
+        c
+    }
+}
+
+impl Guarded for CompletionResponse {
+    fn guard(&mut self, g: &mut StreamGuard) -> Step {
+        let mut filtered = false;
+        for c in &mut self.choices {
+            let had = std::mem::take(&mut c.text);
+            match released(g, c.index, Some(&had), c.finish_reason.is_some()) {
+                None => {
+                    filtered = true;
+                    break;
+                }
+                Some(t) => c.text = t,
+            }
+        }
+        if filtered {
+            let index = self.choices.first().map_or(0, |c| c.index);
+            self.choices = vec![CompletionChoice {
+                index,
+                finish_reason: Some("content_filter".into()),
+                ..CompletionChoice::default()
+            }];
+            return Step::Filtered;
+        }
+        let empty = self.usage.is_none()
+            && self
+                .choices
+                .iter()
+                .all(|c| c.text.is_empty() && c.finish_reason.is_none());
+        if empty && !self.choices.is_empty() {
+            Step::Skip
+        } else {
+            Step::Send
+        }
+    }
+
+    fn carrying(&self, index: u32, text: String) -> Self {
+        CompletionResponse {
+            choices: vec![CompletionChoice {
+                index,
+                text,
+                ..CompletionChoice::default()
+            }],
+            usage: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// The guard state of one stream: the guard, and a copy of its first event
+/// with choices, the template for text still held at the end.
+pub struct StreamCheck<T> {
+    guard: StreamGuard,
+    template: Option<T>,
+}
+
+impl<T: Guarded + Clone> StreamCheck<T> {
+    /// A check for a stream under `policy`, when answers are checked.
+    pub fn new(policy: &Arc<Guardrails>) -> Option<StreamCheck<T>> {
+        policy.stream_guard().map(|guard| StreamCheck {
+            guard,
+            template: None,
+        })
+    }
+
+    /// Guards one event; `has_choices` tells whether it can be a template.
+    pub fn event(&mut self, event: &mut T, has_choices: bool) -> Step {
+        if self.template.is_none() && has_choices {
+            self.template = Some(event.clone());
+        }
+        event.guard(&mut self.guard)
+    }
+
+    /// Events carrying text still held when the provider's stream ended
+    /// without finishing its choices.
+    pub fn end(&mut self) -> Vec<T> {
+        let Some(template) = &self.template else {
+            return Vec::new();
+        };
+        self.guard
+            .finish_all()
+            .into_iter()
+            .filter_map(|(index, r)| match r {
+                Release::Text(t) if !t.is_empty() => Some(template.carrying(index, t)),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,204 @@
+//! Precision and recall of the guardrails on the labelled sets in
+//! `guardrails/eval/` (built by `scripts/guardrail-eval-data`). Fails when
+//! PII precision or recall of any type falls under 0.95, or injection
+//! precision under 0.95 at `sensitivity: medium`.
+//!
+//! `cargo test -p loom-guardrails --test eval -- --nocapture` prints the table.
+
+use std::collections::BTreeMap;
+
+use loom_guardrails::injection::{InjectionRules, Sensitivity};
+use loom_guardrails::pii::PiiDetector;
+use serde_json::Value;
+
+fn rows(name: &str) -> Vec<Value> {
+    let path = format!("{}/eval/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("jsonl row"))
+        .collect()
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    tp: u32,
+    fp: u32,
+    fn_: u32,
+}
+
+impl Counts {
+    fn precision(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.fp).max(1))
+    }
+    fn recall(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.fn_).max(1))
+    }
+}
+
+#[test]
+fn pii_precision_and_recall_per_type() {
+    let detector = PiiDetector::all();
+    let mut by_type: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut misses = Vec::new();
+    for row in rows("pii.jsonl") {
+        let text = row["text"].as_str().expect("text");
+        let labels: Vec<(String, usize, usize)> = row["spans"]
+            .as_array()
+            .expect("spans")
+            .iter()
+            .map(|s| {
+                (
+                    s["type"].as_str().expect("type").to_owned(),
+                    s["start"].as_u64().expect("start") as usize,
+                    s["end"].as_u64().expect("end") as usize,
+                )
+            })
+            .collect();
+        let found = detector.find(text);
+        let mut matched = vec![false; labels.len()];
+        for f in &found {
+            let kind = detector.name(f.kind).to_owned();
+            // A hit covers at least half of a label of its type.
+            let hit = labels.iter().enumerate().find(|(i, (t, s, e))| {
+                !matched[*i]
+                    && *t == kind
+                    && f.start.max(*s) < f.end.min(*e)
+                    && 2 * (f.end.min(*e) - f.start.max(*s)) >= e - s
+            });
+            let c = by_type.entry(kind.clone()).or_default();
+            match hit {
+                Some((i, _)) => {
+                    matched[i] = true;
+                    c.tp += 1;
+                }
+                None => {
+                    c.fp += 1;
+                    misses.push(format!(
+                        "false {kind}: {:?} in {text:?}",
+                        &text[f.start..f.end]
+                    ));
+                }
+            }
+        }
+        for (i, (t, s, e)) in labels.iter().enumerate() {
+            if !matched[i] {
+                by_type.entry(t.clone()).or_default().fn_ += 1;
+                misses.push(format!("missed {t}: {:?} in {text:?}", &text[*s..*e]));
+            }
+        }
+    }
+    println!("PII        precision  recall   tp  fp  fn");
+    let mut total = Counts::default();
+    for (t, c) in &by_type {
+        println!(
+            "{t:<10} {:>9.3} {:>7.3} {:>4} {:>3} {:>3}",
+            c.precision(),
+            c.recall(),
+            c.tp,
+            c.fp,
+            c.fn_
+        );
+        total.tp += c.tp;
+        total.fp += c.fp;
+        total.fn_ += c.fn_;
+    }
+    println!(
+        "{:<10} {:>9.3} {:>7.3} {:>4} {:>3} {:>3}",
+        "all",
+        total.precision(),
+        total.recall(),
+        total.tp,
+        total.fp,
+        total.fn_
+    );
+    for m in misses.iter().take(40) {
+        println!("  {m}");
+    }
+    for (t, c) in &by_type {
+        assert!(c.precision() >= 0.95 && c.recall() >= 0.95, "{t}: {c:?}");
+    }
+}
+
+#[test]
+fn injection_precision_at_each_sensitivity() {
+    let rules = InjectionRules::new();
+    let data = rows("injection.jsonl");
+    let scored: Vec<(f32, bool, &str, &str)> = data
+        .iter()
+        .map(|r| {
+            let text = r["text"].as_str().expect("text");
+            (
+                rules.assess(text).score,
+                r["label"].as_u64() == Some(1),
+                r["source"].as_str().unwrap_or(""),
+                text,
+            )
+        })
+        .collect();
+    println!("injection  threshold precision recall   tp  fp  fn");
+    let mut medium = Counts::default();
+    for (name, s) in [
+        ("low", Sensitivity::Low),
+        ("medium", Sensitivity::Medium),
+        ("high", Sensitivity::High),
+    ] {
+        let t = s.threshold();
+        let mut c = Counts::default();
+        for (score, attack, _, _) in &scored {
+            match (*score >= t, *attack) {
+                (true, true) => c.tp += 1,
+                (true, false) => c.fp += 1,
+                (false, true) => c.fn_ += 1,
+                (false, false) => {}
+            }
+        }
+        println!(
+            "{name:<10} {t:>9.2} {:>9.3} {:>6.3} {:>4} {:>3} {:>3}",
+            c.precision(),
+            c.recall(),
+            c.tp,
+            c.fp,
+            c.fn_
+        );
+        if s == Sensitivity::Medium {
+            medium = c;
+        }
+    }
+    // Recall by source family at medium.
+    let mut by_source: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for (score, attack, source, _) in &scored {
+        if *attack {
+            let family = source
+                .split(['+', '/'])
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("/");
+            let e = by_source.entry(family).or_default();
+            e.1 += 1;
+            if *score >= Sensitivity::Medium.threshold() {
+                e.0 += 1;
+            }
+        }
+    }
+    for (s, (hit, n)) in &by_source {
+        println!("  recall {s:<40} {hit}/{n}");
+    }
+    for (score, attack, source, text) in &scored {
+        if !*attack && *score >= Sensitivity::Medium.threshold() {
+            println!("  false positive ({score:.2}, {source}): {text:?}");
+        }
+    }
+    if std::env::var_os("LOOM_EVAL_MISSES").is_some() {
+        for (score, attack, source, text) in &scored {
+            if *attack && *score < Sensitivity::Medium.threshold() && !source.contains("inthewild")
+            {
+                println!(
+                    "  missed ({score:.2}, {source}): {:?}",
+                    text.chars().take(120).collect::<String>()
+                );
+            }
+        }
+    }
+    assert!(medium.precision() >= 0.95, "{medium:?}");
+}
