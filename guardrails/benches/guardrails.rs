@@ -56,6 +56,18 @@ fn bench(c: &mut Criterion) {
     c.bench_function("pii mask, 2 KB, three values", |b| {
         b.iter(|| d.mask(std::hint::black_box(&dirty)))
     });
+    c.bench_function("normalise for rules, 2 KB", |b| {
+        b.iter(|| loom_guardrails::normalize::for_rules(std::hint::black_box(&clean)))
+    });
+    c.bench_function("decoded runs, 2 KB", |b| {
+        b.iter(|| loom_guardrails::normalize::decoded_runs(std::hint::black_box(&clean)))
+    });
+    for k in PiiKind::ALL {
+        let one = PiiDetector::new(&[k]);
+        c.bench_function(&format!("pii kind {}", k.name()), |b| {
+            b.iter(|| one.find(std::hint::black_box(&clean)))
+        });
+    }
     let injection = InjectionRules::new();
     c.bench_function("injection rules, 2 KB", |b| {
         b.iter(|| injection.assess(std::hint::black_box(&clean)))

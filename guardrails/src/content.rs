@@ -6,7 +6,7 @@
 //! about a shooting or a medical question about an overdose threshold in
 //! general terms is not content to filter.
 
-use crate::rules::{Hit, RuleSet, combine};
+use crate::rules::{Hit, Prepared, RuleSet, combine};
 
 /// A content category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -224,9 +224,15 @@ impl ContentRules {
 
     /// Scores of the categories any rule matched, and the hits.
     pub fn assess(&self, text: &str) -> (Vec<Score>, Vec<Hit<Category>>) {
+        self.assess_prepared(&Prepared::new(text))
+    }
+
+    /// [`ContentRules::assess`] with the views already made.
+    pub fn assess_prepared(&self, prepared: &Prepared) -> (Vec<Score>, Vec<Hit<Category>>) {
         let mut weights = Vec::new();
         let mut hits = Vec::new();
-        self.rules.read_text(text, &mut weights, &mut hits, None);
+        self.rules
+            .read_prepared(prepared, &mut weights, &mut hits, None);
         let mut scores: Vec<Score> = Vec::new();
         for c in Category::ALL {
             let w: Vec<f32> = weights
@@ -265,8 +271,10 @@ mod tests {
     }
 
     #[test]
-    fn every_rule_compiles() {
-        assert_eq!(ContentRules::new().rules.len(), RULES.len());
+    fn every_rule_compiles_and_has_first_words() {
+        let r = ContentRules::new();
+        assert_eq!(r.rules.len(), RULES.len());
+        assert_eq!(r.rules.unanchored(), Vec::<&str>::new());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! or means something else there.
 
 use crate::normalize::decoded_runs;
-use crate::rules::{RuleSet, combine};
+use crate::rules::{Prepared, RuleSet, combine};
 
 /// The seed's four families, and prompt extraction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,7 @@ const RULES: &[(&str, Family, f32, bool, &str)] = &[
         Family::RoleManipulation,
         0.45,
         false,
-        r"(?:^|\n)\s*\[?(?:system|admin|administrator|root|sudo|operator)\]?\s*(?:message|override|prompt|note|instruction|command)?\s*:",
+        r"\n\[?(?:system|admin|administrator|root|sudo|operator)\]? ?(?:message|override|prompt|note|instruction|command)? ?:",
     ),
     (
         "role.authority_claim",
@@ -216,7 +216,7 @@ const RULES: &[(&str, Family, f32, bool, &str)] = &[
         Family::DelimiterInjection,
         0.5,
         true,
-        r"(?:^|\n)\s*#{2,}\s*(?:system|instruction|instructions|new instructions|admin)\b\s*:?",
+        r"\n#{2,} ?(?:system|instruction|instructions|new instructions|admin)\b ?:?",
     ),
     (
         "delimiter.fake_boundary",
@@ -230,7 +230,7 @@ const RULES: &[(&str, Family, f32, bool, &str)] = &[
         Family::DelimiterInjection,
         0.3,
         false,
-        r"\n\s*(?:assistant|ai|system)\s*:",
+        r"\n(?:assistant|ai|system) ?:",
     ),
     (
         "delimiter.json_role",
@@ -323,9 +323,15 @@ impl InjectionRules {
 
     /// Scores one text.
     pub fn assess(&self, text: &str) -> Assessment {
+        self.assess_prepared(&Prepared::new(text), text)
+    }
+
+    /// [`InjectionRules::assess`] with the views already made.
+    pub fn assess_prepared(&self, prepared: &Prepared, text: &str) -> Assessment {
         let mut weights: Vec<(Family, f32)> = Vec::new();
         let mut hits = Vec::new();
-        self.rules.read_text(text, &mut weights, &mut hits, None);
+        self.rules
+            .read_prepared(prepared, &mut weights, &mut hits, None);
         for (run, decoded) in decoded_runs(text) {
             let before = hits.len();
             self.rules
@@ -368,8 +374,10 @@ mod tests {
     }
 
     #[test]
-    fn every_rule_compiles() {
-        assert_eq!(InjectionRules::new().rules.len(), RULES.len());
+    fn every_rule_compiles_and_has_first_words() {
+        let r = InjectionRules::new();
+        assert_eq!(r.rules.len(), RULES.len());
+        assert_eq!(r.rules.unanchored(), Vec::<&str>::new());
     }
 
     #[test]

@@ -28,6 +28,7 @@ use loom_models::chat::{ChatRequest, Content, Role};
 use content::{Category, ContentRules};
 use injection::{InjectionRules, Sensitivity};
 use pii::{PiiDetector, PiiKind};
+use rules::Prepared;
 
 pub use stream::{Release, StreamGuard};
 
@@ -272,38 +273,50 @@ impl Guardrails {
         if self.is_empty() {
             return report;
         }
-        if let Some(check) = &self.injection {
-            let started = Instant::now();
-            self.injection(check, texts, &mut report);
-            self.observer
-                .timed("prompt_injection", started.elapsed().as_secs_f64());
-            if report.verdict != Verdict::Allow {
-                self.observer.blocked("prompt_injection");
-                return report;
-            }
-        }
-        if let Some(check) = &self.content {
-            let started = Instant::now();
+        if self.injection.is_some() || self.content.is_some() {
+            let mut injected = false;
             let mut worst: Option<(&'static str, f32)> = None;
             texts.each(&mut |role, text| {
                 if !matches!(role, Role::User | Role::Tool | Role::Function) {
                     return;
                 }
-                for (cat, action, score) in content_hits(check, text) {
-                    report.findings.push(Finding {
-                        check: "content",
-                        rule: cat.name().to_owned(),
-                        category: cat.name(),
-                        action: action_name(action),
-                        score,
-                    });
-                    if action == cfg::ContentAction::Block && worst.is_none_or(|(_, s)| score > s) {
-                        worst = Some((cat.name(), score));
+                // One normalised view of the text for both rule sets.
+                let started = Instant::now();
+                let prepared = Prepared::new(text);
+                if let Some(check) = &self.injection {
+                    injected |= self.injection(check, &prepared, text, &mut report);
+                    self.observer
+                        .timed("prompt_injection", started.elapsed().as_secs_f64());
+                }
+                if let Some(check) = &self.content {
+                    let started = Instant::now();
+                    for (cat, action, score) in content_hits(check, &prepared) {
+                        report.findings.push(Finding {
+                            check: "content",
+                            rule: cat.name().to_owned(),
+                            category: cat.name(),
+                            action: action_name(action),
+                            score,
+                        });
+                        if action == cfg::ContentAction::Block
+                            && worst.is_none_or(|(_, s)| score > s)
+                        {
+                            worst = Some((cat.name(), score));
+                        }
                     }
+                    self.observer
+                        .timed("content", started.elapsed().as_secs_f64());
                 }
             });
-            self.observer
-                .timed("content", started.elapsed().as_secs_f64());
+            if injected {
+                self.observer.blocked("prompt_injection");
+                report.verdict = Verdict::Block {
+                    reason: "prompt_injection",
+                    code: "prompt_injection_detected",
+                    message: "The request was refused: it looks like a prompt injection".into(),
+                };
+                return report;
+            }
             if let Some((category, _)) = worst {
                 self.observer.blocked("content_filter");
                 report.verdict = Verdict::Block {
@@ -366,58 +379,53 @@ impl Guardrails {
         report
     }
 
-    fn injection(&self, check: &InjectionCheck, texts: &mut dyn Texts, report: &mut Report) {
-        let rules = &*INJECTION_RULES;
-        let mut blocked = false;
-        texts.each(&mut |role, text| {
-            if !matches!(role, Role::User | Role::Tool | Role::Function) {
-                return;
-            }
-            let a = rules.assess(text);
-            if a.hits.is_empty() {
-                return;
-            }
-            let over = a.score >= check.threshold;
-            let action = if over {
-                match check.action {
-                    cfg::InjectionAction::Block => "block",
-                    cfg::InjectionAction::Log => "log",
-                    cfg::InjectionAction::Sanitize => "sanitize",
-                }
-            } else {
-                "allow"
-            };
-            let mut seen: Vec<&'static str> = Vec::new();
-            for h in &a.hits {
-                if !seen.contains(&h.rule) {
-                    seen.push(h.rule);
-                    report.findings.push(Finding {
-                        check: "prompt_injection",
-                        rule: h.rule.to_owned(),
-                        category: h.label.name(),
-                        action,
-                        score: a.score,
-                    });
-                }
-            }
-            if !over {
-                return;
-            }
+    /// Reads one text for injection; rewrites it under `sanitize`. True
+    /// when it should be blocked.
+    fn injection(
+        &self,
+        check: &InjectionCheck,
+        prepared: &Prepared,
+        text: &mut String,
+        report: &mut Report,
+    ) -> bool {
+        let a = INJECTION_RULES.assess_prepared(prepared, text);
+        if a.hits.is_empty() {
+            return false;
+        }
+        let over = a.score >= check.threshold;
+        let action = if over {
             match check.action {
-                cfg::InjectionAction::Block => blocked = true,
-                cfg::InjectionAction::Log => {}
-                cfg::InjectionAction::Sanitize => {
-                    *text = injection::sanitize(text, &a.hits);
-                    report.changed = true;
-                }
+                cfg::InjectionAction::Block => "block",
+                cfg::InjectionAction::Log => "log",
+                cfg::InjectionAction::Sanitize => "sanitize",
             }
-        });
-        if blocked {
-            report.verdict = Verdict::Block {
-                reason: "prompt_injection",
-                code: "prompt_injection_detected",
-                message: "The request was refused: it looks like a prompt injection".into(),
-            };
+        } else {
+            "allow"
+        };
+        let mut seen: Vec<&'static str> = Vec::new();
+        for h in &a.hits {
+            if !seen.contains(&h.rule) {
+                seen.push(h.rule);
+                report.findings.push(Finding {
+                    check: "prompt_injection",
+                    rule: h.rule.to_owned(),
+                    category: h.label.name(),
+                    action,
+                    score: a.score,
+                });
+            }
+        }
+        if !over {
+            return false;
+        }
+        match check.action {
+            cfg::InjectionAction::Block => true,
+            cfg::InjectionAction::Log => false,
+            cfg::InjectionAction::Sanitize => {
+                *text = injection::sanitize(text, &a.hits);
+                report.changed = true;
+                false
+            }
         }
     }
 
@@ -425,7 +433,7 @@ impl Guardrails {
     pub fn check_answer(&self, text: &mut String) -> AnswerVerdict {
         if let Some(check) = self.content.as_ref().filter(|c| c.responses) {
             let started = Instant::now();
-            let hits = content_hits(check, text);
+            let hits = content_hits(check, &Prepared::new(text));
             self.observer
                 .timed("content", started.elapsed().as_secs_f64());
             if let Some((cat, _, _)) = hits
@@ -483,8 +491,11 @@ impl Guardrails {
 }
 
 /// Categories over their threshold in `text`: (category, action, score).
-fn content_hits(check: &ContentCheck, text: &str) -> Vec<(Category, cfg::ContentAction, f32)> {
-    let (scores, _) = CONTENT_RULES.assess(text);
+fn content_hits(
+    check: &ContentCheck,
+    prepared: &Prepared,
+) -> Vec<(Category, cfg::ContentAction, f32)> {
+    let (scores, _) = CONTENT_RULES.assess_prepared(prepared);
     scores
         .into_iter()
         .filter_map(|s| {

@@ -162,6 +162,13 @@ impl PiiDetector {
             .map_or("[PII]", |d| d.placeholder.as_str())
     }
 
+    /// Whether any kind is a custom pattern.
+    pub fn has_custom(&self) -> bool {
+        self.detectors
+            .iter()
+            .any(|d| matches!(d.kind, PiiKind::Custom(_)))
+    }
+
     /// Whether no kind is configured.
     pub fn is_empty(&self) -> bool {
         self.detectors.is_empty()
@@ -174,32 +181,46 @@ impl PiiDetector {
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let view = crate::normalize::for_pii(text);
         let t: &str = &view.text;
-        let has_digit = t.bytes().any(|b| b.is_ascii_digit());
-        let has_at = memchr_at(t);
+        let windows = Windows::of(t);
         let mut found = Vec::new();
         for d in &self.detectors {
-            let possible = match d.needs {
-                Needs::Digit => has_digit,
-                Needs::At => has_at,
-                Needs::Nothing => true,
+            let ranges: &[(usize, usize, usize)] = match d.needs {
+                Needs::Digit if d.kind == PiiKind::Iban => &windows.iban,
+                Needs::Digit if d.kind == PiiKind::Ipv6 => &windows.colons,
+                Needs::Digit => &windows.digits,
+                Needs::At => &windows.at,
+                Needs::Nothing => &windows.whole,
             };
-            if !possible {
-                continue;
-            }
-            for m in d.regex.find_iter(t) {
-                let (start, end) = match d.kind {
-                    PiiKind::Custom(_) => (m.start(), m.end()),
-                    _ => trim_match(t, m.start(), m.end()),
-                };
-                if start < end
-                    && (matches!(d.kind, PiiKind::Custom(_)) || valid(d.kind, t, start, end))
-                {
-                    let r = view.original_range(start..end);
-                    found.push(Finding {
-                        kind: d.kind,
-                        start: r.start,
-                        end: r.end,
-                    });
+            let fewest = min_digits(d.kind);
+            for &(from, to, digits) in ranges {
+                if digits < fewest {
+                    continue;
+                }
+                let hay = &t[..to];
+                let mut at = from;
+                while let Some(m) = d.regex.find_at(hay, at) {
+                    at = if m.end() > m.start() {
+                        m.end()
+                    } else {
+                        m.end() + 1
+                    };
+                    let (start, end) = match d.kind {
+                        PiiKind::Custom(_) => (m.start(), m.end()),
+                        _ => trim_match(t, m.start(), m.end()),
+                    };
+                    if start < end
+                        && (matches!(d.kind, PiiKind::Custom(_)) || valid(d.kind, t, start, end))
+                    {
+                        let r = view.original_range(start..end);
+                        found.push(Finding {
+                            kind: d.kind,
+                            start: r.start,
+                            end: r.end,
+                        });
+                    }
+                    if at > hay.len() || !hay.is_char_boundary(at.min(hay.len())) {
+                        break;
+                    }
                 }
             }
         }
@@ -236,8 +257,126 @@ impl PiiDetector {
     }
 }
 
-fn memchr_at(t: &str) -> bool {
-    t.as_bytes().contains(&b'@')
+/// The parts of a text where each kind of detector can match, found in one
+/// pass over the bytes, so that the regular expressions read a few short
+/// windows instead of the whole text seven times (a 2 KB prompt with
+/// numbers: 23 µs down to a few).
+struct Windows {
+    /// Runs of digits joined by up to two separators (cards, SSNs, phones,
+    /// IPv4), with a leading `+` or `(`; four digits or more.
+    digits: Vec<(usize, usize, usize)>,
+    /// Words around an `@`.
+    at: Vec<(usize, usize, usize)>,
+    /// Words with two colons or more.
+    colons: Vec<(usize, usize, usize)>,
+    /// From two capitals and two digits, as far as an IBAN can reach.
+    iban: Vec<(usize, usize, usize)>,
+    whole: Vec<(usize, usize, usize)>,
+}
+
+/// Fewest digits a value of `kind` has (windows with fewer are skipped).
+fn min_digits(kind: PiiKind) -> usize {
+    match kind {
+        PiiKind::CreditCard => 13,
+        PiiKind::Ssn => 9,
+        PiiKind::Phone => 7,
+        PiiKind::Ipv4 => 4,
+        _ => 0,
+    }
+}
+
+/// A whitespace-separated word around byte `i`, widened to char boundaries.
+fn word_around(t: &str, i: usize) -> (usize, usize) {
+    let b = t.as_bytes();
+    let stop = |c: u8| {
+        c.is_ascii_whitespace()
+            || matches!(c, b'<' | b'>' | b'"' | b'\'' | b',' | b';' | b'(' | b')')
+    };
+    let start = b[..i].iter().rposition(|&c| stop(c)).map_or(0, |p| p + 1);
+    let end = b[i..]
+        .iter()
+        .position(|&c| stop(c))
+        .map_or(b.len(), |p| i + p);
+    (start, end)
+}
+
+impl Windows {
+    fn of(t: &str) -> Windows {
+        let b = t.as_bytes();
+        let n = b.len();
+        let mut w = Windows {
+            digits: Vec::new(),
+            at: Vec::new(),
+            colons: Vec::new(),
+            iban: Vec::new(),
+            whole: vec![(0, n, usize::MAX)],
+        };
+        let mut i = 0;
+        while i < n {
+            let c = b[i];
+            if c == b'@' {
+                let (s, e) = word_around(t, i);
+                if w.at.last().is_none_or(|l| l.0 != s) {
+                    w.at.push((s, e, usize::MAX));
+                }
+            } else if c == b':' {
+                let (s, e) = word_around(t, i);
+                if w.colons.last().is_none_or(|l| l.0 != s) && t[s..e].matches(':').count() >= 2 {
+                    w.colons.push((s, e, usize::MAX));
+                }
+            } else if c.is_ascii_uppercase()
+                && i + 3 < n
+                && b[i + 1].is_ascii_uppercase()
+                && b[i + 2].is_ascii_digit()
+                && b[i + 3].is_ascii_digit()
+            {
+                w.iban
+                    .push((i, floor_boundary(t, (i + 48).min(n)), usize::MAX));
+            } else if c.is_ascii_digit() {
+                let start = if i > 0 && matches!(b[i - 1], b'+' | b'(') {
+                    i - 1
+                } else {
+                    i
+                };
+                let mut end = i;
+                let mut count = 0;
+                loop {
+                    while end < n && b[end].is_ascii_digit() {
+                        end += 1;
+                        count += 1;
+                    }
+                    let mut k = end;
+                    while k < n
+                        && k - end < 3
+                        && matches!(b[k], b' ' | b'-' | b'.' | b'(' | b')' | b'/')
+                    {
+                        k += 1;
+                    }
+                    if k > end && k < n && b[k].is_ascii_digit() {
+                        end = k;
+                    } else {
+                        break;
+                    }
+                }
+                // A closing parenthesis or separator right after belongs to the window.
+                let stop = (end + 1).min(n);
+                if count >= 4 {
+                    w.digits.push((start, floor_boundary(t, stop), count));
+                }
+                i = end;
+                continue;
+            }
+            i += 1;
+        }
+        w
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 fn pattern(kind: PiiKind) -> &'static str {

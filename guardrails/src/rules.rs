@@ -1,11 +1,16 @@
 //! The rule engine shared by prompt-injection and content checks: weighted
-//! regular expressions over a normalised view, compiled once into one
-//! [`RegexSet`] so that a text no rule matches is read once, in one pass.
-//! Only the rules the set reports are run again to find where they matched.
+//! regular expressions over a normalised view. Every rule's possible first
+//! words (its prefix literals, taken from the pattern itself) go into one
+//! Aho-Corasick automaton; a text is read once by it, and only the rules
+//! whose first words occur are run. Most prompts contain none, and cost one
+//! pass. A [`RegexSet`] over all rules measured 13 µs on a clean 2 KB
+//! prompt; the automaton pass about 2 µs.
 
 use std::ops::Range;
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use aho_corasick::AhoCorasick;
+use regex::{Regex, RegexBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use crate::normalize::{Normalized, for_rules, leet};
 
@@ -30,14 +35,39 @@ struct Rule<L> {
 /// Compiled rules with labels of type `L`.
 pub struct RuleSet<L> {
     rules: Vec<Rule<L>>,
-    set: RegexSet,
+    /// Every rule's prefix literals; pattern `i` belongs to rule `owner[i]`.
+    anchors: Option<AhoCorasick>,
+    owner: Vec<usize>,
+    /// Rules whose prefixes cannot be listed: always run.
+    always: Vec<usize>,
     context: Option<Regex>,
+}
+
+/// The literals every match of `pattern` starts with, when they can be
+/// listed (and none is shorter than two bytes, which would match nearly
+/// everywhere).
+fn prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    // Few, short anchors keep the automaton small and fast (4,600 anchors
+    // cost 8 µs per 2 KB; 750 about 2 µs); allow more only where short
+    // ones would be single bytes.
+    [64, 256, 2000].into_iter().find_map(|limit| {
+        let mut ex = Extractor::new();
+        ex.kind(ExtractKind::Prefix).limit_total(limit);
+        let seq = ex.extract(&hir);
+        let lits = seq.literals()?;
+        if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < 2) {
+            return None;
+        }
+        Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+    })
 }
 
 impl<L> std::fmt::Debug for RuleSet<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuleSet")
             .field("rules", &self.rules.len())
+            .field("anchors", &self.owner.len())
             .finish()
     }
 }
@@ -75,18 +105,36 @@ impl<L: Copy> RuleSet<L> {
                 }
             })
             .collect();
-        let set = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
-            .size_limit(SIZE_LIMIT)
-            .build()
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "guardrail rule set does not compile");
-                RegexSet::empty()
-            });
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut owner = Vec::new();
+        let mut always = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            match prefixes(r.regex.as_str()) {
+                Some(p) => {
+                    owner.extend(std::iter::repeat_n(i, p.len()));
+                    literals.extend(p);
+                }
+                None => always.push(i),
+            }
+        }
+        let anchors = match AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&literals)
+        {
+            Ok(ac) => Some(ac),
+            Err(e) => {
+                tracing::error!(error = %e, "guardrail anchors do not compile: every rule runs");
+                always = (0..rules.len()).collect();
+                None
+            }
+        };
         let context =
             context.and_then(|c| RegexBuilder::new(c).size_limit(SIZE_LIMIT).build().ok());
         RuleSet {
             rules,
-            set,
+            anchors,
+            owner,
+            always,
             context,
         }
     }
@@ -94,6 +142,12 @@ impl<L: Copy> RuleSet<L> {
     /// How many rules compiled.
     pub fn len(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Ids of the rules that run on every text (their first words cannot
+    /// be listed).
+    pub fn unanchored(&self) -> Vec<&'static str> {
+        self.always.iter().map(|&i| self.rules[i].id).collect()
     }
 
     /// Whether no rule compiled.
@@ -110,10 +164,20 @@ impl<L: Copy> RuleSet<L> {
         hits: &mut Vec<Hit<L>>,
         within: Option<Range<usize>>,
     ) {
-        let plain = for_rules(text);
-        match leet(&plain) {
-            Some(folded) => self.read(&[&plain, &folded], weights, hits, within),
-            None => self.read(&[&plain], weights, hits, within),
+        self.read_prepared(&Prepared::new(text), weights, hits, within);
+    }
+
+    /// [`RuleSet::read_text`] on views made once for several rule sets.
+    pub fn read_prepared(
+        &self,
+        p: &Prepared,
+        weights: &mut Vec<(L, f32)>,
+        hits: &mut Vec<Hit<L>>,
+        within: Option<Range<usize>>,
+    ) {
+        match &p.folded {
+            Some(folded) => self.read(&[&p.plain, folded], weights, hits, within),
+            None => self.read(&[&p.plain], weights, hits, within),
         }
     }
 
@@ -130,10 +194,20 @@ impl<L: Copy> RuleSet<L> {
         within: Option<Range<usize>>,
     ) {
         let mut strongest: Vec<(usize, f32)> = Vec::new();
+        let mut candidates: Vec<usize> = Vec::new();
         for view in views {
             let text: &str = &view.text;
-            let matched = self.set.matches(text);
-            for i in matched.iter() {
+            candidates.clear();
+            candidates.extend_from_slice(&self.always);
+            if let Some(ac) = &self.anchors {
+                for m in ac.find_overlapping_iter(text) {
+                    let rule = self.owner[m.pattern().as_usize()];
+                    if !candidates.contains(&rule) {
+                        candidates.push(rule);
+                    }
+                }
+            }
+            for &i in &candidates {
                 let rule = &self.rules[i];
                 for m in rule.regex.find_iter(text) {
                     let r = m.range();
@@ -159,6 +233,23 @@ impl<L: Copy> RuleSet<L> {
             }
         }
         weights.extend(strongest.into_iter().map(|(i, w)| (self.rules[i].label, w)));
+    }
+}
+
+/// The views of one text that rules read, made once and shared by the
+/// injection and content rules.
+#[derive(Debug)]
+pub struct Prepared {
+    plain: Normalized<'static>,
+    folded: Option<Normalized<'static>>,
+}
+
+impl Prepared {
+    /// The plain rules view, and the leetspeak-folded one when it differs.
+    pub fn new(text: &str) -> Prepared {
+        let plain = for_rules(text);
+        let folded = leet(&plain);
+        Prepared { plain, folded }
     }
 }
 
