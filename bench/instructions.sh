@@ -8,6 +8,9 @@
 #   LOOM_CONFIG=FILE WRK_HEADER="X-API-Key: k" bench/instructions.sh   (another configuration)
 #   LOOM_CONFIG=bench/loom-failover.yaml SECOND_UPSTREAM="18001 5" bench/instructions.sh
 #                                  (a second upstream, here failing one call in five)
+#   LOOM_CONFIG=bench/loom-guardrails.yaml CHAT_LUA=bench/chat-2k.lua bench/instructions.sh
+#                                  (every guardrail on, a 2 KB prompt; compare with
+#                                   CHAT_LUA=bench/chat-2k.lua alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -44,5 +47,5 @@ measure() { # label url [lua]
 
 echo "| workload | requests | instructions per request |"
 echo "|---|---|---|"
-measure "chat completion (non-stream)" http://127.0.0.1:18080/v1/chat/completions bench/chat.lua
+measure "chat completion (non-stream)" http://127.0.0.1:18080/v1/chat/completions "${CHAT_LUA:-bench/chat.lua}"
 measure "proxy route GET" http://127.0.0.1:18080/plain/hello

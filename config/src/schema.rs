@@ -909,6 +909,10 @@ pub struct PiiDetection {
     /// Check and mask the provider's answers too (default true).
     #[serde(default = "yes")]
     pub responses: bool,
+    /// Reversible masking: each value becomes a numbered placeholder
+    /// (`[EMAIL_1]`) and the answer gets the client's own values back.
+    #[serde(default)]
+    pub restore: bool,
 }
 
 /// A PII kind defined by a regular expression.

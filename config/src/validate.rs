@@ -611,6 +611,12 @@ pub(crate) fn security(s: &crate::schema::Security, at: &str, found: &mut Found)
                 found.push((format!("{at}.pii_detection.custom[{i}].pattern"), e));
             }
         }
+        if p.restore && p.action != crate::schema::PiiAction::Mask {
+            found.push((
+                format!("{at}.pii_detection.restore"),
+                "restore needs action: mask".into(),
+            ));
+        }
         if p.placeholder.as_deref() == Some("") {
             found.push((
                 format!("{at}.pii_detection.placeholder"),

@@ -96,7 +96,7 @@ fn bench(c: &mut Criterion) {
         "stream guard, 2 KB answer in 16-byte chunks (per answer)",
         |b| {
             b.iter(|| {
-                let mut s = g.stream_guard().expect("answers checked");
+                let mut s = g.stream_guard(None).expect("answers checked");
                 let mut n = 0;
                 for ch in &chunks {
                     if let Release::Text(t) = s.push(0, ch) {

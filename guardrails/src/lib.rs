@@ -18,7 +18,7 @@ pub mod pii;
 pub mod rules;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
@@ -95,6 +95,8 @@ pub struct Report {
     /// Whether any text was rewritten.
     pub changed: bool,
     pub findings: Vec<Finding>,
+    /// Under reversible masking: the values masked, to restore in the answer.
+    pub vault: Option<pii::Vault>,
 }
 
 /// An answer after its check.
@@ -126,6 +128,7 @@ struct PiiCheck {
     detector: PiiDetector,
     action: cfg::PiiAction,
     responses: bool,
+    restore: bool,
 }
 
 impl PiiCheck {
@@ -240,6 +243,7 @@ impl Guardrails {
                 ),
                 action: p.action,
                 responses: p.responses,
+                restore: p.restore && p.action == cfg::PiiAction::Mask,
             }
         });
         Guardrails {
@@ -269,6 +273,7 @@ impl Guardrails {
             verdict: Verdict::Allow,
             changed: false,
             findings: Vec::new(),
+            vault: None,
         };
         if self.is_empty() {
             return report;
@@ -332,6 +337,7 @@ impl Guardrails {
         if let Some(check) = &self.pii {
             let started = Instant::now();
             let mut kinds: Vec<PiiKind> = Vec::new();
+            let mut vault = pii::Vault::default();
             texts.each(&mut |_, text| {
                 let found = check.detector.find(text);
                 if found.is_empty() {
@@ -344,10 +350,17 @@ impl Guardrails {
                 }
                 self.count_pii(&check.detector, &found);
                 if check.action == cfg::PiiAction::Mask {
-                    *text = check.detector.masked(text, &found);
+                    *text = if check.restore {
+                        check.detector.masked_reversibly(text, &found, &mut vault)
+                    } else {
+                        check.detector.masked(text, &found)
+                    };
                     report.changed = true;
                 }
             });
+            if !vault.is_empty() {
+                report.vault = Some(vault);
+            }
             self.observer.timed("pii", started.elapsed().as_secs_f64());
             kinds.sort();
             for k in &kinds {
@@ -429,8 +442,9 @@ impl Guardrails {
         }
     }
 
-    /// Checks, and may mask, one whole answer's text.
-    pub fn check_answer(&self, text: &mut String) -> AnswerVerdict {
+    /// Checks, and may mask, one whole answer's text; with the request's
+    /// vault (reversible masking), its placeholders get their values back.
+    pub fn check_answer(&self, text: &mut String, vault: Option<&pii::Vault>) -> AnswerVerdict {
         if let Some(check) = self.content.as_ref().filter(|c| c.responses) {
             let started = Instant::now();
             let hits = content_hits(check, &Prepared::new(text));
@@ -457,13 +471,20 @@ impl Guardrails {
             }
             self.observer.timed("pii", started.elapsed().as_secs_f64());
         }
+        if let Some(v) = vault {
+            *text = v.restore(text);
+        }
         AnswerVerdict::Allow
     }
 
-    /// A guard for one streamed answer, or `None` when answers are not checked.
-    pub fn stream_guard(self: &Arc<Self>) -> Option<StreamGuard> {
-        self.checks_answers()
-            .then(|| StreamGuard::new(self.clone()))
+    /// A guard for one streamed answer, or `None` when answers are not
+    /// checked and there is nothing to restore.
+    pub fn stream_guard(self: &Arc<Self>, vault: Option<pii::Vault>) -> Option<StreamGuard> {
+        if self.checks_answers() || vault.is_some() {
+            Some(StreamGuard::new(self.clone(), vault))
+        } else {
+            None
+        }
     }
 
     fn count_pii(&self, detector: &PiiDetector, found: &[pii::Finding]) {
@@ -556,65 +577,79 @@ impl Texts for serde_json::Value {
 /// The global policy and its per-route and per-tier variants.
 #[derive(Debug, Default)]
 pub struct Policies {
-    global: Arc<Guardrails>,
-    /// By route id, then by tier (`None`: consumers without a tier override).
-    narrower: HashMap<(Option<String>, Option<String>), Arc<Guardrails>>,
+    /// For routes without their own `security` and consumers without a
+    /// tier override.
+    global: Layer,
+    /// Routes with their own `security`, by route id.
+    routes: HashMap<String, Layer>,
+}
+
+/// A policy and its per-tier variants.
+#[derive(Debug, Default)]
+struct Layer {
+    base: Arc<Guardrails>,
+    tiers: HashMap<String, Arc<Guardrails>>,
+}
+
+impl Layer {
+    fn build(
+        base: &cfg::Security,
+        tiers: &BTreeMap<String, cfg::Security>,
+        observer: &Arc<dyn Observer>,
+    ) -> Layer {
+        Layer {
+            base: Arc::new(Guardrails::from_config(base, observer.clone())),
+            // A tier's sections replace the route's, which replaced the global ones.
+            tiers: tiers
+                .iter()
+                .map(|(tier, t)| {
+                    (
+                        tier.clone(),
+                        Arc::new(Guardrails::from_config(&merge(base, t), observer.clone())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn get(&self, tier: Option<&str>) -> &Arc<Guardrails> {
+        tier.and_then(|t| self.tiers.get(t)).unwrap_or(&self.base)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.base.is_empty() && self.tiers.values().all(|g| g.is_empty())
+    }
 }
 
 impl Policies {
     /// Compiles every policy of a configuration.
     pub fn from_config(config: &cfg::Config, observer: Arc<dyn Observer>) -> Policies {
         let global_cfg = &config.ai_gateway.security;
-        let global = Arc::new(Guardrails::from_config(global_cfg, observer.clone()));
-        let mut narrower = HashMap::new();
-        let routes: Vec<(Option<String>, Option<&cfg::Security>)> = std::iter::once((None, None))
-            .chain(
-                config
-                    .routes
-                    .iter()
-                    .filter(|r| r.ai_gateway)
-                    .filter_map(|r| r.security.as_ref().map(|s| (Some(r.id.clone()), Some(s)))),
-            )
+        let global = Layer::build(global_cfg, &global_cfg.tiers, &observer);
+        let routes = config
+            .routes
+            .iter()
+            .filter(|r| r.ai_gateway)
+            .filter_map(|r| {
+                let own = r.security.as_ref()?;
+                Some((
+                    r.id.clone(),
+                    Layer::build(&merge(global_cfg, own), &global_cfg.tiers, &observer),
+                ))
+            })
             .collect();
-        for (route, route_sec) in &routes {
-            let base = match route_sec {
-                Some(s) => merge(global_cfg, s),
-                None => global_cfg.clone(),
-            };
-            if route.is_some() {
-                narrower.insert(
-                    (route.clone(), None),
-                    Arc::new(Guardrails::from_config(&base, observer.clone())),
-                );
-            }
-            for (tier, t) in &global_cfg.tiers {
-                // A tier's sections replace the route's, which replaced the global ones.
-                narrower.insert(
-                    (route.clone(), Some(tier.clone())),
-                    Arc::new(Guardrails::from_config(&merge(&base, t), observer.clone())),
-                );
-            }
-        }
-        Policies { global, narrower }
+        Policies { global, routes }
     }
 
-    /// The policy of a request on `route` by a consumer of `tier`.
+    /// The policy of a request on `route` by a consumer of `tier`: two
+    /// map lookups by borrowed keys, no allocation.
     pub fn get(&self, route: &str, tier: Option<&str>) -> &Arc<Guardrails> {
-        if self.narrower.is_empty() {
-            return &self.global;
-        }
-        let route = Some(route.to_owned());
-        let tier = tier.map(str::to_owned);
-        self.narrower
-            .get(&(route.clone(), tier.clone()))
-            .or_else(|| self.narrower.get(&(None, tier)))
-            .or_else(|| self.narrower.get(&(route, None)))
-            .unwrap_or(&self.global)
+        self.routes.get(route).unwrap_or(&self.global).get(tier)
     }
 
     /// Whether any policy has a check.
     pub fn is_empty(&self) -> bool {
-        self.global.is_empty() && self.narrower.values().all(|g| g.is_empty())
+        self.global.is_empty() && self.routes.values().all(Layer::is_empty)
     }
 }
 

@@ -86,6 +86,34 @@ enum Needs {
 #[derive(Debug)]
 pub struct PiiDetector {
     detectors: Vec<Detector>,
+    placeholder_format: String,
+}
+
+/// The values one request's reversible masking replaced, by placeholder.
+#[derive(Debug, Default, Clone)]
+pub struct Vault {
+    entries: Vec<(String, String)>,
+}
+
+impl Vault {
+    /// Whether nothing was masked.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// `text` with every placeholder of this vault replaced by its value.
+    pub fn restore(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        // Longest first, so `[EMAIL_12]` is not read as `[EMAIL_1]` + `2]`.
+        let mut entries: Vec<&(String, String)> = self.entries.iter().collect();
+        entries.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        for (p, v) in entries {
+            if out.contains(p.as_str()) {
+                out = out.replace(p.as_str(), v);
+            }
+        }
+        out
+    }
 }
 
 /// The default placeholder format: `[EMAIL]`, `[CREDIT_CARD]`…
@@ -138,7 +166,10 @@ impl PiiDetector {
                 }
             }
         }
-        PiiDetector { detectors }
+        PiiDetector {
+            detectors,
+            placeholder_format: placeholder.to_owned(),
+        }
     }
 
     /// Every built-in kind.
@@ -241,6 +272,31 @@ impl PiiDetector {
             return (text.to_owned(), found);
         }
         (self.masked(text, &found), found)
+    }
+
+    /// `text` with the given findings replaced by numbered placeholders
+    /// (`[EMAIL_1]`), the same value always by the same one, recorded in
+    /// `vault` so that an answer can get the values back.
+    pub fn masked_reversibly(&self, text: &str, found: &[Finding], vault: &mut Vault) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for f in found {
+            out.push_str(&text[at..f.start]);
+            let value = &text[f.start..f.end];
+            match vault.entries.iter().find(|(_, v)| v == value) {
+                Some((p, _)) => out.push_str(p),
+                None => {
+                    let n = vault.entries.len() + 1;
+                    let name = format!("{}_{n}", self.name(f.kind).to_ascii_uppercase());
+                    let p = self.placeholder_format.replace("{TYPE}", &name);
+                    out.push_str(&p);
+                    vault.entries.push((p, value.to_owned()));
+                }
+            }
+            at = f.end;
+        }
+        out.push_str(&text[at..]);
+        out
     }
 
     /// `text` with the given findings (of this detector, in order) replaced.

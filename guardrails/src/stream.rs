@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use crate::Guardrails;
+use crate::pii::Vault;
 
 /// Bytes of answer text held back when custom PII patterns are configured
 /// (built-in kinds need only the open tail, see [`open_tail`]).
@@ -48,13 +49,16 @@ struct Choice {
 pub struct StreamGuard {
     guardrails: Arc<Guardrails>,
     choices: Vec<Choice>,
+    /// Values to put back (reversible masking).
+    vault: Option<Vault>,
 }
 
 impl StreamGuard {
-    pub(crate) fn new(guardrails: Arc<Guardrails>) -> StreamGuard {
+    pub(crate) fn new(guardrails: Arc<Guardrails>, vault: Option<Vault>) -> StreamGuard {
         StreamGuard {
             guardrails,
             choices: Vec::new(),
+            vault,
         }
     }
 
@@ -99,7 +103,8 @@ impl StreamGuard {
         if cut == 0 {
             return Release::Text(String::new());
         }
-        release(&g, c, cut, false)
+        let out = release(&g, c, cut, false);
+        self.restored(out)
     }
 
     /// Bytes of choice `index` held back right now.
@@ -115,7 +120,15 @@ impl StreamGuard {
         let g = self.guardrails.clone();
         let c = self.choice(index);
         let all = c.held.len();
-        release(&g, c, all, true)
+        let out = release(&g, c, all, true);
+        self.restored(out)
+    }
+
+    fn restored(&self, r: Release) -> Release {
+        match (r, &self.vault) {
+            (Release::Text(t), Some(v)) if !t.is_empty() => Release::Text(v.restore(&t)),
+            (r, _) => r,
+        }
     }
 
     /// Ends every choice; (index, release) for each that held text.

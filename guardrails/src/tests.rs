@@ -176,7 +176,7 @@ fn content_block_and_per_category_log() {
     assert_eq!(report.findings[0].category, "self_harm");
     let mut answer = "Step one: build a pipe bomb by".to_owned();
     assert_eq!(
-        g.check_answer(&mut answer),
+        g.check_answer(&mut answer, None),
         AnswerVerdict::Filtered {
             category: "violence"
         }
@@ -186,7 +186,7 @@ fn content_block_and_per_category_log() {
 #[test]
 fn streamed_values_split_across_chunks_are_masked() {
     let g = Arc::new(guard("pii_detection: {enabled: true, types: [credit_card, email]}").0);
-    let mut s = g.stream_guard().expect("answers are checked");
+    let mut s = g.stream_guard(None).expect("answers are checked");
     let chunks = [
         "Sure. The card on file is 4111 11",
         "11 1111 ",
@@ -249,4 +249,44 @@ routes:
     assert!(internal.is_empty());
     let internal_free = p.get("internal", Some("free"));
     assert!(internal_free.pii.is_none() && internal_free.injection.is_some());
+}
+
+#[test]
+fn reversible_masking_numbers_values_and_restores_them_in_answers() {
+    let (g, _) = guard("pii_detection: {enabled: true, restore: true}");
+    let mut req = request(
+        "Customer: jo@example.com",
+        "Email jo@example.com and ann@example.org about card 4111 1111 1111 1111",
+    );
+    let report = g.check_request(&mut req);
+    let json = serde_json::to_string(&req).expect("json");
+    assert!(json.contains("Customer: [EMAIL_1]"), "{json}");
+    assert!(
+        json.contains("Email [EMAIL_1] and [EMAIL_2] about card [CREDIT_CARD_3]"),
+        "{json}"
+    );
+    let vault = report.vault.expect("values were masked reversibly");
+    let mut answer = "Done: wrote to [EMAIL_2], and [EMAIL_1] was copied.".to_owned();
+    assert_eq!(
+        g.check_answer(&mut answer, Some(&vault)),
+        AnswerVerdict::Allow
+    );
+    assert_eq!(
+        answer,
+        "Done: wrote to ann@example.org, and jo@example.com was copied."
+    );
+
+    // Streamed, with a placeholder split across chunks.
+    let g = Arc::new(g);
+    let mut s = g.stream_guard(Some(vault)).expect("a vault to restore");
+    let mut out = String::new();
+    for chunk in ["I wrote to [EMA", "IL_2] and ", "cc'd [EMAIL_1]."] {
+        if let Release::Text(t) = s.push(0, chunk) {
+            out.push_str(&t);
+        }
+    }
+    if let Release::Text(t) = s.finish(0) {
+        out.push_str(&t);
+    }
+    assert_eq!(out, "I wrote to ann@example.org and cc'd jo@example.com.");
 }

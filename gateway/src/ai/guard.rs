@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use loom_guardrails::pii::Vault;
 use loom_guardrails::{AnswerVerdict, Guardrails, Release, StreamGuard, Texts, Verdict};
 use loom_models::chat::{ChatChunk, ChatResponse, ChunkChoice, Content};
 use loom_models::completions::{CompletionChoice, CompletionResponse};
@@ -19,16 +20,40 @@ pub fn policy(rt: &Runtime, ex: &Exchange) -> Arc<Guardrails> {
     rt.guardrails.get(&ex.route, tier).clone()
 }
 
+/// A request's policy and what its checks did, for the answer's checks.
+pub struct Applied {
+    pub policy: Arc<Guardrails>,
+    /// The request was rewritten (masked or sanitised).
+    pub changed: bool,
+    /// Values masked reversibly, to put back into the answer.
+    pub vault: Option<Vault>,
+}
+
+impl Applied {
+    /// A policy whose request checks did not run (nothing to check).
+    pub fn unchecked(policy: Arc<Guardrails>) -> Applied {
+        Applied {
+            policy,
+            changed: false,
+            vault: None,
+        }
+    }
+
+    /// Whether answers need reading: checks, or values to restore.
+    fn reads_answers(&self) -> bool {
+        self.policy.checks_answers() || self.vault.is_some()
+    }
+}
+
 /// Runs the request checks; every finding is logged with the request id
-/// (rule and category, never the matched text). `Ok(true)` when the request
-/// was rewritten (masked or sanitised).
+/// (rule and category, never the matched text).
 pub fn check_request(
-    policy: &Guardrails,
+    policy: Arc<Guardrails>,
     texts: &mut dyn Texts,
     ex: &Exchange,
-) -> Result<bool, ApiError> {
+) -> Result<Applied, ApiError> {
     if policy.is_empty() {
-        return Ok(false);
+        return Ok(Applied::unchecked(policy));
     }
     let report = policy.check_request(texts);
     let consumer = ex
@@ -48,15 +73,19 @@ pub fn check_request(
         );
     }
     match report.verdict {
-        Verdict::Allow => Ok(report.changed),
+        Verdict::Allow => Ok(Applied {
+            policy,
+            changed: report.changed,
+            vault: report.vault,
+        }),
         Verdict::Block { code, message, .. } => Err(ApiError::Blocked { code, message }),
     }
 }
 
 /// A whole chat answer after the answer checks: masked, or withheld with
 /// `finish_reason: content_filter`. Unchanged bytes when nothing applies.
-pub fn whole_chat(policy: &Guardrails, body: Bytes) -> Bytes {
-    if !policy.checks_answers() {
+pub fn whole_chat(a: &Applied, body: Bytes) -> Bytes {
+    if !a.reads_answers() {
         return body;
     }
     let Ok(mut answer) = serde_json::from_slice::<ChatResponse>(&body) else {
@@ -68,7 +97,7 @@ pub fn whole_chat(policy: &Guardrails, body: Bytes) -> Bytes {
             continue;
         };
         let mut checked = text.clone();
-        match policy.check_answer(&mut checked) {
+        match a.policy.check_answer(&mut checked, a.vault.as_ref()) {
             AnswerVerdict::Allow => {
                 changed |= checked != *text;
                 *text = checked;
@@ -87,8 +116,8 @@ pub fn whole_chat(policy: &Guardrails, body: Bytes) -> Bytes {
 }
 
 /// A whole legacy completion after the answer checks.
-pub fn whole_completion(policy: &Guardrails, body: Bytes) -> Bytes {
-    if !policy.checks_answers() {
+pub fn whole_completion(a: &Applied, body: Bytes) -> Bytes {
+    if !a.reads_answers() {
         return body;
     }
     let Ok(mut answer) = serde_json::from_slice::<CompletionResponse>(&body) else {
@@ -97,7 +126,7 @@ pub fn whole_completion(policy: &Guardrails, body: Bytes) -> Bytes {
     let mut changed = false;
     for choice in &mut answer.choices {
         let mut checked = choice.text.clone();
-        match policy.check_answer(&mut checked) {
+        match a.policy.check_answer(&mut checked, a.vault.as_ref()) {
             AnswerVerdict::Allow => {
                 changed |= checked != choice.text;
                 choice.text = checked;
@@ -269,12 +298,14 @@ pub struct StreamCheck<T> {
 }
 
 impl<T: Guarded + Clone> StreamCheck<T> {
-    /// A check for a stream under `policy`, when answers are checked.
-    pub fn new(policy: &Arc<Guardrails>) -> Option<StreamCheck<T>> {
-        policy.stream_guard().map(|guard| StreamCheck {
-            guard,
-            template: None,
-        })
+    /// A check for a stream, when answers are read.
+    pub fn new(a: &Applied) -> Option<StreamCheck<T>> {
+        a.policy
+            .stream_guard(a.vault.clone())
+            .map(|guard| StreamCheck {
+                guard,
+                template: None,
+            })
     }
 
     /// Guards one event; `has_choices` tells whether it can be a template.

@@ -131,13 +131,15 @@ async fn serve(
     // gets the client's own bytes when nothing was rewritten and answers
     // need no check.
     let mut chat: Option<ChatRequest> = None;
-    let mut native_ok = true;
-    if !policy.is_empty() {
+    let applied = if policy.is_empty() {
+        guard::Applied::unchecked(policy)
+    } else {
         let mut c = ingress::to_chat(&msg).map_err(ApiError::from)?;
-        let changed = guard::check_request(&policy, &mut c, ex)?;
-        native_ok = !changed && !policy.checks_answers();
+        let a = guard::check_request(policy, &mut c, ex)?;
         chat = Some(c);
-    }
+        a
+    };
+    let native_ok = !applied.changed && !applied.policy.checks_answers();
     let router = router(rt, &ex.route);
     let plan = plan(rt, router, &msg.model, 0, Some(msg.max_tokens))?;
     admit(rt, ex, q, &original, &msg.model, Some(msg.max_tokens)).await?;
@@ -205,7 +207,7 @@ async fn serve(
             provider_model: target.model.clone(),
             called: tries.called,
             request: original.clone(),
-            check: guard::StreamCheck::new(&policy),
+            check: guard::StreamCheck::new(&applied),
         });
         let served = match answer {
             Answer::Native(Native::Stream(events)) => Served::Stream(Source::Native(events), call),
@@ -237,7 +239,7 @@ async fn serve(
                     Some(whole_tokens(&reply, &original, &target.model)),
                     false,
                 );
-                let body = guard::whole_chat(&policy, reply.body.clone());
+                let body = guard::whole_chat(&applied, reply.body.clone());
                 let parsed: ChatResponse = serde_json::from_slice(&body).map_err(|e| {
                     ApiError::from(loom_providers::Error::InvalidResponse {
                         provider: target.provider.name().to_owned(),

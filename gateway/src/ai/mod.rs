@@ -505,8 +505,8 @@ async fn chat(
         }
         Ok(_) => {}
     }
-    let guarded = match guard::check_request(&policy, &mut chat, &ex) {
-        Ok(changed) => changed,
+    let applied = match guard::check_request(policy, &mut chat, &ex) {
+        Ok(a) => a,
         Err(e) => return Err((e, Some(ex))),
     };
     let prompt_chars: usize = chat.messages.iter().map(Message::text_len).sum();
@@ -527,7 +527,7 @@ async fn chat(
     let client_model = chat.model.clone();
     ex.model = Some(client_model.clone());
     let wants_usage = chat.wants_stream_usage();
-    let passthrough = !guarded && !capped;
+    let passthrough = !applied.changed && !capped;
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
@@ -568,12 +568,12 @@ async fn chat(
                     wants_usage,
                     original,
                     events,
-                    &policy,
+                    &applied,
                 );
                 (resp, None)
             }
             Answer::Whole(mut reply) => {
-                reply.body = guard::whole_chat(&policy, std::mem::take(&mut reply.body));
+                reply.body = guard::whole_chat(&applied, std::mem::take(&mut reply.body));
                 (
                     whole(&mut ex, &tries, &target, &client_model, &original, *reply),
                     Some(ex),
@@ -624,7 +624,7 @@ fn streamed<T: sse::Event>(
     events: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<T, loom_providers::Error>> + Send>,
     >,
-    policy: &Arc<Guardrails>,
+    applied: &guard::Applied,
 ) -> Response<Body> {
     tries.succeeded(target);
     let call = sse::Call {
@@ -635,7 +635,7 @@ fn streamed<T: sse::Event>(
         wants_usage,
         request,
     };
-    let mut resp = sse::response(events, call, ex, guard::StreamCheck::new(policy));
+    let mut resp = sse::response(events, call, ex, guard::StreamCheck::new(applied));
     routing_headers(&mut resp, target, tries.attempts);
     resp
 }
@@ -699,10 +699,11 @@ async fn completions(
         }
         Ok(_) => {}
     }
-    match guard::check_request(&policy, &mut body.prompt, &ex) {
-        Ok(changed) => rewritten |= changed,
+    let applied = match guard::check_request(policy, &mut body.prompt, &ex) {
+        Ok(a) => a,
         Err(e) => return Err((e, Some(ex))),
-    }
+    };
+    rewritten |= applied.changed;
     let prompt_chars = body.prompt.to_string().len();
     let router = router(rt, &ex.route);
     let plan = match plan(rt, router, &body.model, prompt_chars, body.max_tokens) {
@@ -735,7 +736,7 @@ async fn completions(
                         wants_usage,
                         original,
                         events,
-                        &policy,
+                        &applied,
                     );
                     return Ok((resp, None));
                 }
@@ -754,7 +755,7 @@ async fn completions(
         .await
         {
             Ok(mut reply) => {
-                reply.body = guard::whole_completion(&policy, std::mem::take(&mut reply.body));
+                reply.body = guard::whole_completion(&applied, std::mem::take(&mut reply.body));
                 let resp = whole(&mut ex, &tries, &target, &client_model, &original, reply);
                 return Ok((resp, Some(ex)));
             }
