@@ -17,14 +17,19 @@ def backend():
     b.close()
 
 
-def ai_config(upstream_url: str, extra_provider: str = "", streaming: str = "") -> str:
-    return f"""
+# The listener and admin blocks every test configuration starts with; Loom
+# (the harness) fills in free ports.
+LISTEN = """
 listeners:
   - name: http
-    address: "127.0.0.1:{{port}}"
+    address: "127.0.0.1:{port}"
 admin:
-  address: "127.0.0.1:{{admin_port}}"
-routes:
+  address: "127.0.0.1:{admin_port}"
+"""
+
+
+def ai_config(upstream_url: str, extra_provider: str = "", streaming: str = "") -> str:
+    return LISTEN + f"""routes:
   - id: ai
     path: /v1/*
     ai_gateway: true

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from conftest import LISTEN
 from harness import FakeOpenAI, Loom, loom_bin, metric_value
 
 CARD = "4111 1111 1111 1111"
@@ -17,12 +18,7 @@ PROMPT_WITH_PII = f"Please update my account: jane.doe@example.com, SSN 123-45-6
 
 
 def config(upstream: str, security: str, route_security: str = "") -> str:
-    return f"""
-listeners:
-  - address: "127.0.0.1:{{port}}"
-admin:
-  address: "127.0.0.1:{{admin_port}}"
-routes:
+    return LISTEN + f"""routes:
   - id: ai
     path: /v1/*
     ai_gateway: true
