@@ -5,6 +5,8 @@
 //! afterwards. The exact-match fast path, the embedding index and its
 //! structural guards, and the Qdrant and Redis backends implement this trait.
 
+pub mod embed;
+
 use std::future::Future;
 use std::pin::Pin;
 

