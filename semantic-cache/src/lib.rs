@@ -6,6 +6,7 @@
 //! structural guards, and the Qdrant and Redis backends implement this trait.
 
 pub mod embed;
+pub mod key;
 
 use std::future::Future;
 use std::pin::Pin;
