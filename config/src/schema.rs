@@ -799,6 +799,21 @@ pub struct PromptInjection {
     pub action: InjectionAction,
     #[serde(default)]
     pub sensitivity: Sensitivity,
+    /// The ML classifier over the local sentence embedder, combined with the rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<Classifier>,
+}
+
+/// `prompt_injection.classifier`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Classifier {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The folder `scripts/fetch-models` fills; `$LOOM_MODELS`, else
+    /// `~/.cache/loom/models`, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
 }
 
 /// What a detected prompt injection does to the request.

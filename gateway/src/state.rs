@@ -18,6 +18,7 @@ use loom_config::{Config, StoreKind, TokenAccounting};
 use loom_guardrails::Policies;
 use loom_providers::{Registry, StatsBook};
 use loom_proxy::{Forwarder, Upstream};
+use loom_semantic_cache::embed::{LocalEmbedder, ModelFiles};
 
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
@@ -44,13 +45,34 @@ pub struct Shared {
     pub stores: StoreCache,
 }
 
-/// Usage stores, kept across reloads so that neither the memory ledger nor
-/// Redis records waiting to be written are lost when configuration changes.
+/// Usage stores and loaded models, kept across reloads so that neither the
+/// memory ledger nor Redis records waiting to be written are lost when
+/// configuration changes, and a model is read from disk once.
 #[derive(Default)]
 pub struct StoreCache {
     pub clock: Clock,
     memory: OnceLock<Arc<Store>>,
     redis: Mutex<Vec<(loom_config::RedisStore, Arc<Store>)>>,
+    embedders: Mutex<Vec<(PathBuf, Arc<LocalEmbedder>)>>,
+}
+
+/// The local sentence embedder as the guardrails see it.
+struct Local(Arc<LocalEmbedder>);
+
+impl loom_guardrails::classifier::Embedder for Local {
+    fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        self.0.embed(text).map_err(|e| e.to_string())
+    }
+}
+
+/// The models folder a configuration names, or `$LOOM_MODELS`, or
+/// `~/.cache/loom/models`.
+fn models_dir(named: Option<&str>) -> PathBuf {
+    named
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LOOM_MODELS").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loom/models")))
+        .unwrap_or_else(|| PathBuf::from("models"))
 }
 
 impl StoreCache {
@@ -60,6 +82,32 @@ impl StoreCache {
             clock,
             ..StoreCache::default()
         }
+    }
+
+    /// The embedder for the injection classifier of `config`, loaded once
+    /// per models folder; `None` when no policy turns the classifier on.
+    pub fn embedder(
+        &self,
+        config: &Config,
+    ) -> anyhow::Result<Option<Arc<dyn loom_guardrails::classifier::Embedder>>> {
+        let folders = Policies::classifier_models(config);
+        let dir = match folders.as_slice() {
+            [] => return Ok(None),
+            [one] => models_dir(one.as_deref()),
+            _ => anyhow::bail!(
+                "prompt_injection.classifier.models: every policy must name the same folder (one embedder per gateway)"
+            ),
+        };
+        let mut cache = self.embedders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, e)) = cache.iter().find(|(d, _)| *d == dir) {
+            return Ok(Some(Arc::new(Local(e.clone()))));
+        }
+        let e = Arc::new(
+            LocalEmbedder::load(&ModelFiles::in_dir(&dir))
+                .context("prompt_injection.classifier: loading the sentence embedder (scripts/fetch-models fetches it)")?,
+        );
+        cache.push((dir, e.clone()));
+        Ok(Some(Arc::new(Local(e))))
     }
 
     /// The store `accounting` names, reused when an earlier configuration had it.
@@ -183,7 +231,11 @@ impl Runtime {
             _health,
             providers,
             route_routers,
-            guardrails: Policies::from_config(&config, metrics.guardrails.clone()),
+            guardrails: Policies::from_config(
+                &config,
+                metrics.guardrails.clone(),
+                stores.embedder(&config)?,
+            ),
             generation,
             streaming_enabled: config.ai_gateway.streaming.enabled,
             config,

@@ -23,6 +23,8 @@ pub enum Family {
     DelimiterInjection,
     EncodingTrick,
     PromptExtraction,
+    /// The embedding classifier (not a rule).
+    Classifier,
 }
 
 impl Family {
@@ -34,6 +36,7 @@ impl Family {
             Family::DelimiterInjection => "delimiter_injection",
             Family::EncodingTrick => "encoding_trick",
             Family::PromptExtraction => "prompt_extraction",
+            Family::Classifier => "classifier",
         }
     }
 }

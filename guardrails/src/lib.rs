@@ -11,6 +11,7 @@
 //! judged as plainly as clear text. The built-in rule sets compile once per
 //! process and are shared by every policy.
 
+pub mod classifier;
 pub mod content;
 pub mod injection;
 pub mod normalize;
@@ -110,10 +111,21 @@ pub enum AnswerVerdict {
     },
 }
 
-#[derive(Debug)]
 struct InjectionCheck {
     action: cfg::InjectionAction,
     threshold: f32,
+    /// The embedder and head, when the classifier is on.
+    classifier: Option<(Arc<dyn classifier::Embedder>, classifier::LinearHead)>,
+}
+
+impl std::fmt::Debug for InjectionCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InjectionCheck")
+            .field("action", &self.action)
+            .field("threshold", &self.threshold)
+            .field("classifier", &self.classifier.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -184,11 +196,20 @@ const DEFAULT_PII: [PiiKind; 4] = [
 ];
 
 impl Guardrails {
-    /// Compiles one `security` block (validated beforehand).
-    pub fn from_config(s: &cfg::Security, observer: Arc<dyn Observer>) -> Guardrails {
+    /// Compiles one `security` block (validated beforehand). `embedder` is
+    /// the sentence embedder for the injection classifier, when one is on.
+    pub fn from_config(
+        s: &cfg::Security,
+        observer: Arc<dyn Observer>,
+        embedder: Option<&Arc<dyn classifier::Embedder>>,
+    ) -> Guardrails {
         let injection = s.prompt_injection.as_ref().filter(|p| p.enabled).map(|p| {
             LazyLock::force(&INJECTION_RULES);
+            let wants = p.classifier.as_ref().is_some_and(|c| c.enabled);
             InjectionCheck {
+                classifier: embedder
+                    .filter(|_| wants)
+                    .map(|e| (e.clone(), classifier::LinearHead::injection())),
                 action: p.action,
                 threshold: match p.sensitivity {
                     cfg::Sensitivity::Low => Sensitivity::Low,
@@ -253,6 +274,14 @@ impl Guardrails {
             max_tokens_per_request: s.max_tokens_per_request,
             observer,
         }
+    }
+
+    /// Whether the request check runs a model (milliseconds of CPU): the
+    /// gateway then runs it off the async runtime.
+    pub fn is_heavy(&self) -> bool {
+        self.injection
+            .as_ref()
+            .is_some_and(|i| i.classifier.is_some())
     }
 
     /// Whether no check is configured (requests and answers pass untouched).
@@ -401,7 +430,25 @@ impl Guardrails {
         text: &mut String,
         report: &mut Report,
     ) -> bool {
-        let a = INJECTION_RULES.assess_prepared(prepared, text);
+        let mut a = INJECTION_RULES.assess_prepared(prepared, text);
+        if let Some((embedder, head)) = &check.classifier {
+            match embedder.embed(text) {
+                Ok(v) => {
+                    let p = head.probability(&v);
+                    let e = classifier::evidence(p);
+                    if e > 0.0 {
+                        a.score = 1.0 - (1.0 - a.score) * (1.0 - e);
+                        a.hits.push(injection::Hit {
+                            rule: "classifier.embedding",
+                            label: injection::Family::Classifier,
+                            span: 0..text.len(),
+                        });
+                    }
+                }
+                // Rules alone decide; the reason is logged, never the text.
+                Err(e) => tracing::warn!(error = %e, "injection classifier failed; rules only"),
+            }
+        }
         if a.hits.is_empty() {
             return false;
         }
@@ -596,16 +643,21 @@ impl Layer {
         base: &cfg::Security,
         tiers: &BTreeMap<String, cfg::Security>,
         observer: &Arc<dyn Observer>,
+        embedder: Option<&Arc<dyn classifier::Embedder>>,
     ) -> Layer {
         Layer {
-            base: Arc::new(Guardrails::from_config(base, observer.clone())),
+            base: Arc::new(Guardrails::from_config(base, observer.clone(), embedder)),
             // A tier's sections replace the route's, which replaced the global ones.
             tiers: tiers
                 .iter()
                 .map(|(tier, t)| {
                     (
                         tier.clone(),
-                        Arc::new(Guardrails::from_config(&merge(base, t), observer.clone())),
+                        Arc::new(Guardrails::from_config(
+                            &merge(base, t),
+                            observer.clone(),
+                            embedder,
+                        )),
                     )
                 })
                 .collect(),
@@ -622,10 +674,16 @@ impl Layer {
 }
 
 impl Policies {
-    /// Compiles every policy of a configuration.
-    pub fn from_config(config: &cfg::Config, observer: Arc<dyn Observer>) -> Policies {
+    /// Compiles every policy of a configuration; `embedder` serves the
+    /// policies whose injection classifier is on.
+    pub fn from_config(
+        config: &cfg::Config,
+        observer: Arc<dyn Observer>,
+        embedder: Option<Arc<dyn classifier::Embedder>>,
+    ) -> Policies {
+        let embedder = embedder.as_ref();
         let global_cfg = &config.ai_gateway.security;
-        let global = Layer::build(global_cfg, &global_cfg.tiers, &observer);
+        let global = Layer::build(global_cfg, &global_cfg.tiers, &observer, embedder);
         let routes = config
             .routes
             .iter()
@@ -634,7 +692,12 @@ impl Policies {
                 let own = r.security.as_ref()?;
                 Some((
                     r.id.clone(),
-                    Layer::build(&merge(global_cfg, own), &global_cfg.tiers, &observer),
+                    Layer::build(
+                        &merge(global_cfg, own),
+                        &global_cfg.tiers,
+                        &observer,
+                        embedder,
+                    ),
                 ))
             })
             .collect();
@@ -645,6 +708,29 @@ impl Policies {
     /// map lookups by borrowed keys, no allocation.
     pub fn get(&self, route: &str, tier: Option<&str>) -> &Arc<Guardrails> {
         self.routes.get(route).unwrap_or(&self.global).get(tier)
+    }
+
+    /// The models folders of every policy whose injection classifier is on
+    /// (the gateway loads one embedder per folder).
+    pub fn classifier_models(config: &cfg::Config) -> Vec<Option<String>> {
+        let mut out: Vec<Option<String>> = Vec::new();
+        let global = &config.ai_gateway.security;
+        let all = std::iter::once(global)
+            .chain(global.tiers.values())
+            .chain(config.routes.iter().filter_map(|r| r.security.as_ref()));
+        for s in all {
+            if let Some(c) = s
+                .prompt_injection
+                .as_ref()
+                .filter(|p| p.enabled)
+                .and_then(|p| p.classifier.as_ref())
+                .filter(|c| c.enabled)
+                && !out.contains(&c.models)
+            {
+                out.push(c.models.clone());
+            }
+        }
+        out
     }
 
     /// Whether any policy has a check.

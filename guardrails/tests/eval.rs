@@ -202,3 +202,87 @@ fn injection_precision_at_each_sensitivity() {
     }
     assert!(medium.precision() >= 0.95, "{medium:?}");
 }
+
+/// The local embedder, or `None` (with a message) outside CI when the
+/// models are not fetched; in CI their absence fails.
+fn embedder() -> Option<loom_semantic_cache::embed::LocalEmbedder> {
+    use loom_semantic_cache::embed::{LocalEmbedder, ModelFiles};
+    let dir = std::env::var_os("LOOM_MODELS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/loom/models"))
+        })?;
+    let files = ModelFiles::in_dir(&dir);
+    if !files.model.exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "models missing in CI: scripts/fetch-models"
+        );
+        println!(
+            "SKIPPED: no models in {}; run scripts/fetch-models",
+            dir.display()
+        );
+        return None;
+    }
+    Some(LocalEmbedder::load(&files).expect("the embedder loads"))
+}
+
+#[test]
+fn injection_rules_classifier_and_combined() {
+    use loom_guardrails::classifier::{LinearHead, evidence};
+    let Some(embedder) = embedder() else { return };
+    let head = LinearHead::injection();
+    let rules = InjectionRules::new();
+    let t = Sensitivity::Medium.threshold();
+    let rows = rows("injection.jsonl");
+    let mut counts: BTreeMap<&str, Counts> = BTreeMap::new();
+    let mut wild = (0, 0, 0);
+    for r in &rows {
+        let text = r["text"].as_str().expect("text");
+        let attack = r["label"].as_u64() == Some(1);
+        let rule_score = rules.assess(text).score;
+        let p = head.probability(&embedder.embed(text).expect("embed"));
+        let combined = 1.0 - (1.0 - rule_score) * (1.0 - evidence(p));
+        for (name, hit) in [
+            ("rules alone (medium)", rule_score >= t),
+            ("classifier alone (p >= 0.9)", p >= 0.9),
+            ("classifier alone (p >= 0.7)", p >= 0.7),
+            ("combined (medium)", combined >= t),
+        ] {
+            let c = counts.entry(name).or_default();
+            match (hit, attack) {
+                (true, true) => c.tp += 1,
+                (true, false) => c.fp += 1,
+                (false, true) => c.fn_ += 1,
+                (false, false) => {}
+            }
+        }
+        if r["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("inthewild"))
+        {
+            wild.0 += 1;
+            wild.1 += u32::from(rule_score >= t);
+            wild.2 += u32::from(combined >= t);
+        }
+    }
+    println!("injection                    precision recall   tp  fp  fn");
+    for (name, c) in &counts {
+        println!(
+            "{name:<28} {:>9.3} {:>6.3} {:>4} {:>3} {:>3}",
+            c.precision(),
+            c.recall(),
+            c.tp,
+            c.fp,
+            c.fn_
+        );
+    }
+    println!(
+        "in-the-wild recall: rules {}/{n}, combined {}/{n}",
+        wild.1,
+        wild.2,
+        n = wild.0
+    );
+    let combined = &counts["combined (medium)"];
+    assert!(combined.precision() >= 0.95, "{combined:?}");
+}

@@ -25,6 +25,11 @@ fn bench(c: &mut Criterion) {
     c.bench_function("embed 30-token prompt", |b| {
         b.iter(|| e.embed(std::hint::black_box(prompt)))
     });
+    // A 2 KB prompt: cut at 256 tokens, the longest input the embedder reads.
+    let long = "Please summarise the quarterly report: revenue grew across regions and the app went live. ".repeat(24);
+    c.bench_function("embed 2 KB prompt (256 tokens)", |b| {
+        b.iter(|| e.embed(std::hint::black_box(&long)))
+    });
     let short = "What is the capital of France?";
     c.bench_function("embed 9-token prompt", |b| {
         b.iter(|| e.embed(std::hint::black_box(short)))

@@ -3,7 +3,9 @@ and (streamed) answers, prompt-injection actions, content filtering, per-route
 policy, and the metrics, driven by the official SDKs."""
 
 import json
+import os
 import subprocess
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -13,6 +15,7 @@ import pytest
 from conftest import LISTEN
 from harness import FakeOpenAI, Loom, loom_bin, metric_value
 
+REPO = Path(__file__).resolve().parents[2]
 CARD = "4111 1111 1111 1111"
 PROMPT_WITH_PII = f"Please update my account: jane.doe@example.com, SSN 123-45-6789, card {CARD}."
 
@@ -303,6 +306,43 @@ def test_anthropic_ingress_is_guarded_too(fake):
             text = "".join(s.text_stream)
         assert text == "Your card [CREDIT_CARD] is on file."
         assert "[EMAIL]" in json.dumps(fake.requests[-1]["body"]["messages"])
+    finally:
+        loom.stop()
+
+
+def test_the_classifier_catches_what_the_rules_miss(fake):
+    models = Path(os.environ.get("LOOM_MODELS", Path.home() / ".cache/loom/models"))
+    if not (models / "all-MiniLM-L6-v2" / "model.onnx").exists():
+        assert not os.environ.get("CI"), "models missing in CI (scripts/fetch-models)"
+        pytest.skip("SKIPPED: no local models; run scripts/fetch-models")
+    rows = [json.loads(line) for line in (REPO / "guardrails/eval/injection.jsonl").read_text().split("\n") if line]
+    attacks = [r["text"] for r in rows if "inthewild" in r["source"]][:30]
+    benign = [r["text"] for r in rows if r["label"] == 0][:30]
+
+    def refused(loom, texts):
+        n = 0
+        for t in texts:
+            r = httpx.post(
+                loom.base + "/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": t}]},
+                timeout=30,
+            )
+            if r.status_code == 400:
+                assert r.json()["error"]["code"] == "prompt_injection_detected"
+                n += 1
+        return n
+
+    loom = start(fake, "    prompt_injection: {enabled: true}")
+    try:
+        rules_only = refused(loom, attacks)
+    finally:
+        loom.stop()
+    loom = start(fake, "    prompt_injection: {enabled: true, classifier: {enabled: true}}")
+    try:
+        combined = refused(loom, attacks)
+        assert combined > rules_only, (combined, rules_only)
+        assert refused(loom, benign) <= 1
+        assert "classifier.embedding" in loom.log()
     finally:
         loom.stop()
 

@@ -35,6 +35,8 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// A fault of the gateway itself (a check's thread died).
+    Internal(&'static str),
 }
 
 impl ApiError {
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Blocked { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::Limited { .. } => "limit_exceeded",
             ApiError::LimiterUnavailable => "limiter_unavailable",
             ApiError::Blocked { code, .. } => code,
+            ApiError::Internal(_) => "internal_error",
         }
     }
 
@@ -124,6 +128,9 @@ impl ApiError {
             ),
             ApiError::Blocked { code, message } => {
                 ErrorEnvelope::new(message.clone(), "invalid_request_error", Some(code))
+            }
+            ApiError::Internal(what) => {
+                ErrorEnvelope::new(*what, "server_error", Some("internal_error"))
             }
         }
     }

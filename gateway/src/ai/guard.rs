@@ -45,17 +45,32 @@ impl Applied {
     }
 }
 
-/// Runs the request checks; every finding is logged with the request id
-/// (rule and category, never the matched text).
-pub fn check_request(
+/// Runs the request checks on `value` and gives it back, checked; every
+/// finding is logged with the request id (rule and category, never the
+/// matched text). A policy with the classifier runs on a blocking thread:
+/// an embedding takes milliseconds of CPU that the async workers must not
+/// spend.
+pub async fn check<T: Texts + Send + 'static>(
     policy: Arc<Guardrails>,
-    texts: &mut dyn Texts,
+    mut value: T,
     ex: &Exchange,
-) -> Result<Applied, ApiError> {
+) -> Result<(T, Applied), ApiError> {
     if policy.is_empty() {
-        return Ok(Applied::unchecked(policy));
+        return Ok((value, Applied::unchecked(policy)));
     }
-    let report = policy.check_request(texts);
+    let report = if policy.is_heavy() {
+        let p = policy.clone();
+        let (v, report) = tokio::task::spawn_blocking(move || {
+            let report = p.check_request(&mut value);
+            (value, report)
+        })
+        .await
+        .map_err(|_| ApiError::Internal("the guardrail check failed"))?;
+        value = v;
+        report
+    } else {
+        policy.check_request(&mut value)
+    };
     let consumer = ex
         .consumer
         .as_ref()
@@ -73,11 +88,14 @@ pub fn check_request(
         );
     }
     match report.verdict {
-        Verdict::Allow => Ok(Applied {
-            policy,
-            changed: report.changed,
-            vault: report.vault,
-        }),
+        Verdict::Allow => Ok((
+            value,
+            Applied {
+                policy,
+                changed: report.changed,
+                vault: report.vault,
+            },
+        )),
         Verdict::Block { code, message, .. } => Err(ApiError::Blocked { code, message }),
     }
 }

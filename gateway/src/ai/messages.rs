@@ -134,8 +134,8 @@ async fn serve(
     let applied = if policy.is_empty() {
         guard::Applied::unchecked(policy)
     } else {
-        let mut c = ingress::to_chat(&msg).map_err(ApiError::from)?;
-        let a = guard::check_request(policy, &mut c, ex)?;
+        let c = ingress::to_chat(&msg).map_err(ApiError::from)?;
+        let (c, a) = guard::check(policy, c, ex).await?;
         chat = Some(c);
         a
     };

@@ -505,8 +505,8 @@ async fn chat(
         }
         Ok(_) => {}
     }
-    let applied = match guard::check_request(policy, &mut chat, &ex) {
-        Ok(a) => a,
+    let (mut chat, applied) = match guard::check(policy, chat, &ex).await {
+        Ok(checked) => checked,
         Err(e) => return Err((e, Some(ex))),
     };
     let prompt_chars: usize = chat.messages.iter().map(Message::text_len).sum();
@@ -699,8 +699,12 @@ async fn completions(
         }
         Ok(_) => {}
     }
-    let applied = match guard::check_request(policy, &mut body.prompt, &ex) {
-        Ok(a) => a,
+    let prompt = std::mem::take(&mut body.prompt);
+    let applied = match guard::check(policy, prompt, &ex).await {
+        Ok((prompt, applied)) => {
+            body.prompt = prompt;
+            applied
+        }
         Err(e) => return Err((e, Some(ex))),
     };
     rewritten |= applied.changed;
