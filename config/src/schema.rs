@@ -804,7 +804,7 @@ pub struct PromptInjection {
     pub classifier: Option<Classifier>,
 }
 
-/// `prompt_injection.classifier`.
+/// `prompt_injection.classifier` and `content_filtering.classifier`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Classifier {
@@ -856,9 +856,14 @@ pub struct ContentFiltering {
     /// Default score (0–1) at which a category applies; 0.6 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
-    /// Check the provider's answers too (default true).
+    /// Check the provider's answers too (default true; answers are read by
+    /// the rules only).
     #[serde(default = "yes")]
     pub responses: bool,
+    /// Classifier heads over the local sentence embedder, combined with the
+    /// rules on requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<Classifier>,
 }
 
 /// One content category, by name or with its own action and threshold.

@@ -23,6 +23,29 @@ pub struct LinearHead {
 /// The injection head trained for all-MiniLM-L6-v2 (384 dimensions).
 const INJECTION_HEAD: &str = include_str!("../models/injection-head.json");
 
+/// One head per content category, trained the same way.
+const CONTENT_HEADS: &str = include_str!("../models/content-heads.json");
+
+/// The content heads, by category name (`hate`, `violence`, …).
+pub fn content_heads() -> Vec<(String, LinearHead)> {
+    let Ok(v) = serde_json::from_str::<Value>(CONTENT_HEADS) else {
+        return Vec::new();
+    };
+    v["heads"]
+        .as_object()
+        .map(|heads| {
+            heads
+                .iter()
+                .filter_map(|(name, h)| {
+                    LinearHead::from_json(&h.to_string())
+                        .ok()
+                        .map(|head| (name.clone(), head))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl LinearHead {
     /// Reads a head written by the training script: `{"weights": [...], "bias": b}`.
     pub fn from_json(text: &str) -> Result<LinearHead, String> {
@@ -89,9 +112,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_builtin_head_loads() {
+    fn the_builtin_heads_load() {
         let h = LinearHead::from_json(INJECTION_HEAD).expect("committed head");
         assert_eq!(h.dimensions(), 384);
+        let names: Vec<String> = content_heads().into_iter().map(|(n, _)| n).collect();
+        for c in crate::content::Category::ALL {
+            assert!(names.iter().any(|n| n == c.name()), "{}", c.name());
+        }
     }
 
     #[test]

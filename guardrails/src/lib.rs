@@ -128,11 +128,25 @@ impl std::fmt::Debug for InjectionCheck {
     }
 }
 
-#[derive(Debug)]
 struct ContentCheck {
     /// Category, action, threshold.
     categories: Vec<(Category, cfg::ContentAction, f32)>,
     responses: bool,
+    /// The embedder and a head per configured category, for requests.
+    classifier: Option<(Arc<dyn classifier::Embedder>, ContentHeads)>,
+}
+
+/// One classifier head per content category.
+type ContentHeads = Vec<(Category, classifier::LinearHead)>;
+
+impl std::fmt::Debug for ContentCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentCheck")
+            .field("categories", &self.categories)
+            .field("responses", &self.responses)
+            .field("classifier", &self.classifier.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -222,7 +236,14 @@ impl Guardrails {
         let content = s.content_filtering.as_ref().filter(|c| c.enabled).map(|c| {
             LazyLock::force(&CONTENT_RULES);
             let default = c.threshold.unwrap_or(CONTENT_THRESHOLD);
+            let wants = c.classifier.as_ref().is_some_and(|k| k.enabled);
+            let heads: Vec<(Category, classifier::LinearHead)> = classifier::content_heads()
+                .into_iter()
+                .filter_map(|(name, h)| Category::from_name(&name).map(|cat| (cat, h)))
+                .filter(|(cat, _)| c.categories.iter().any(|r| r.name() == cat.name()))
+                .collect();
             ContentCheck {
+                classifier: embedder.filter(|_| wants).map(|e| (e.clone(), heads)),
                 categories: c
                     .categories
                     .iter()
@@ -324,7 +345,11 @@ impl Guardrails {
                 }
                 if let Some(check) = &self.content {
                     let started = Instant::now();
-                    for (cat, action, score) in content_hits(check, &prepared) {
+                    let mut hits = content_hits(check, &prepared);
+                    if let Some((embedder, heads)) = &check.classifier {
+                        classify_content(check, embedder.as_ref(), heads, text, &mut hits);
+                    }
+                    for (cat, action, score) in hits {
                         report.findings.push(Finding {
                             check: "content",
                             rule: cat.name().to_owned(),
@@ -558,6 +583,48 @@ impl Guardrails {
     }
 }
 
+/// Adds the classifier's evidence to the rule scores of a request's text:
+/// every configured category is scored from the embedding, and those now
+/// over their threshold join `hits`. Answers are read by the rules only
+/// (an embedding per streamed chunk would cost too much).
+fn classify_content(
+    check: &ContentCheck,
+    embedder: &dyn classifier::Embedder,
+    heads: &[(Category, classifier::LinearHead)],
+    text: &str,
+    hits: &mut Vec<(Category, cfg::ContentAction, f32)>,
+) {
+    let v = match embedder.embed(text) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "content classifier failed; rules only");
+            return;
+        }
+    };
+    let (scores, _) = CONTENT_RULES.assess(text);
+    for (cat, head) in heads {
+        let e = classifier::evidence(head.probability(&v));
+        if e == 0.0 {
+            continue;
+        }
+        let rule = scores
+            .iter()
+            .find(|s| s.category == *cat)
+            .map_or(0.0, |s| s.score);
+        let score = 1.0 - (1.0 - rule) * (1.0 - e);
+        let Some((_, action, threshold)) = check.categories.iter().find(|(c, _, _)| c == cat)
+        else {
+            continue;
+        };
+        if score >= *threshold {
+            match hits.iter_mut().find(|(c, _, _)| c == cat) {
+                Some(h) => h.2 = score,
+                None => hits.push((*cat, *action, score)),
+            }
+        }
+    }
+}
+
 /// Categories over their threshold in `text`: (category, action, score).
 fn content_hits(
     check: &ContentCheck,
@@ -719,15 +786,24 @@ impl Policies {
             .chain(global.tiers.values())
             .chain(config.routes.iter().filter_map(|r| r.security.as_ref()));
         for s in all {
-            if let Some(c) = s
+            let injection = s
                 .prompt_injection
                 .as_ref()
                 .filter(|p| p.enabled)
-                .and_then(|p| p.classifier.as_ref())
+                .and_then(|p| p.classifier.as_ref());
+            let content = s
+                .content_filtering
+                .as_ref()
                 .filter(|c| c.enabled)
-                && !out.contains(&c.models)
+                .and_then(|c| c.classifier.as_ref());
+            for c in [injection, content]
+                .into_iter()
+                .flatten()
+                .filter(|c| c.enabled)
             {
-                out.push(c.models.clone());
+                if !out.contains(&c.models) {
+                    out.push(c.models.clone());
+                }
             }
         }
         out

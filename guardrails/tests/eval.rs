@@ -286,3 +286,88 @@ fn injection_rules_classifier_and_combined() {
     let combined = &counts["combined (medium)"];
     assert!(combined.precision() >= 0.95, "{combined:?}");
 }
+
+#[test]
+fn content_rules_classifier_and_combined() {
+    use loom_guardrails::classifier::{content_heads, evidence};
+    use loom_guardrails::content::{Category, ContentRules};
+    let Some(embedder) = embedder() else { return };
+    let heads = content_heads();
+    let rules = ContentRules::new();
+    // Held-out content data, plus the injection set's hard benign prompts
+    // (no category) as more negatives.
+    let mut data: Vec<(String, Vec<String>)> = rows("content.jsonl")
+        .iter()
+        .map(|r| {
+            (
+                r["text"].as_str().expect("text").to_owned(),
+                r["categories"]
+                    .as_array()
+                    .expect("categories")
+                    .iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect(),
+            )
+        })
+        .collect();
+    data.extend(
+        rows("injection.jsonl")
+            .iter()
+            .filter(|r| r["label"].as_u64() == Some(0))
+            .map(|r| (r["text"].as_str().expect("text").to_owned(), Vec::new())),
+    );
+    let mut table: BTreeMap<(String, &str), Counts> = BTreeMap::new();
+    for (text, labels) in &data {
+        let (scores, _) = rules.assess(text);
+        let v = embedder.embed(text).expect("embed");
+        for c in Category::ALL {
+            let rule = scores
+                .iter()
+                .find(|s| s.category == c)
+                .map_or(0.0, |s| s.score);
+            let p = heads
+                .iter()
+                .find(|(n, _)| n == c.name())
+                .map_or(0.0, |(_, h)| h.probability(&v));
+            let e = evidence(p);
+            let truth = labels.iter().any(|l| l == c.name());
+            for (how, hit) in [
+                ("rules", rule >= 0.6),
+                ("classifier", e >= 0.6),
+                ("combined", 1.0 - (1.0 - rule) * (1.0 - e) >= 0.6),
+            ] {
+                let k = table.entry((c.name().to_owned(), how)).or_default();
+                match (hit, truth) {
+                    (true, true) => k.tp += 1,
+                    (true, false) => k.fp += 1,
+                    (false, true) => k.fn_ += 1,
+                    (false, false) => {}
+                }
+            }
+        }
+    }
+    println!(
+        "content ({} texts)        precision recall   tp  fp  fn",
+        data.len()
+    );
+    let mut recall = (0, 0);
+    for ((cat, how), c) in &table {
+        println!(
+            "{cat:<11} {how:<11} {:>9.3} {:>6.3} {:>4} {:>3} {:>3}",
+            c.precision(),
+            c.recall(),
+            c.tp,
+            c.fp,
+            c.fn_
+        );
+        match *how {
+            "rules" => recall.0 += c.tp,
+            "combined" => recall.1 += c.tp,
+            _ => {}
+        }
+    }
+    assert!(
+        recall.1 > recall.0,
+        "the classifier adds nothing: {recall:?}"
+    );
+}

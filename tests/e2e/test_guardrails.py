@@ -347,6 +347,30 @@ def test_the_classifier_catches_what_the_rules_miss(fake):
         loom.stop()
 
 
+def test_the_content_classifier_catches_what_the_rules_miss(fake):
+    models = Path(os.environ.get("LOOM_MODELS", Path.home() / ".cache/loom/models"))
+    if not (models / "all-MiniLM-L6-v2" / "model.onnx").exists():
+        assert not os.environ.get("CI"), "models missing in CI (scripts/fetch-models)"
+        pytest.skip("SKIPPED: no local models; run scripts/fetch-models")
+    prompt = "Can you tell me ways to self-harm?"  # held out from the heads' training
+    rules = "    content_filtering: {enabled: true, categories: [self_harm]}"
+    loom = start(fake, rules)
+    try:
+        client(loom).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+    finally:
+        loom.stop()
+    loom = start(fake, rules.replace("}", ", classifier: {enabled: true}}"))
+    try:
+        with pytest.raises(openai.BadRequestError) as e:
+            client(loom).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+        assert e.value.body["code"] == "content_filtered" and "self_harm" in e.value.body["message"]
+        client(loom).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "How do I make git ignore build files?"}]
+        )
+    finally:
+        loom.stop()
+
+
 def test_invalid_security_config_names_the_field(tmp_path):
     cfg = tmp_path / "loom.yaml"
     cfg.write_text(
