@@ -810,10 +810,20 @@ pub struct PromptInjection {
 pub struct Classifier {
     #[serde(default)]
     pub enabled: bool,
-    /// The folder `scripts/fetch-models` fills; `$LOOM_MODELS`, else
-    /// `~/.cache/loom/models`, when absent.
+    /// The folder `scripts/fetch-models` fills (the embedder and ONNX
+    /// Runtime); `$LOOM_MODELS`, else `~/.cache/loom/models`, when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<String>,
+    /// A classifier of your own instead of the built-in head (prompt
+    /// injection only): a folder with `model.onnx` (sequence
+    /// classification, logits out) and `tokenizer.json`, and optionally
+    /// `config.json` with `id2label`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Labels of that model that mean injection (any case). Default
+    /// `INJECTION`, `JAILBREAK`; label index 1 when the model names none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// What a detected prompt injection does to the request.

@@ -548,6 +548,12 @@ const CATEGORIES: [&str; 5] = ["hate", "violence", "self_harm", "sexual", "haras
 /// One `security` block (global, a tier's or a route's).
 pub(crate) fn security(s: &crate::schema::Security, at: &str, found: &mut Found) {
     if let Some(c) = &s.content_filtering {
+        if c.classifier.as_ref().is_some_and(|k| k.model.is_some()) {
+            found.push((
+                format!("{at}.content_filtering.classifier.model"),
+                "a classifier of your own is supported for prompt_injection only".into(),
+            ));
+        }
         if c.enabled && c.categories.is_empty() {
             found.push((
                 format!("{at}.content_filtering.categories"),

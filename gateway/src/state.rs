@@ -18,6 +18,7 @@ use loom_config::{Config, StoreKind, TokenAccounting};
 use loom_guardrails::Policies;
 use loom_providers::{Registry, StatsBook};
 use loom_proxy::{Forwarder, Upstream};
+use loom_semantic_cache::classify::SequenceClassifier;
 use loom_semantic_cache::embed::{LocalEmbedder, ModelFiles};
 
 use crate::metrics::Metrics;
@@ -65,6 +66,15 @@ impl loom_guardrails::classifier::Embedder for Local {
     }
 }
 
+/// An injection classifier of the operator's own, as the guardrails see it.
+struct Own(SequenceClassifier);
+
+impl loom_guardrails::classifier::TextClassifier for Own {
+    fn probability(&self, text: &str) -> Result<f32, String> {
+        self.0.probability(text).map_err(|e| e.to_string())
+    }
+}
+
 /// The models folder a configuration names, or `$LOOM_MODELS`, or
 /// `~/.cache/loom/models`.
 fn models_dir(named: Option<&str>) -> PathBuf {
@@ -84,30 +94,57 @@ impl StoreCache {
         }
     }
 
-    /// The embedder for the injection classifier of `config`, loaded once
-    /// per models folder; `None` when no policy turns the classifier on.
-    pub fn embedder(
-        &self,
-        config: &Config,
-    ) -> anyhow::Result<Option<Arc<dyn loom_guardrails::classifier::Embedder>>> {
-        let folders = Policies::classifier_models(config);
-        let dir = match folders.as_slice() {
-            [] => return Ok(None),
-            [one] => models_dir(one.as_deref()),
-            _ => anyhow::bail!(
-                "prompt_injection.classifier.models: every policy must name the same folder (one embedder per gateway)"
-            ),
-        };
-        let mut cache = self.embedders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, e)) = cache.iter().find(|(d, _)| *d == dir) {
-            return Ok(Some(Arc::new(Local(e.clone()))));
+    /// The models `config`'s classifiers use, each loaded once per folder
+    /// and kept across reloads: the sentence embedder (one models folder per
+    /// gateway) and any injection classifier of the operator's own.
+    pub fn models(&self, config: &Config) -> anyhow::Result<loom_guardrails::Models> {
+        let wanted = Policies::classifiers(config);
+        let mut out = loom_guardrails::Models::default();
+        if wanted.is_empty() {
+            return Ok(out);
         }
-        let e = Arc::new(
-            LocalEmbedder::load(&ModelFiles::in_dir(&dir))
-                .context("prompt_injection.classifier: loading the sentence embedder (scripts/fetch-models fetches it)")?,
-        );
-        cache.push((dir, e.clone()));
-        Ok(Some(Arc::new(Local(e))))
+        let mut folders: Vec<Option<String>> = Vec::new();
+        for c in &wanted {
+            if !folders.contains(&c.models) {
+                folders.push(c.models.clone());
+            }
+        }
+        let [one] = folders.as_slice() else {
+            anyhow::bail!(
+                "classifier.models: every policy must name the same models folder (one embedder per gateway)"
+            );
+        };
+        let dir = models_dir(one.as_deref());
+        let files = ModelFiles::in_dir(&dir);
+        if wanted.iter().any(|c| c.model.is_none()) {
+            let mut cache = self.embedders.lock().unwrap_or_else(|e| e.into_inner());
+            let e = match cache.iter().find(|(d, _)| *d == dir) {
+                Some((_, e)) => e.clone(),
+                None => {
+                    let e = Arc::new(LocalEmbedder::load(&files).context(
+                        "classifier: loading the sentence embedder (scripts/fetch-models fetches it)",
+                    )?);
+                    cache.push((dir.clone(), e.clone()));
+                    e
+                }
+            };
+            out.embedder = Some(Arc::new(Local(e)));
+        }
+        for c in &wanted {
+            let Some(own) = &c.model else { continue };
+            if out.injection.iter().any(|(d, _)| d == own) {
+                continue;
+            }
+            let labels = if c.labels.is_empty() {
+                vec!["INJECTION".to_owned(), "JAILBREAK".to_owned()]
+            } else {
+                c.labels.clone()
+            };
+            let m = SequenceClassifier::load(std::path::Path::new(own), &files.runtime, &labels)
+                .with_context(|| format!("prompt_injection.classifier.model: loading {own}"))?;
+            out.injection.push((own.clone(), Arc::new(Own(m))));
+        }
+        Ok(out)
     }
 
     /// The store `accounting` names, reused when an earlier configuration had it.
@@ -234,7 +271,7 @@ impl Runtime {
             guardrails: Policies::from_config(
                 &config,
                 metrics.guardrails.clone(),
-                stores.embedder(&config)?,
+                &stores.models(&config)?,
             ),
             generation,
             streaming_enabled: config.ai_gateway.streaming.enabled,

@@ -32,7 +32,7 @@ fn all_checks() -> Guardrails {
          pii_detection: {enabled: true, types: [email, phone, ssn, credit_card, ipv4, ipv6, iban]}",
     )
     .expect("security");
-    Guardrails::from_config(&security, Arc::new(Unobserved), None)
+    Guardrails::from_config(&security, Arc::new(Unobserved), &Default::default())
 }
 
 fn request(text: &str) -> ChatRequest {

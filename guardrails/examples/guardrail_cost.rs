@@ -28,7 +28,7 @@ fn main() {
          pii_detection: {enabled: true, types: [email, phone, ssn, credit_card, ipv4, ipv6, iban]}",
     )
     .expect("security");
-    let g = Guardrails::from_config(&security, Arc::new(Unobserved), None);
+    let g = Guardrails::from_config(&security, Arc::new(Unobserved), &Default::default());
     let template: ChatRequest = serde_json::from_value(serde_json::json!({
         "model": "gpt-4o",
         "messages": [{"role": "user", "content": text}]
@@ -56,7 +56,7 @@ fn hold_back(answer: &str) {
     let g = Arc::new(Guardrails::from_config(
         &serde_norway::from_str("pii_detection: {enabled: true}").expect("security"),
         Arc::new(Unobserved),
-        None,
+        &Default::default(),
     ));
     let mut s = g.stream_guard(None).expect("answers are checked");
     let chunks: Vec<&str> = answer

@@ -13,6 +13,31 @@ pub trait Embedder: Send + Sync {
     fn embed(&self, text: &str) -> Result<Vec<f32>, String>;
 }
 
+/// A whole-text classifier (a model the operator brings).
+pub trait TextClassifier: Send + Sync {
+    /// The probability that `text` is what the model detects.
+    fn probability(&self, text: &str) -> Result<f32, String>;
+}
+
+/// How the injection check gets its probability.
+#[derive(Clone)]
+pub enum Scorer {
+    /// The built-in head over the sentence embedder.
+    Head(std::sync::Arc<dyn Embedder>, LinearHead),
+    /// A model of the operator's own.
+    Model(std::sync::Arc<dyn TextClassifier>),
+}
+
+impl Scorer {
+    /// The probability for `text`.
+    pub fn probability(&self, text: &str) -> Result<f32, String> {
+        match self {
+            Scorer::Head(e, h) => e.embed(text).map(|v| h.probability(&v)),
+            Scorer::Model(m) => m.probability(text),
+        }
+    }
+}
+
 /// A linear classifier over embeddings: `sigmoid(w · x + b)`.
 #[derive(Debug, Clone)]
 pub struct LinearHead {

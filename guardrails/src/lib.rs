@@ -114,8 +114,8 @@ pub enum AnswerVerdict {
 struct InjectionCheck {
     action: cfg::InjectionAction,
     threshold: f32,
-    /// The embedder and head, when the classifier is on.
-    classifier: Option<(Arc<dyn classifier::Embedder>, classifier::LinearHead)>,
+    /// The classifier, when it is on.
+    classifier: Option<classifier::Scorer>,
 }
 
 impl std::fmt::Debug for InjectionCheck {
@@ -210,20 +210,29 @@ const DEFAULT_PII: [PiiKind; 4] = [
 ];
 
 impl Guardrails {
-    /// Compiles one `security` block (validated beforehand). `embedder` is
-    /// the sentence embedder for the injection classifier, when one is on.
+    /// Compiles one `security` block (validated beforehand). `models` are
+    /// the loaded models the classifiers use.
     pub fn from_config(
         s: &cfg::Security,
         observer: Arc<dyn Observer>,
-        embedder: Option<&Arc<dyn classifier::Embedder>>,
+        models: &Models,
     ) -> Guardrails {
+        let embedder = models.embedder.as_ref();
         let injection = s.prompt_injection.as_ref().filter(|p| p.enabled).map(|p| {
             LazyLock::force(&INJECTION_RULES);
-            let wants = p.classifier.as_ref().is_some_and(|c| c.enabled);
+            let wants = p.classifier.as_ref().filter(|c| c.enabled);
+            let scorer = wants.and_then(|c| match &c.model {
+                Some(dir) => models
+                    .injection
+                    .iter()
+                    .find(|(d, _)| d == dir)
+                    .map(|(_, m)| classifier::Scorer::Model(m.clone())),
+                None => embedder.map(|e| {
+                    classifier::Scorer::Head(e.clone(), classifier::LinearHead::injection())
+                }),
+            });
             InjectionCheck {
-                classifier: embedder
-                    .filter(|_| wants)
-                    .map(|e| (e.clone(), classifier::LinearHead::injection())),
+                classifier: scorer,
                 action: p.action,
                 threshold: match p.sensitivity {
                     cfg::Sensitivity::Low => Sensitivity::Low,
@@ -456,10 +465,9 @@ impl Guardrails {
         report: &mut Report,
     ) -> bool {
         let mut a = INJECTION_RULES.assess_prepared(prepared, text);
-        if let Some((embedder, head)) = &check.classifier {
-            match embedder.embed(text) {
-                Ok(v) => {
-                    let p = head.probability(&v);
+        if let Some(scorer) = &check.classifier {
+            match scorer.probability(text) {
+                Ok(p) => {
                     let e = classifier::evidence(p);
                     if e > 0.0 {
                         a.score = 1.0 - (1.0 - a.score) * (1.0 - e);
@@ -688,6 +696,15 @@ impl Texts for serde_json::Value {
     }
 }
 
+/// Models loaded for the classifiers, by the gateway.
+#[derive(Default, Clone)]
+pub struct Models {
+    /// The sentence embedder (built-in heads).
+    pub embedder: Option<Arc<dyn classifier::Embedder>>,
+    /// Injection classifiers of the operator's own, by folder.
+    pub injection: Vec<(String, Arc<dyn classifier::TextClassifier>)>,
+}
+
 /// The global policy and its per-route and per-tier variants.
 #[derive(Debug, Default)]
 pub struct Policies {
@@ -710,10 +727,10 @@ impl Layer {
         base: &cfg::Security,
         tiers: &BTreeMap<String, cfg::Security>,
         observer: &Arc<dyn Observer>,
-        embedder: Option<&Arc<dyn classifier::Embedder>>,
+        models: &Models,
     ) -> Layer {
         Layer {
-            base: Arc::new(Guardrails::from_config(base, observer.clone(), embedder)),
+            base: Arc::new(Guardrails::from_config(base, observer.clone(), models)),
             // A tier's sections replace the route's, which replaced the global ones.
             tiers: tiers
                 .iter()
@@ -723,7 +740,7 @@ impl Layer {
                         Arc::new(Guardrails::from_config(
                             &merge(base, t),
                             observer.clone(),
-                            embedder,
+                            models,
                         )),
                     )
                 })
@@ -741,16 +758,15 @@ impl Layer {
 }
 
 impl Policies {
-    /// Compiles every policy of a configuration; `embedder` serves the
-    /// policies whose injection classifier is on.
+    /// Compiles every policy of a configuration; `models` serve the
+    /// policies whose classifiers are on.
     pub fn from_config(
         config: &cfg::Config,
         observer: Arc<dyn Observer>,
-        embedder: Option<Arc<dyn classifier::Embedder>>,
+        models: &Models,
     ) -> Policies {
-        let embedder = embedder.as_ref();
         let global_cfg = &config.ai_gateway.security;
-        let global = Layer::build(global_cfg, &global_cfg.tiers, &observer, embedder);
+        let global = Layer::build(global_cfg, &global_cfg.tiers, &observer, models);
         let routes = config
             .routes
             .iter()
@@ -763,7 +779,7 @@ impl Policies {
                         &merge(global_cfg, own),
                         &global_cfg.tiers,
                         &observer,
-                        embedder,
+                        models,
                     ),
                 ))
             })
@@ -777,10 +793,10 @@ impl Policies {
         self.routes.get(route).unwrap_or(&self.global).get(tier)
     }
 
-    /// The models folders of every policy whose injection classifier is on
-    /// (the gateway loads one embedder per folder).
-    pub fn classifier_models(config: &cfg::Config) -> Vec<Option<String>> {
-        let mut out: Vec<Option<String>> = Vec::new();
+    /// Every classifier setting that is on, in any policy: the gateway
+    /// loads what they name.
+    pub fn classifiers(config: &cfg::Config) -> Vec<cfg::Classifier> {
+        let mut out: Vec<cfg::Classifier> = Vec::new();
         let global = &config.ai_gateway.security;
         let all = std::iter::once(global)
             .chain(global.tiers.values())
@@ -796,15 +812,13 @@ impl Policies {
                 .as_ref()
                 .filter(|c| c.enabled)
                 .and_then(|c| c.classifier.as_ref());
-            for c in [injection, content]
-                .into_iter()
-                .flatten()
-                .filter(|c| c.enabled)
-            {
-                if !out.contains(&c.models) {
-                    out.push(c.models.clone());
-                }
-            }
+            out.extend(
+                [injection, content]
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.enabled)
+                    .cloned(),
+            );
         }
         out
     }

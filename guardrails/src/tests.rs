@@ -39,7 +39,7 @@ fn request(system: &str, user: &str) -> ChatRequest {
 fn guard(yaml: &str) -> (Guardrails, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     (
-        Guardrails::from_config(&security(yaml), seen.clone(), None),
+        Guardrails::from_config(&security(yaml), seen.clone(), &Models::default()),
         seen,
     )
 }
@@ -243,7 +243,7 @@ routes:
         "loom.yaml",
     )
     .expect("config");
-    let p = Policies::from_config(&config, Arc::new(Unobserved), None);
+    let p = Policies::from_config(&config, Arc::new(Unobserved), &Default::default());
     let chat = p.get("chat", None);
     assert!(chat.pii.is_some() && chat.injection.is_none());
     let free = p.get("chat", Some("free"));

@@ -60,7 +60,7 @@ impl ModelFiles {
 static RUNTIME: OnceLock<Environment> = OnceLock::new();
 static LOADING: Mutex<()> = Mutex::new(());
 
-fn load_runtime(path: &Path) -> Result<&'static Environment, EmbedError> {
+pub(crate) fn load_runtime(path: &Path) -> Result<&'static Environment, EmbedError> {
     if let Some(env) = RUNTIME.get() {
         return Ok(env);
     }

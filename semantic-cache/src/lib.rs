@@ -5,6 +5,7 @@
 //! afterwards. The exact-match fast path, the embedding index and its
 //! structural guards, and the Qdrant and Redis backends implement this trait.
 
+pub mod classify;
 pub mod embed;
 pub mod key;
 

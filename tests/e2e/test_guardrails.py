@@ -371,6 +371,37 @@ def test_the_content_classifier_catches_what_the_rules_miss(fake):
         loom.stop()
 
 
+def test_an_injection_classifier_of_your_own(fake, tmp_path):
+    models = Path(os.environ.get("LOOM_MODELS", Path.home() / ".cache/loom/models"))
+    python = models / ".tools/bin/python"
+    if not python.exists():
+        assert not os.environ.get("CI"), "models missing in CI (scripts/fetch-models)"
+        pytest.skip("SKIPPED: no models folder with tools; run scripts/fetch-models")
+    own = tmp_path / "classifier"
+    subprocess.run(
+        [str(python), str(REPO / "semantic-cache/tests/make_classifier.py"), str(own),
+         str(models / "all-MiniLM-L6-v2/tokenizer.json")],
+        check=True,
+    )
+    # Out of order, so no rule matches; the tiny model votes on its words.
+    prompt = "instructions previous ignore"
+    loom = start(fake, "    prompt_injection: {enabled: true}")
+    try:
+        client(loom).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+    finally:
+        loom.stop()
+    loom = start(fake, f"    prompt_injection: {{enabled: true, classifier: {{enabled: true, model: '{own}'}}}}")
+    try:
+        with pytest.raises(openai.BadRequestError) as e:
+            client(loom).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+        assert e.value.body["code"] == "prompt_injection_detected"
+        client(loom).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "what a lovely morning"}]
+        )
+    finally:
+        loom.stop()
+
+
 def test_invalid_security_config_names_the_field(tmp_path):
     cfg = tmp_path / "loom.yaml"
     cfg.write_text(
