@@ -280,6 +280,12 @@ impl Metrics {
                     "Requests refused, and answers cut, by a guardrail, by reason",
                     &["reason"],
                 )?,
+                detected: counter(
+                    &r,
+                    "loom_ai_security_detections_total",
+                    "Guardrail findings over their threshold, by check, category and action taken",
+                    &["check", "category", "action"],
+                )?,
                 pii: counter(
                     &r,
                     "loom_ai_pii_detected_total",
@@ -523,8 +529,18 @@ const GUARDRAIL_BUCKETS: &[f64] = &[
 /// The series guardrails write to.
 pub struct GuardrailMetrics {
     blocked: IntCounterVec,
+    detected: IntCounterVec,
     pii: IntCounterVec,
     seconds: HistogramVec,
+}
+
+impl GuardrailMetrics {
+    /// Counts a finding that acted (blocked, logged, sanitised or masked).
+    pub fn detected(&self, check: &str, category: &str, action: &str) {
+        self.detected
+            .with_label_values(&[check, category, action])
+            .inc();
+    }
 }
 
 impl loom_guardrails::Observer for GuardrailMetrics {

@@ -215,6 +215,9 @@ def test_injection_passes_and_is_logged_under_log_and_neutralised_under_sanitize
         assert "override.ignore_previous" in log and "instruction_override" in log and "action=\"log\"" in log or "\"action\":\"log\"" in log
         m = loom.metrics()
         assert metric_value(m, "loom_ai_guardrail_seconds_count", check="prompt_injection") == 1
+        assert metric_value(
+            m, "loom_ai_security_detections_total", check="prompt_injection", category="instruction_override", action="log"
+        ) == 1
         assert metric_value(m, "loom_ai_security_blocked_total", reason="prompt_injection") == 0
     finally:
         loom.stop()

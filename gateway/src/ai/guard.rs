@@ -75,7 +75,11 @@ pub async fn check<T: Texts + Send + 'static>(
         .consumer
         .as_ref()
         .map_or("anonymous", |c| c.name.as_str());
+    let metrics = &ex.shared().metrics.guardrails;
     for f in &report.findings {
+        if f.action != "allow" {
+            metrics.detected(f.check, f.category, f.action);
+        }
         tracing::info!(
             request_id = %ex.request_id,
             consumer,
