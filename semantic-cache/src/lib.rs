@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod embed;
+pub mod exact;
 pub mod key;
 
 use std::future::Future;
