@@ -354,11 +354,11 @@ impl Guardrails {
                 }
                 if let Some(check) = &self.content {
                     let started = Instant::now();
-                    let mut hits = content_hits(check, &prepared);
+                    let (mut scores, _) = CONTENT_RULES.assess_prepared(&prepared);
                     if let Some((embedder, heads)) = &check.classifier {
-                        classify_content(check, embedder.as_ref(), heads, text, &mut hits);
+                        classify_content(embedder.as_ref(), heads, text, &mut scores);
                     }
-                    for (cat, action, score) in hits {
+                    for (cat, action, score) in content_hits(check, scores) {
                         report.findings.push(Finding {
                             check: "content",
                             rule: cat.name().to_owned(),
@@ -527,7 +527,7 @@ impl Guardrails {
     pub fn check_answer(&self, text: &mut String, vault: Option<&pii::Vault>) -> AnswerVerdict {
         if let Some(check) = self.content.as_ref().filter(|c| c.responses) {
             let started = Instant::now();
-            let hits = content_hits(check, &Prepared::new(text));
+            let hits = answer_content_hits(check, text);
             self.observer
                 .timed("content", started.elapsed().as_secs_f64());
             if let Some((cat, _, _)) = hits
@@ -591,16 +591,14 @@ impl Guardrails {
     }
 }
 
-/// Adds the classifier's evidence to the rule scores of a request's text:
-/// every configured category is scored from the embedding, and those now
-/// over their threshold join `hits`. Answers are read by the rules only
-/// (an embedding per streamed chunk would cost too much).
+/// Adds the classifier's evidence to the rule scores of a request's text,
+/// for every category with a head. Answers are read by the rules only (an
+/// embedding per streamed chunk would cost too much).
 fn classify_content(
-    check: &ContentCheck,
     embedder: &dyn classifier::Embedder,
     heads: &[(Category, classifier::LinearHead)],
     text: &str,
-    hits: &mut Vec<(Category, cfg::ContentAction, f32)>,
+    scores: &mut Vec<content::Score>,
 ) {
     let v = match embedder.embed(text) {
         Ok(v) => v,
@@ -609,36 +607,26 @@ fn classify_content(
             return;
         }
     };
-    let (scores, _) = CONTENT_RULES.assess(text);
     for (cat, head) in heads {
         let e = classifier::evidence(head.probability(&v));
         if e == 0.0 {
             continue;
         }
-        let rule = scores
-            .iter()
-            .find(|s| s.category == *cat)
-            .map_or(0.0, |s| s.score);
-        let score = 1.0 - (1.0 - rule) * (1.0 - e);
-        let Some((_, action, threshold)) = check.categories.iter().find(|(c, _, _)| c == cat)
-        else {
-            continue;
-        };
-        if score >= *threshold {
-            match hits.iter_mut().find(|(c, _, _)| c == cat) {
-                Some(h) => h.2 = score,
-                None => hits.push((*cat, *action, score)),
-            }
+        match scores.iter_mut().find(|s| s.category == *cat) {
+            Some(s) => s.score = 1.0 - (1.0 - s.score) * (1.0 - e),
+            None => scores.push(content::Score {
+                category: *cat,
+                score: e,
+            }),
         }
     }
 }
 
-/// Categories over their threshold in `text`: (category, action, score).
+/// Categories over their threshold: (category, action, score).
 fn content_hits(
     check: &ContentCheck,
-    prepared: &Prepared,
+    scores: Vec<content::Score>,
 ) -> Vec<(Category, cfg::ContentAction, f32)> {
-    let (scores, _) = CONTENT_RULES.assess_prepared(prepared);
     scores
         .into_iter()
         .filter_map(|s| {
@@ -647,6 +635,14 @@ fn content_hits(
             (s.score >= *threshold).then_some((s.category, *action, s.score))
         })
         .collect()
+}
+
+/// The rule scores of an answer's text (answers are read by the rules only).
+fn answer_content_hits(
+    check: &ContentCheck,
+    text: &str,
+) -> Vec<(Category, cfg::ContentAction, f32)> {
+    content_hits(check, CONTENT_RULES.assess(text).0)
 }
 
 fn action_name(a: cfg::ContentAction) -> &'static str {

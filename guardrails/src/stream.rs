@@ -153,10 +153,9 @@ fn release(g: &Guardrails, c: &mut Choice, mut cut: usize, last: bool) -> Releas
         let mut window = String::with_capacity(c.context.len() + c.held.len());
         window.push_str(&c.context);
         window.push_str(&c.held);
-        if let Some((category, _, _)) =
-            crate::content_hits(check, &crate::rules::Prepared::new(&window))
-                .into_iter()
-                .find(|(_, a, _)| *a == loom_config::schema::ContentAction::Block)
+        if let Some((category, _, _)) = crate::answer_content_hits(check, &window)
+            .into_iter()
+            .find(|(_, a, _)| *a == loom_config::schema::ContentAction::Block)
         {
             g.observer.blocked("content_filter");
             c.held.clear();

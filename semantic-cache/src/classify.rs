@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 use tokenizers::Tokenizer;
 
-use crate::embed::{EmbedError, load_runtime};
+use crate::embed::{EmbedError, load_runtime, load_session, load_tokenizer, require_files};
 
 /// A loaded sequence classifier.
 pub struct SequenceClassifier {
@@ -46,32 +45,14 @@ impl SequenceClassifier {
     ) -> Result<SequenceClassifier, EmbedError> {
         let model = dir.join("model.onnx");
         let tok = dir.join("tokenizer.json");
+        require_files(&[&model, &tok])?;
+        let env = load_runtime(runtime)?;
+        let tokenizer = load_tokenizer(&tok, 512)?;
+        let session = load_session(env, &model)?;
         let load = |path: &PathBuf, detail: String| EmbedError::Load {
             path: path.clone(),
             detail,
         };
-        for path in [&model, &tok] {
-            if !path.is_file() {
-                return Err(load(path, "not found".into()));
-            }
-        }
-        let env = load_runtime(runtime)?;
-        let mut tokenizer = Tokenizer::from_file(&tok).map_err(|e| load(&tok, e.to_string()))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams {
-                max_length: 512,
-                ..Default::default()
-            }))
-            .map_err(|e| load(&tok, e.to_string()))?;
-        let session = Session::builder(env)
-            .map_err(|e| load(&model, e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| load(&model, e.to_string()))?
-            .with_intra_threads(1)
-            .map_err(|e| load(&model, e.to_string()))?
-            .commit_from_file(&model)
-            .map_err(|e| load(&model, e.to_string()))?;
         let inputs: Vec<String> = session
             .inputs()
             .iter()

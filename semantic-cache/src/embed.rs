@@ -78,6 +78,49 @@ pub(crate) fn load_runtime(path: &Path) -> Result<&'static Environment, EmbedErr
     Ok(RUNTIME.get_or_init(|| env))
 }
 
+/// An error naming the file at fault.
+fn load_error(path: &Path, detail: impl ToString) -> EmbedError {
+    EmbedError::Load {
+        path: path.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Every path must be a file.
+pub(crate) fn require_files(paths: &[&Path]) -> Result<(), EmbedError> {
+    match paths.iter().find(|p| !p.is_file()) {
+        Some(p) => Err(load_error(p, "not found (scripts/fetch-models writes it)")),
+        None => Ok(()),
+    }
+}
+
+/// A tokenizer without padding (the shipped ones pad every input to a fixed
+/// length), truncating at `max_tokens`.
+pub(crate) fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, EmbedError> {
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| load_error(path, e))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: max_tokens,
+            ..Default::default()
+        }))
+        .map_err(|e| load_error(path, e))?;
+    Ok(tokenizer)
+}
+
+/// A session with full graph optimisation and one intra-op thread: the
+/// gateway runs many short inferences concurrently, each on one core.
+pub(crate) fn load_session(env: &Environment, model: &Path) -> Result<Session, EmbedError> {
+    Session::builder(env)
+        .map_err(|e| load_error(model, e))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| load_error(model, e))?
+        .with_intra_threads(1)
+        .map_err(|e| load_error(model, e))?
+        .commit_from_file(model)
+        .map_err(|e| load_error(model, e))
+}
+
 /// A loaded sentence embedder.
 pub struct LocalEmbedder {
     tokenizer: Tokenizer,
@@ -95,42 +138,11 @@ impl LocalEmbedder {
     /// Loads the runtime, the tokenizer and the model. One intra-op thread:
     /// the gateway embeds many short texts concurrently, each on one core.
     pub fn load(files: &ModelFiles) -> Result<LocalEmbedder, EmbedError> {
-        for path in [&files.runtime, &files.tokenizer, &files.model] {
-            if !path.is_file() {
-                return Err(EmbedError::Load {
-                    path: path.clone(),
-                    detail: "not found (scripts/fetch-models writes it)".into(),
-                });
-            }
-        }
+        require_files(&[&files.runtime, &files.tokenizer, &files.model])?;
         let env = load_runtime(&files.runtime)?;
-        let load = |path: &Path, detail: String| EmbedError::Load {
-            path: path.to_owned(),
-            detail,
-        };
-        let mut tokenizer = Tokenizer::from_file(&files.tokenizer)
-            .map_err(|e| load(&files.tokenizer, e.to_string()))?;
-        // The shipped tokenizer pads every input to 128 tokens: turn that off
-        // and cut at our own limit instead.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams {
-                max_length: MAX_TOKENS,
-                ..Default::default()
-            }))
-            .map_err(|e| load(&files.tokenizer, e.to_string()))?;
-        let model = |e: ort::Error<_>| load(&files.model, e.to_string());
-        let session = Session::builder(env)
-            .map_err(|e| load(&files.model, e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(model)?
-            .with_intra_threads(1)
-            .map_err(model)?
-            .commit_from_file(&files.model)
-            .map_err(|e| load(&files.model, e.to_string()))?;
         Ok(LocalEmbedder {
-            tokenizer,
-            session: Mutex::new(session),
+            tokenizer: load_tokenizer(&files.tokenizer, MAX_TOKENS)?,
+            session: Mutex::new(load_session(env, &files.model)?),
         })
     }
 

@@ -210,27 +210,78 @@ fn released(
     Some(out)
 }
 
-impl Guarded for ChatChunk {
-    fn guard(&mut self, g: &mut StreamGuard) -> Step {
-        let mut filtered = false;
-        for c in &mut self.choices {
-            let had = c.delta.content.take();
-            match released(g, c.index, had.as_deref(), c.finish_reason.is_some()) {
-                None => {
-                    filtered = true;
-                    break;
-                }
-                Some(t) if t.is_empty() => {}
-                Some(t) => c.delta.content = Some(t),
+/// A choice of a stream event, as the guard sees it.
+trait StreamChoice: Default {
+    fn index(&self) -> u32;
+    fn set_index(&mut self, index: u32);
+    fn take_text(&mut self) -> Option<String>;
+    /// Puts back released text (nothing when it is empty).
+    fn put_text(&mut self, text: String);
+    fn finish_reason(&mut self) -> &mut Option<String>;
+}
+
+impl StreamChoice for ChunkChoice {
+    fn index(&self) -> u32 {
+        self.index
+    }
+    fn set_index(&mut self, index: u32) {
+        self.index = index;
+    }
+    fn take_text(&mut self) -> Option<String> {
+        self.delta.content.take()
+    }
+    fn put_text(&mut self, text: String) {
+        if !text.is_empty() {
+            self.delta.content = Some(text);
+        }
+    }
+    fn finish_reason(&mut self) -> &mut Option<String> {
+        &mut self.finish_reason
+    }
+}
+
+impl StreamChoice for CompletionChoice {
+    fn index(&self) -> u32 {
+        self.index
+    }
+    fn set_index(&mut self, index: u32) {
+        self.index = index;
+    }
+    fn take_text(&mut self) -> Option<String> {
+        Some(std::mem::take(&mut self.text))
+    }
+    fn put_text(&mut self, text: String) {
+        self.text = text;
+    }
+    fn finish_reason(&mut self) -> &mut Option<String> {
+        &mut self.finish_reason
+    }
+}
+
+/// Passes every choice's text through the guard. On blocked content the
+/// choices become one that ends the answer with `finish_reason:
+/// content_filter`, and this returns true.
+fn guard_choices<C: StreamChoice>(choices: &mut Vec<C>, g: &mut StreamGuard) -> bool {
+    for c in choices.iter_mut() {
+        let had = c.take_text();
+        let finished = c.finish_reason().is_some();
+        match released(g, c.index(), had.as_deref(), finished) {
+            Some(t) => c.put_text(t),
+            None => {
+                let mut stop = C::default();
+                stop.set_index(choices.first().map_or(0, StreamChoice::index));
+                *stop.finish_reason() = Some("content_filter".into());
+                *choices = vec![stop];
+                return true;
             }
         }
-        if filtered {
-            let index = self.choices.first().map_or(0, |c| c.index);
-            self.choices = vec![ChunkChoice {
-                index,
-                finish_reason: Some("content_filter".into()),
-                ..ChunkChoice::default()
-            }];
+    }
+    false
+}
+
+impl Guarded for ChatChunk {
+    fn guard(&mut self, g: &mut StreamGuard) -> Step {
+        if guard_choices(&mut self.choices, g) {
             return Step::Filtered;
         }
         let empty = self.usage.is_none()
@@ -267,24 +318,7 @@ impl Guarded for ChatChunk {
 
 impl Guarded for CompletionResponse {
     fn guard(&mut self, g: &mut StreamGuard) -> Step {
-        let mut filtered = false;
-        for c in &mut self.choices {
-            let had = std::mem::take(&mut c.text);
-            match released(g, c.index, Some(&had), c.finish_reason.is_some()) {
-                None => {
-                    filtered = true;
-                    break;
-                }
-                Some(t) => c.text = t,
-            }
-        }
-        if filtered {
-            let index = self.choices.first().map_or(0, |c| c.index);
-            self.choices = vec![CompletionChoice {
-                index,
-                finish_reason: Some("content_filter".into()),
-                ..CompletionChoice::default()
-            }];
+        if guard_choices(&mut self.choices, g) {
             return Step::Filtered;
         }
         let empty = self.usage.is_none()
