@@ -97,8 +97,19 @@ pub struct Report {
     pub tokens: TokenCounts,
     pub requests: u64,
     pub cost_estimate: String,
+    /// What the semantic cache answered and saved.
+    pub cache: CacheSavings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<Vec<Line>>,
+}
+
+/// Requests the semantic cache answered, and the tokens and dollars their
+/// original answers cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheSavings {
+    pub hits: u64,
+    pub saved_tokens: u64,
+    pub saved_cost: String,
 }
 
 /// Prompt, completion and total tokens.
@@ -121,6 +132,7 @@ pub struct Line {
     /// Requests whose tokens were counted by Loom because the provider reported none.
     pub estimated_requests: u64,
     pub cost_estimate: String,
+    pub cache: CacheSavings,
 }
 
 /// How a report splits usage.
@@ -389,6 +401,7 @@ impl Accountant {
                 requests: 1,
                 cost,
                 estimated: u64::from(r.estimated),
+                ..Totals::default()
             },
             ledger: self.ledger,
             day_ttl: day.ends - now + 86_400 * u64::from(self.retention.0),
@@ -398,6 +411,41 @@ impl Accountant {
             token_rate,
         });
         cost
+    }
+
+    /// Records a request answered from the semantic cache: a request with
+    /// no tokens and no cost (nothing is charged to the token rate), and the
+    /// tokens and cost the original answer took, as saved. Returns the
+    /// saved cost in picodollars.
+    pub fn record_hit(&self, r: &UsageRecord) -> u64 {
+        let saved = self.prices.lookup(r.provider, r.model).map_or(0, |p| {
+            p.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
+        });
+        if !self.ledger {
+            return saved;
+        }
+        let now = self.clock.now_unix();
+        let today = self.today(now);
+        let (day, month) = (&today.day, &today.month);
+        self.store.commit(&Entry {
+            consumer: &r.consumer.name,
+            provider: r.provider,
+            model: r.model,
+            totals: Totals {
+                requests: 1,
+                cache_hits: 1,
+                saved_tokens: r.prompt_tokens + r.completion_tokens,
+                saved_cost: saved,
+                ..Totals::default()
+            },
+            ledger: true,
+            day_ttl: day.ends - now + 86_400 * u64::from(self.retention.0),
+            month_ttl: month.ends - now + 31 * 86_400 * u64::from(self.retention.1),
+            day: &day.label,
+            month: &month.label,
+            token_rate: None,
+        });
+        saved
     }
 
     /// Usage of `consumer` over `period` (`None`: this month). `Ok(None)` for
@@ -448,6 +496,7 @@ fn report(consumer: &str, period: &str, u: &Usage, by: Breakdown) -> Report {
         requests: t.requests,
         estimated_requests: t.estimated,
         cost_estimate: format_dollars(t.cost),
+        cache: savings(t),
     };
     let breakdown = match by {
         Breakdown::None => None,
@@ -474,7 +523,16 @@ fn report(consumer: &str, period: &str, u: &Usage, by: Breakdown) -> Report {
         tokens: counts(&u.totals),
         requests: u.totals.requests,
         cost_estimate: format_dollars(u.totals.cost),
+        cache: savings(&u.totals),
         breakdown,
+    }
+}
+
+fn savings(t: &Totals) -> CacheSavings {
+    CacheSavings {
+        hits: t.cache_hits,
+        saved_tokens: t.saved_tokens,
+        saved_cost: format_dollars(t.saved_cost),
     }
 }
 

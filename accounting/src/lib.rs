@@ -16,7 +16,7 @@ mod store;
 pub mod tokens;
 
 pub use accountant::{
-    Accountant, Admission, Ask, Breakdown, Line, Quota, Report, human, human_into,
+    Accountant, Admission, Ask, Breakdown, CacheSavings, Line, Quota, Report, human, human_into,
 };
 pub use consumers::{ANONYMOUS, Consumer, Consumers, hash_key};
 pub use error::Error;

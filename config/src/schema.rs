@@ -226,6 +226,9 @@ pub struct Route {
     /// Guardrails of this AI route, replacing `ai_gateway.security` section by section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<Security>,
+    /// This route's cache settings, over `ai_gateway.semantic_cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_cache: Option<RouteCache>,
 }
 
 /// Per-route middleware. Each slot is a stage of the one request path.
@@ -619,23 +622,89 @@ impl Default for Streaming {
 pub struct SemanticCache {
     #[serde(default)]
     pub enabled: bool,
+    /// Cosine similarity at or above which a similar prompt's answer
+    /// serves (structural guards permitting); see docs/semantic-cache.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similarity_threshold: Option<f64>,
+    /// How long an answer is served; one hour when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
+    /// Bound of the memory backend, answers and embeddings together; 256MB
+    /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<ByteSize>,
+    /// How prompts are embedded; the local model when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<EmbeddingModel>,
+    /// Where answers are kept.
+    #[serde(default)]
+    pub backend: CacheBackend,
+    /// Whose answers a request may be served: the same consumer's (the
+    /// default), or anyone's (`global`).
+    #[serde(default)]
+    pub scope: CacheScope,
+    /// Requests without `temperature` are cached as if it were 0 (providers
+    /// default to 1, so they are not cached unless this is set).
+    #[serde(default)]
+    pub absent_temperature_is_zero: bool,
+    /// Answers that call tools are cached too.
+    #[serde(default)]
+    pub cache_tool_calls: bool,
+    /// A file the memory backend is written to at shutdown and read from
+    /// at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// Where cached answers are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheBackend {
+    /// In process: exact map, embeddings, HNSW graphs.
+    #[default]
+    Memory,
+    /// Qdrant, through its gRPC API.
+    Qdrant,
+    /// Redis: exact matches shared by every replica.
+    Redis,
+}
+
+/// Whose answers serve a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheScope {
+    /// Only answers to the same consumer.
+    #[default]
+    Consumer,
+    /// Answers to anyone.
+    Global,
 }
 
 /// The embedding model of the semantic cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingModel {
+    /// `local` (the in-process model) or the name of a configured provider.
     pub provider: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The folder of the local model (`scripts/fetch-models` fills it);
+    /// `$LOOM_MODELS` or `~/.cache/loom/models` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
+}
+
+/// A route's own cache settings (`routes[].semantic_cache`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCache {
+    /// Off for this route, or on (when the gateway's cache is enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity_threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<CacheScope>,
 }
 
 /// `token_accounting:`.

@@ -28,6 +28,63 @@ fn not_yet(found: &mut Found, field: String, what: &str, issue: u32) {
     ));
 }
 
+/// A similarity threshold is a cosine in (0, 1].
+fn threshold(t: Option<f64>, at: &str, found: &mut Found) {
+    if let Some(t) = t
+        && !(t > 0.0 && t <= 1.0)
+    {
+        found.push((
+            format!("{at}.similarity_threshold"),
+            format!("must be above 0 and at most 1 (a cosine similarity), not {t}"),
+        ));
+    }
+}
+
+fn semantic_cache(ai: &crate::schema::AiGateway, found: &mut Found) {
+    let c = &ai.semantic_cache;
+    let at = "ai_gateway.semantic_cache";
+    threshold(c.similarity_threshold, at, found);
+    if c.ttl.is_some_and(|t| t.get().is_zero()) {
+        found.push((format!("{at}.ttl"), "must be longer than zero".into()));
+    }
+    if c.max_size.is_some_and(|m| m.0 == 0) {
+        found.push((format!("{at}.max_size"), "must be above zero".into()));
+    }
+    if !c.enabled {
+        return;
+    }
+    match c.backend {
+        crate::schema::CacheBackend::Memory => {}
+        crate::schema::CacheBackend::Qdrant => not_yet(
+            found,
+            format!("{at}.backend"),
+            "the qdrant cache backend",
+            7,
+        ),
+        crate::schema::CacheBackend::Redis => {
+            not_yet(found, format!("{at}.backend"), "the redis cache backend", 7)
+        }
+    }
+    if let Some(e) = &c.embedding
+        && e.provider != "local"
+        && !ai.providers.iter().any(|p| p.name == e.provider)
+    {
+        let names: Vec<&str> = std::iter::once("local")
+            .chain(ai.providers.iter().map(|p| p.name.as_str()))
+            .collect();
+        let hint = crate::error::closest(&e.provider, names.iter().copied())
+            .map(|n| format!("; did you mean {n:?}?"))
+            .unwrap_or_default();
+        found.push((
+            format!("{at}.embedding.provider"),
+            format!(
+                "unknown embedding provider {:?}: `local` or a provider under ai_gateway.providers{hint}",
+                e.provider
+            ),
+        ));
+    }
+}
+
 /// Every problem found, as (field path, message).
 pub(crate) fn validate(config: &Config) -> Found {
     let mut found = Found::new();
@@ -318,6 +375,19 @@ fn routes(config: &Config, found: &mut Found) {
             )),
             _ => {}
         }
+        if let Some(c) = &r.semantic_cache {
+            if !r.ai_gateway {
+                found.push((
+                    format!("{at}.semantic_cache"),
+                    "the semantic cache applies to AI routes only (ai_gateway: true)".into(),
+                ));
+            }
+            threshold(
+                c.similarity_threshold,
+                &format!("{at}.semantic_cache"),
+                found,
+            );
+        }
         if let Some(sec) = &r.security {
             if !r.ai_gateway {
                 found.push((
@@ -493,14 +563,7 @@ fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
             }
         }
     }
-    if ai.semantic_cache.enabled {
-        not_yet(
-            found,
-            "ai_gateway.semantic_cache.enabled".into(),
-            "the semantic cache",
-            7,
-        );
-    }
+    semantic_cache(ai, found);
     accounting(ai, consumers, found);
     let hc = &ai.routing.health_check;
     if hc.enabled && hc.interval.get().is_zero() {
@@ -744,13 +807,31 @@ ai_gateway:
 
     #[test]
     fn enabled_unimplemented_sections_are_rejected() {
-        let text = "ai_gateway:\n  enabled: true\n  providers: [{name: m, type: mock}]\n  semantic_cache:\n    enabled: true\n    similarity_threshold: 0.92\n  token_accounting:\n    enabled: false\n";
+        let text = "ai_gateway:\n  enabled: true\n  providers: [{name: m, type: mock}]\n  semantic_cache:\n    enabled: true\n    backend: qdrant\n    similarity_threshold: 0.92\n  token_accounting:\n    enabled: false\n";
         let p = problems(text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].contains("semantic_cache.enabled") && p[0].contains("not implemented"),
+            p[0].contains("semantic_cache.backend") && p[0].contains("not implemented"),
             "{}",
             p[0]
+        );
+    }
+
+    #[test]
+    fn cache_settings_are_checked() {
+        let text = "ai_gateway:\n  enabled: true\n  providers: [{name: main, type: mock}]\n  semantic_cache:\n    enabled: true\n    similarity_threshold: 1.5\n    ttl: 0s\n    embedding: {provider: mian}\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("similarity_threshold") && m.contains("at most 1")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|m| m.contains("ttl")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("embedding.provider") && m.contains("did you mean \"main\"")),
+            "{p:?}"
         );
     }
 

@@ -65,6 +65,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     }
     let store = rt.accountant.store();
     s.metrics.store_health(store.kind(), &store.health());
+    if let Some(c) = &rt.cache {
+        let (entries, bytes) = c.cache().index().usage();
+        s.metrics.cache.size(entries, bytes);
+    }
     (
         [(
             header::CONTENT_TYPE,

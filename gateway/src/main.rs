@@ -291,6 +291,9 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     shared.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    // Writing a large cache takes a while: off the runtime's workers.
+    let stores = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || stores.stores.save_caches()).await;
     // Usage not yet written to a shared store gets a last chance.
     for store in shared.stores.all() {
         store.flush(Duration::from_secs(5)).await;

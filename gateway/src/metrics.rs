@@ -45,6 +45,8 @@ pub struct Metrics {
     store_dropped: IntCounter,
     /// Guardrail counters, shared with every compiled policy.
     pub guardrails: Arc<GuardrailMetrics>,
+    /// Semantic cache counters.
+    pub cache: CacheMetrics,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -333,6 +335,7 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            cache: CacheMetrics::new(&r)?,
             in_flight,
             registry: r,
             ai_series: RwLock::new(HashMap::default()),
@@ -525,6 +528,119 @@ fn status_str(status: u16, buf: &mut [u8; 3]) -> &str {
 const GUARDRAIL_BUCKETS: &[f64] = &[
     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
 ];
+
+/// The semantic cache's series.
+pub struct CacheMetrics {
+    hits: IntCounter,
+    misses: IntCounter,
+    /// hit, miss, bypass, skip.
+    requests: [IntCounter; 4],
+    entries: IntGauge,
+    bytes: IntGauge,
+    lookup: [Histogram; 2],
+}
+
+/// What a cache lookup decided, for `loom_ai_cache_requests_total{status}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    /// The client asked to skip the cache (`Cache-Control`, `x-loom-cache`).
+    Bypass,
+    /// The request is not cacheable (sampled, several choices, no user turn).
+    Skip,
+}
+
+impl CacheStatus {
+    /// The `x-loom-cache` header value and metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+            CacheStatus::Skip => "skip",
+        }
+    }
+}
+
+/// Lookups take from a microsecond (exact) to milliseconds (embedding).
+const CACHE_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_02, 0.000_1, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
+
+impl CacheMetrics {
+    fn new(r: &Registry) -> prometheus::Result<CacheMetrics> {
+        let plain = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let requests = counter(
+            r,
+            "loom_ai_cache_requests_total",
+            "Chat requests by what the semantic cache did: hit, miss, bypass (asked by the client) or skip (not cacheable)",
+            &["status"],
+        )?;
+        let lookup = histogram(
+            r,
+            "loom_ai_cache_lookup_seconds",
+            "Time to look a request up in the semantic cache, by match kind (exact: digest only; similar: embedding and search)",
+            &["kind"],
+            CACHE_BUCKETS,
+        )?;
+        Ok(CacheMetrics {
+            hits: plain(
+                "loom_ai_cache_hits_total",
+                "Requests answered from the semantic cache",
+            )?,
+            misses: plain(
+                "loom_ai_cache_misses_total",
+                "Cacheable requests the semantic cache could not answer",
+            )?,
+            requests: ["hit", "miss", "bypass", "skip"].map(|s| requests.with_label_values(&[s])),
+            entries: gauge(
+                "loom_ai_cache_entries",
+                "Answers held by the semantic cache",
+            )?,
+            bytes: gauge(
+                "loom_ai_cache_bytes",
+                "Bytes held by the semantic cache, answers and embeddings",
+            )?,
+            lookup: ["exact", "similar"].map(|k| lookup.with_label_values(&[k])),
+        })
+    }
+
+    /// Counts one request's outcome and, for lookups, its time.
+    pub fn looked_up(&self, status: CacheStatus, seconds: Option<(bool, f64)>) {
+        let i = match status {
+            CacheStatus::Hit => {
+                self.hits.inc();
+                0
+            }
+            CacheStatus::Miss => {
+                self.misses.inc();
+                1
+            }
+            CacheStatus::Bypass => 2,
+            CacheStatus::Skip => 3,
+        };
+        self.requests[i].inc();
+        if let Some((similar, s)) = seconds {
+            self.lookup[usize::from(similar)].observe(s);
+        }
+    }
+
+    /// The cache's size (read at scrape time and after stores).
+    pub fn size(&self, entries: usize, bytes: usize) {
+        self.entries.set(entries as i64);
+        self.bytes.set(bytes as i64);
+    }
+}
 
 /// The series guardrails write to.
 pub struct GuardrailMetrics {

@@ -18,9 +18,13 @@ use loom_config::{Config, StoreKind, TokenAccounting};
 use loom_guardrails::Policies;
 use loom_providers::{Registry, StatsBook};
 use loom_proxy::{Forwarder, Upstream};
+use loom_semantic_cache::batch::Batcher;
 use loom_semantic_cache::classify::SequenceClassifier;
-use loom_semantic_cache::embed::{LocalEmbedder, ModelFiles};
+use loom_semantic_cache::embed::{DIMENSIONS, LocalEmbedder, ModelFiles};
+use loom_semantic_cache::memory::MemoryIndex;
+use loom_semantic_cache::{Answer, BoxFuture, Embedder, SemanticCache};
 
+use crate::ai::cache::CacheStage;
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 
@@ -55,6 +59,56 @@ pub struct StoreCache {
     memory: OnceLock<Arc<Store>>,
     redis: Mutex<Vec<(loom_config::RedisStore, Arc<Store>)>>,
     embedders: Mutex<Vec<(PathBuf, Arc<LocalEmbedder>)>>,
+    /// Embedding workers, one per models folder.
+    batchers: Mutex<Vec<(PathBuf, Batcher)>>,
+    /// Semantic cache indexes by embedder identity, with the snapshot file
+    /// the latest configuration names.
+    caches: Mutex<Vec<CacheSlot>>,
+}
+
+struct CacheSlot {
+    identity: String,
+    index: Arc<MemoryIndex<Answer>>,
+    snapshot: Option<PathBuf>,
+}
+
+/// A configured provider as the cache's embedder.
+struct ProviderEmbedder {
+    provider: Arc<loom_providers::Provider>,
+    model: String,
+}
+
+impl Embedder for ProviderEmbedder {
+    fn embed<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, String>> {
+        Box::pin(async move {
+            let req = loom_models::embeddings::EmbeddingRequest {
+                model: self.model.clone(),
+                input: serde_json::Value::String(text.to_owned()),
+                ..Default::default()
+            };
+            let reply = self
+                .provider
+                .embeddings(&req, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let body: loom_models::embeddings::EmbeddingResponse =
+                serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
+            let first = body
+                .data
+                .into_iter()
+                .next()
+                .ok_or("no embedding returned")?;
+            let mut v: Vec<f32> =
+                serde_json::from_value(first.embedding).map_err(|e| e.to_string())?;
+            // Providers' vectors are usually unit length already; make sure,
+            // so that a dot product is the cosine.
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            Ok(v)
+        })
+    }
 }
 
 /// The local sentence embedder as the guardrails see it.
@@ -117,17 +171,9 @@ impl StoreCache {
         let dir = models_dir(one.as_deref());
         let files = ModelFiles::in_dir(&dir);
         if wanted.iter().any(|c| c.model.is_none()) {
-            let mut cache = self.embedders.lock().unwrap_or_else(|e| e.into_inner());
-            let e = match cache.iter().find(|(d, _)| *d == dir) {
-                Some((_, e)) => e.clone(),
-                None => {
-                    let e = Arc::new(LocalEmbedder::load(&files).context(
-                        "classifier: loading the sentence embedder (scripts/fetch-models fetches it)",
-                    )?);
-                    cache.push((dir.clone(), e.clone()));
-                    e
-                }
-            };
+            let e = self.local_embedder(&dir).context(
+                "classifier: loading the sentence embedder (scripts/fetch-models fetches it)",
+            )?;
             out.embedder = Some(Arc::new(Local(e)));
         }
         for c in &wanted {
@@ -145,6 +191,131 @@ impl StoreCache {
             out.injection.push((own.clone(), Arc::new(Own(m))));
         }
         Ok(out)
+    }
+
+    /// The local embedder of `dir`, loaded once.
+    fn local_embedder(&self, dir: &std::path::Path) -> anyhow::Result<Arc<LocalEmbedder>> {
+        let mut cache = self.embedders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, e)) = cache.iter().find(|(d, _)| d == dir) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(LocalEmbedder::load(&ModelFiles::in_dir(dir))?);
+        cache.push((dir.to_owned(), e.clone()));
+        Ok(e)
+    }
+
+    /// The semantic cache `config` asks for: its index kept across reloads
+    /// while the embedder is the same (and loaded from the snapshot file
+    /// when first made), with this configuration's embedder.
+    pub fn semantic_cache(
+        &self,
+        config: &Config,
+        providers: &Registry,
+    ) -> anyhow::Result<Option<SemanticCache>> {
+        let c = &config.ai_gateway.semantic_cache;
+        if !c.enabled {
+            return Ok(None);
+        }
+        let (identity, dims, embedder): (String, usize, Option<Arc<dyn Embedder>>) = match &c
+            .embedding
+        {
+            Some(e) if e.provider != "local" => {
+                let provider = providers
+                    .providers()
+                    .iter()
+                    .find(|p| p.name() == e.provider)
+                    .with_context(|| {
+                        format!("semantic_cache.embedding: no provider {:?}", e.provider)
+                    })?
+                    .clone();
+                let model = e
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| "text-embedding-3-small".to_owned());
+                (
+                    format!("provider:{}:{model}", e.provider),
+                    0,
+                    Some(Arc::new(ProviderEmbedder { provider, model })),
+                )
+            }
+            named => {
+                let dir = models_dir(named.as_ref().and_then(|e| e.models.as_deref()));
+                match self.batcher(&dir) {
+                    Ok(b) => (
+                        format!("local:{}", dir.display()),
+                        DIMENSIONS,
+                        Some(Arc::new(b) as Arc<dyn Embedder>),
+                    ),
+                    // Named explicitly: the operator expects similarity.
+                    Err(e) if named.is_some() => {
+                        return Err(e.context(
+                                "semantic_cache.embedding: loading the local model (scripts/fetch-models fetches it)",
+                            ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %format!("{e:#}"),
+                            "semantic_cache: the local embedding model is not available; only identical requests hit (scripts/fetch-models fetches it)"
+                        );
+                        ("exact".to_owned(), 0, None)
+                    }
+                }
+            }
+        };
+        let max = c.max_size.map_or(256 << 20, |m| m.0 as usize);
+        let ttl = c.ttl.map_or(3600, |t| t.get().as_secs().max(1));
+        let snapshot = c.snapshot.as_ref().map(PathBuf::from);
+        let mut slots = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match slots.iter_mut().find(|s| s.identity == identity) {
+            Some(slot) => {
+                slot.index.set_limits(max, ttl);
+                slot.snapshot.clone_from(&snapshot);
+                slot.index.clone()
+            }
+            None => {
+                let index = Arc::new(MemoryIndex::new(max, ttl, dims));
+                if let Some(path) = &snapshot {
+                    match loom_semantic_cache::snapshot::load(&index, path, self.clock.now_unix()) {
+                        Ok(n) => {
+                            tracing::info!(entries = n, file = %path.display(), "semantic cache loaded")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "semantic cache snapshot not loaded"),
+                    }
+                }
+                slots.push(CacheSlot {
+                    identity,
+                    index: index.clone(),
+                    snapshot,
+                });
+                index
+            }
+        };
+        Ok(Some(SemanticCache::new(index, embedder)))
+    }
+
+    /// The embedding worker of `dir`, started once.
+    fn batcher(&self, dir: &std::path::Path) -> anyhow::Result<Batcher> {
+        let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, b)) = batchers.iter().find(|(d, _)| d == dir) {
+            return Ok(b.clone());
+        }
+        let b = Batcher::start(self.local_embedder(dir)?)?;
+        batchers.push((dir.to_owned(), b.clone()));
+        Ok(b)
+    }
+
+    /// Writes every cache with a snapshot file (at shutdown).
+    pub fn save_caches(&self) {
+        let slots = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        for slot in slots.iter() {
+            let Some(path) = &slot.snapshot else { continue };
+            match loom_semantic_cache::snapshot::save(&slot.index, path) {
+                Ok(n) => {
+                    tracing::info!(entries = n, file = %path.display(), "semantic cache saved")
+                }
+                Err(e) => tracing::warn!(error = %e, "semantic cache snapshot not saved"),
+            }
+        }
     }
 
     /// The store `accounting` names, reused when an earlier configuration had it.
@@ -201,6 +372,8 @@ pub struct Runtime {
     /// The active health checker of this configuration's providers, stopped
     /// when the configuration is replaced.
     _health: Option<AbortOnDrop>,
+    /// The semantic cache stage, when enabled.
+    pub cache: Option<CacheStage>,
     /// Configuration generation, 1 for the first.
     pub generation: u64,
     pub streaming_enabled: bool,
@@ -262,7 +435,11 @@ impl Runtime {
                 health.timeout.get(),
             )))
         });
+        let cache = stores
+            .semantic_cache(&config, &providers)?
+            .map(|c| CacheStage::new(&config, c, stores.clock));
         Ok(Runtime {
+            cache,
             routes,
             accountant,
             _health,

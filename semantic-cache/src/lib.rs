@@ -1,40 +1,198 @@
-//! The completion cache seam.
+//! The completion cache.
 //!
-//! The gateway asks a [`CompletionCache`] for a stored answer after guardrails
-//! and before choosing a provider, and offers it each successful answer
-//! afterwards. The exact-match fast path, the embedding index and its
-//! structural guards, and the Qdrant and Redis backends implement this trait.
+//! The gateway asks a [`SemanticCache`] for a stored answer after
+//! guardrails and before choosing a provider, and offers it each
+//! successful answer afterwards. A lookup builds the request's key
+//! ([`key`]); an identical request is found by its exact digest without
+//! embedding anything; otherwise the final user turn is embedded
+//! ([`Embedder`]: the local model through [`batch::Batcher`], or a
+//! configured provider) and compared only with prompts of the same
+//! partition (same context and structural fingerprint, [`signature`]) in the
+//! [`memory`] index.
 
+pub mod batch;
 pub mod classify;
 pub mod embed;
 pub mod exact;
 pub mod key;
+pub mod memory;
+pub mod signature;
+pub mod snapshot;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use loom_models::chat::{ChatRequest, ChatResponse};
+use aws_lc_rs::digest::{Context, SHA256};
+use loom_models::chat::ChatRequest;
+use serde::{Deserialize, Serialize};
 
-/// A stored answer and how close its request was to this one.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub response: ChatResponse,
-    /// 1.0 for an exact match.
-    pub similarity: f32,
-}
+use crate::exact::Digest;
+use crate::key::{KeyBuilder, NotCacheable};
+use crate::memory::{MemoryIndex, Similar};
+use crate::signature::Signature;
 
-/// A boxed future, so caches can be held as trait objects.
+/// The similarity threshold when the configuration names none: chosen from
+/// the evaluation set's precision curve (docs/semantic-cache.md).
+pub const DEFAULT_THRESHOLD: f64 = 0.88;
+
+/// A boxed future, so embedders can be held as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A cache of chat completions, scoped by consumer.
-pub trait CompletionCache: Send + Sync {
-    /// A stored answer for `req`, if one is close enough.
-    fn lookup<'a>(&'a self, scope: &'a str, req: &'a ChatRequest) -> BoxFuture<'a, Option<Hit>>;
-    /// Offers an answer for storage; the cache decides whether to keep it.
-    fn store<'a>(
-        &'a self,
-        scope: &'a str,
-        req: &'a ChatRequest,
-        resp: &'a ChatResponse,
-    ) -> BoxFuture<'a, ()>;
+/// Turns a prompt into a unit vector.
+pub trait Embedder: Send + Sync {
+    fn embed<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, String>>;
+}
+
+impl Embedder for batch::Batcher {
+    fn embed<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, String>> {
+        Box::pin(batch::Batcher::embed(self, text))
+    }
+}
+
+/// A cached answer: the whole response and who produced it (for the
+/// savings a hit reports).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer {
+    /// The whole response, as the client first received it.
+    pub response: loom_models::chat::ChatResponse,
+    pub provider: String,
+    /// The model the provider billed.
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// How one request is looked up.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Cosine similarity at or above which a similar prompt's answer serves.
+    pub threshold: f32,
+    pub keys: KeyBuilder,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Hit {
+        answer: Arc<Answer>,
+        /// 1.0 for an identical request.
+        similarity: f32,
+    },
+    /// Not found; the answer may be stored under this key.
+    Miss(Pending),
+    /// The request is not cacheable.
+    Skip(NotCacheable),
+}
+
+/// The keys of a request that missed, to store its answer under.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    exact: Digest,
+    similar: Option<Similar>,
+}
+
+/// An answer cache with similarity lookups.
+pub struct SemanticCache {
+    index: Arc<MemoryIndex<Answer>>,
+    embedder: Option<Arc<dyn Embedder>>,
+}
+
+impl std::fmt::Debug for SemanticCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemanticCache")
+            .field("index", &self.index)
+            .field("similarity", &self.embedder.is_some())
+            .finish()
+    }
+}
+
+/// The partition of a prompt: its context and its structural fingerprint.
+fn partition(context: &Digest, signature: &Signature) -> Digest {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(context);
+    ctx.update(signature.fingerprint.as_bytes());
+    ctx.finish().as_ref().try_into().unwrap_or([0; 32])
+}
+
+impl SemanticCache {
+    /// A cache over `index`; without an embedder only identical requests hit.
+    pub fn new(index: Arc<MemoryIndex<Answer>>, embedder: Option<Arc<dyn Embedder>>) -> Self {
+        SemanticCache { index, embedder }
+    }
+
+    /// The index, for its size and a snapshot.
+    pub fn index(&self) -> &Arc<MemoryIndex<Answer>> {
+        &self.index
+    }
+
+    /// Whether similar prompts are looked up (an embedder is configured).
+    pub fn similarity(&self) -> bool {
+        self.embedder.is_some()
+    }
+
+    /// Looks `req` up in `scope` at `now` (seconds); with `search` false
+    /// only computes the keys an answer is stored under (a client's
+    /// refresh). An embedding failure is logged and degrades to exact
+    /// matching: the answer is then stored under its exact key only.
+    pub async fn lookup(
+        &self,
+        settings: &Settings,
+        scope: &str,
+        req: &ChatRequest,
+        now: u64,
+        search: bool,
+    ) -> Lookup {
+        let key = match settings.keys.key(scope, req) {
+            Ok(k) => k,
+            Err(why) => return Lookup::Skip(why),
+        };
+        if search && let Some(found) = self.index.get(&key.exact, now) {
+            return Lookup::Hit {
+                answer: found.value,
+                similarity: 1.0,
+            };
+        }
+        let Some(embedder) = &self.embedder else {
+            return Lookup::Miss(Pending {
+                exact: key.exact,
+                similar: None,
+            });
+        };
+        let signature = Signature::of(&key.prompt);
+        let part = partition(&key.context, &signature);
+        let vector = match embedder.embed(&key.prompt).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "semantic cache: embedding failed; exact match only");
+                return Lookup::Miss(Pending {
+                    exact: key.exact,
+                    similar: None,
+                });
+            }
+        };
+        if search
+            && let Some(found) =
+                self.index
+                    .search(&part, &vector, &signature, settings.threshold, now)
+        {
+            return Lookup::Hit {
+                answer: found.value,
+                similarity: found.similarity,
+            };
+        }
+        Lookup::Miss(Pending {
+            exact: key.exact,
+            similar: Some(Similar {
+                partition: part,
+                vector,
+                signature,
+            }),
+        })
+    }
+
+    /// Stores `answer` (`size` bytes of response) under the keys of a miss.
+    pub fn store(&self, pending: Pending, answer: Answer, size: usize, now: u64) -> bool {
+        self.index
+            .put(pending.exact, pending.similar, Arc::new(answer), size, now)
+    }
 }

@@ -86,6 +86,9 @@ class FakeOpenAI:
         # When a list of strings: chat answers say exactly this, streamed one
         # string per content delta (in the recorded stream's event shape).
         self.answer_chunks: list[str] | None = None
+        # When true, embeddings depend on the text: a bag of its lowercased
+        # words hashed into 64 dimensions (so equal word sets embed equally).
+        self.embed_by_words = False
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -212,6 +215,17 @@ class FakeOpenAI:
 
             def _embeddings(self, body):
                 doc = json.loads(fixture("openai_embeddings.json"))
+                if fake.embed_by_words:
+                    import hashlib
+                    import math
+                    import re
+
+                    text = body["input"] if isinstance(body["input"], str) else body["input"][0]
+                    vec = [0.0] * 64
+                    for w in re.findall(r"[a-z0-9]+", text.lower()):
+                        vec[hashlib.sha256(w.encode()).digest()[0] % 64] += 1.0
+                    norm = math.sqrt(sum(x * x for x in vec)) or 1.0
+                    doc["data"][0]["embedding"] = [x / norm for x in vec]
                 if body.get("encoding_format") == "base64":
                     import base64
                     import struct

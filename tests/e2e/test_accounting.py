@@ -242,7 +242,8 @@ def test_usage_equals_what_the_provider_reported_to_the_token(fake, store):
             assert u["tokens"]["total"] == u["tokens"]["prompt"] + u["tokens"]["completion"]
             assert u["cost_estimate"] == dollars(u["tokens"]["prompt"], u["tokens"]["completion"])
             assert u["period"] == datetime.now(timezone.utc).strftime("%Y-%m")
-            assert set(u) == {"consumer", "period", "tokens", "requests", "cost_estimate"}
+            assert set(u) == {"consumer", "period", "tokens", "requests", "cost_estimate", "cache"}
+            assert u["cache"] == {"hits": 0, "saved_tokens": 0, "saved_cost": "$0.00"}
         day = usage(loom, "web-app", "?period=day&by=model")
         assert day["tokens"] == web["tokens"] and day["period"] == datetime.now(timezone.utc).strftime("%Y-%m-%d")
         [line] = day["breakdown"]

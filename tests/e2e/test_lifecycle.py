@@ -1,5 +1,6 @@
 """Configuration, hot reload and shutdown of the real binary."""
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -122,11 +123,11 @@ def test_validate_reports_file_line_column_and_field(tmp_path):
 def test_unimplemented_sections_are_rejected_at_startup(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
-        "ai_gateway:\n  enabled: true\n  providers: [{name: m, type: mock}]\n  semantic_cache:\n    enabled: true\n"
+        "ai_gateway:\n  enabled: true\n  providers: [{name: m, type: mock}]\n  semantic_cache:\n    enabled: true\n    backend: qdrant\n"
     )
     out = subprocess.run([loom_bin(), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2
-    assert f"{cfg}:5:5: ai_gateway.semantic_cache.enabled" in out.stderr
+    assert f"{cfg}:6:5: ai_gateway.semantic_cache.backend" in out.stderr
     assert "not implemented" in out.stderr
 
 
@@ -159,21 +160,26 @@ def test_seed_getting_started_config_serves_with_the_go_style_flag(tmp_path):
         assert proc.wait(10) == 0
 
 
-def test_seed_usage_example_reports_what_is_not_implemented_yet(tmp_path):
+def test_seed_usage_example_validates_and_serves(tmp_path):
     block = "# loom.yaml\n" + seed_text("# loom.yaml\n").split("```")[0]
+    port, admin = free_port(), free_port()
     cfg = tmp_path / "loom.yaml"
-    cfg.write_text(block)
-    out = subprocess.run(
-        [loom_bin(), "validate", str(cfg)],
-        capture_output=True,
-        text=True,
-        env={"OPENAI_API_KEY": "a", "ANTHROPIC_API_KEY": "b"},
-    )
-    assert out.returncode == 1
-    # It parses as written; what fails is only what later issues implement.
-    for field in ["semantic_cache.enabled"]:
-        assert field in out.stdout, out.stdout
-    assert "unknown field" not in out.stdout
+    # Only the listen address changes, so the test can run beside others.
+    cfg.write_text(block.replace('":8080"', f'"127.0.0.1:{port}"') + f"\nadmin:\n  address: 127.0.0.1:{admin}\n")
+    env = {**os.environ, "OPENAI_API_KEY": "a", "ANTHROPIC_API_KEY": "b"}
+    out = subprocess.run([loom_bin(), "validate", str(cfg)], capture_output=True, text=True, env=env)
+    # Every section it enables, the semantic cache included, is implemented.
+    assert out.returncode == 0, out.stdout
+    proc = subprocess.Popen([loom_bin(), "-config", str(cfg)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, what="ready")
+        # The route requires a consumer's key, and the seed names no consumers.
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                       json={"model": "gpt-4", "messages": [{"role": "user", "content": "Hello!"}]})
+        assert r.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
 
 
 def test_json_logs_carry_the_access_line(fake_openai):

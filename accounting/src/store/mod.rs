@@ -29,6 +29,14 @@ pub struct Totals {
     pub cost: u64,
     /// Requests whose counts were estimated rather than reported.
     pub estimated: u64,
+    /// Requests answered from the semantic cache (counted in `requests`
+    /// too, with no tokens and no cost).
+    pub cache_hits: u64,
+    /// Tokens the cached answers cost when they were first generated: what
+    /// the hits saved.
+    pub saved_tokens: u64,
+    /// Picodollars the hits saved, at the original provider's prices.
+    pub saved_cost: u64,
 }
 
 impl Totals {
@@ -44,10 +52,13 @@ impl Totals {
         self.requests += o.requests;
         self.cost += o.cost;
         self.estimated += o.estimated;
+        self.cache_hits += o.cache_hits;
+        self.saved_tokens += o.saved_tokens;
+        self.saved_cost += o.saved_cost;
     }
 
     /// Field names and amounts, as the Redis hash keeps them.
-    pub(crate) fn fields(&self) -> [(&'static str, u64); 6] {
+    pub(crate) fn fields(&self) -> [(&'static str, u64); 9] {
         [
             ("p", self.prompt),
             ("c", self.completion),
@@ -55,6 +66,9 @@ impl Totals {
             ("r", self.requests),
             ("$", self.cost),
             ("e", self.estimated),
+            ("h", self.cache_hits),
+            ("s", self.saved_tokens),
+            ("S", self.saved_cost),
         ]
     }
 
@@ -66,6 +80,9 @@ impl Totals {
             "r" => self.requests = v,
             "$" => self.cost = v,
             "e" => self.estimated = v,
+            "h" => self.cache_hits = v,
+            "s" => self.saved_tokens = v,
+            "S" => self.saved_cost = v,
             _ => {}
         }
     }
@@ -301,7 +318,7 @@ mod tests {
                 cached: 0,
                 requests: 1,
                 cost: prompt * 2_500_000 + completion * 10_000_000,
-                estimated: 0,
+                ..Totals::default()
             },
             ledger: true,
             day: &DAY,

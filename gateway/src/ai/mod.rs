@@ -6,6 +6,7 @@
 //! or whole) → settle: provider statistics, metrics, tokens, access log.
 //! Authentication and limits run before this, in the pipeline.
 
+pub mod cache;
 mod error;
 mod failover;
 mod guard;
@@ -470,6 +471,7 @@ async fn chat(
     mut ex: Exchange,
     q: &mut Quotas,
 ) -> Outcome {
+    let directive = cache::Directive::of(req.headers());
     let (mut chat, original): (ChatRequest, Bytes) = match parse_body(req, limit).await {
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
@@ -508,6 +510,16 @@ async fn chat(
     let (mut chat, applied) = match guard::check(policy, chat, &ex).await {
         Ok(checked) => checked,
         Err(e) => return Err((e, Some(ex))),
+    };
+    let (cache_status, mut saver) = match cache::begin(rt, &ex, directive, &chat, &applied).await {
+        cache::Begin::Hit(hit) => {
+            // A hit calls no provider and costs no tokens: it is neither
+            // routed nor admitted against the consumer's limits.
+            let wants_usage = chat.wants_stream_usage();
+            let resp = cache::respond(hit, &mut ex, stream, wants_usage);
+            return Ok((resp, Some(ex)));
+        }
+        cache::Begin::Go { status, saver } => (status, saver),
     };
     let prompt_chars: usize = chat.messages.iter().map(Message::text_len).sum();
     let router = router(rt, &ex.route);
@@ -555,31 +567,41 @@ async fn chat(
             Ok(answer) => answer,
             Err(e) => match tries.failed(&mut ex, target, e, &client_model, stream) {
                 None => continue,
-                Some(failed) => return Ok(failure(failed, ex)),
+                Some(failed) => {
+                    let (mut resp, ex) = failure(failed, ex);
+                    cache::mark(&mut resp, cache_status);
+                    return Ok((resp, ex));
+                }
             },
         };
-        return Ok(match answer {
+        let (mut resp, ex) = match answer {
             Answer::Stream(events) => {
-                let resp = streamed(
-                    ex,
-                    &tries,
-                    &target,
+                let call = Streamed {
                     client_model,
                     wants_usage,
-                    original,
-                    events,
-                    &applied,
-                );
-                (resp, None)
+                    request: original,
+                    recorder: saver.take().map(cache::Saver::recorder),
+                };
+                (streamed(ex, &tries, &target, call, events, &applied), None)
             }
             Answer::Whole(mut reply) => {
                 reply.body = guard::whole_chat(&applied, std::mem::take(&mut reply.body));
+                if let Some(s) = saver.take() {
+                    s.whole(
+                        &reply.body,
+                        target.provider.name(),
+                        &target.model,
+                        reply.usage.as_ref(),
+                    );
+                }
                 (
                     whole(&mut ex, &tries, &target, &client_model, &original, *reply),
                     Some(ex),
                 )
             }
-        });
+        };
+        cache::mark(&mut resp, cache_status);
+        return Ok((resp, ex));
     }
 }
 
@@ -612,15 +634,22 @@ fn whole(
     resp
 }
 
+/// What a stream's relay needs besides its provider.
+struct Streamed {
+    client_model: String,
+    wants_usage: bool,
+    /// The client's request body, to count the prompt if usage never arrives.
+    request: Bytes,
+    /// Puts the answer together for the semantic cache.
+    recorder: Option<cache::Recorder>,
+}
+
 /// The response of a stream whose first event has arrived; it settles at its end.
-#[allow(clippy::too_many_arguments)]
 fn streamed<T: sse::Event>(
     ex: Exchange,
     tries: &failover::Tries,
     target: &Target,
-    client_model: String,
-    wants_usage: bool,
-    request: Bytes,
+    s: Streamed,
     events: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<T, loom_providers::Error>> + Send>,
     >,
@@ -629,11 +658,12 @@ fn streamed<T: sse::Event>(
     tries.succeeded(target);
     let call = sse::Call {
         provider: target.provider.clone(),
-        client_model,
+        client_model: s.client_model,
         provider_model: target.model.clone(),
         called: tries.called,
-        wants_usage,
-        request,
+        wants_usage: s.wants_usage,
+        request: s.request,
+        recorder: s.recorder,
     };
     let mut resp = sse::response(events, call, ex, guard::StreamCheck::new(applied));
     routing_headers(&mut resp, target, tries.attempts);
@@ -732,16 +762,13 @@ async fn completions(
             let started = failover::first_event(target.provider.completions_stream(&mut body));
             match failover::within(router, target.provider.name(), started).await {
                 Ok(events) => {
-                    let resp = streamed(
-                        ex,
-                        &tries,
-                        &target,
+                    let call = Streamed {
                         client_model,
                         wants_usage,
-                        original,
-                        events,
-                        &applied,
-                    );
+                        request: original,
+                        recorder: None,
+                    };
+                    let resp = streamed(ex, &tries, &target, call, events, &applied);
                     return Ok((resp, None));
                 }
                 Err(e) => match tries.failed(&mut ex, target, e, &client_model, true) {

@@ -23,6 +23,7 @@ use loom_models::completions::CompletionResponse;
 use loom_providers::Provider;
 use serde::Serialize;
 
+use super::cache::Recorder;
 use super::guard::{Guarded, Step, StreamCheck};
 use super::{ApiError, Tokens, settle, sse_headers};
 use crate::body::{Body, BoxError};
@@ -35,9 +36,16 @@ pub trait Event: Serialize + Send + Clone + Unpin + Guarded + 'static {
     /// Appends the generated text of this event (counted when a stream is
     /// cut before the provider reports usage).
     fn text(&self, out: &mut String);
+    /// The event as a chat chunk, for the semantic cache's recorder.
+    fn as_chat(&self) -> Option<&ChatChunk> {
+        None
+    }
 }
 
 impl Event for ChatChunk {
+    fn as_chat(&self) -> Option<&ChatChunk> {
+        Some(self)
+    }
     fn usage_mut(&mut self) -> &mut Option<Usage> {
         &mut self.usage
     }
@@ -82,6 +90,8 @@ pub struct Call {
     pub wants_usage: bool,
     /// The client's request body, to count the prompt if usage never arrives.
     pub request: Bytes,
+    /// Puts the answer together for the semantic cache, when it may keep it.
+    pub recorder: Option<Recorder>,
 }
 
 /// Generated text kept for an estimate is capped; past it, characters are
@@ -214,6 +224,13 @@ impl<T: Event> HttpBody for Relay<T> {
                             Step::Filtered => this.filtered = true,
                         }
                     }
+                    if let Some(r) = this.call.recorder.as_mut() {
+                        if this.filtered {
+                            r.abandon();
+                        } else if let Some(c) = event.as_chat() {
+                            r.chunk(c);
+                        }
+                    }
                     if let Some(u) = event.usage_mut().take() {
                         this.usage = Some(u.clone());
                         if this.call.wants_usage {
@@ -226,6 +243,7 @@ impl<T: Event> HttpBody for Relay<T> {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
+                    this.call.recorder = None;
                     let err = ApiError::from(e);
                     let status = err.status().as_u16();
                     this.finish(status, Some(err.label()));
@@ -240,6 +258,14 @@ impl<T: Event> HttpBody for Relay<T> {
                         .as_mut()
                         .map(StreamCheck::end)
                         .unwrap_or_default();
+                    if let Some(mut r) = this.call.recorder.take() {
+                        for e in &held {
+                            if let Some(c) = e.as_chat() {
+                                r.chunk(c);
+                            }
+                        }
+                        r.finish(this.call.provider.name(), &this.call.provider_model);
+                    }
                     if held.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
                             b"data: [DONE]\n\n",
