@@ -23,7 +23,7 @@ pub use error::Error;
 pub use gcra::{Rate, Standing};
 pub use period::{Clock, Period, Span};
 pub use prices::{Price, PriceTable, format_dollars};
-pub use store::{Health, MemoryStore, RedisStore, Refusal, Store};
+pub use store::{Health, MemoryStore, RedisStore, Refusal, Store, redis_connection};
 
 /// What one finished AI request used, as accounting needs it.
 #[derive(Debug, Clone)]

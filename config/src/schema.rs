@@ -639,6 +639,9 @@ pub struct SemanticCache {
     /// Where answers are kept.
     #[serde(default)]
     pub backend: CacheBackend,
+    /// The Redis of `backend: redis`; the usage store's Redis when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStore>,
     /// Whose answers a request may be served: the same consumer's (the
     /// default), or anyone's (`global`).
     #[serde(default)]
@@ -665,7 +668,7 @@ pub enum CacheBackend {
     Memory,
     /// Qdrant, through its gRPC API.
     Qdrant,
-    /// Redis: exact matches shared by every replica.
+    /// Memory, plus exact matches kept in Redis and shared by every replica.
     Redis,
 }
 

@@ -62,7 +62,18 @@ fn semantic_cache(ai: &crate::schema::AiGateway, found: &mut Found) {
             7,
         ),
         crate::schema::CacheBackend::Redis => {
-            not_yet(found, format!("{at}.backend"), "the redis cache backend", 7)
+            let accounting_redis = ai
+                .token_accounting
+                .store
+                .as_ref()
+                .is_some_and(|s| s.redis.is_some());
+            if c.redis.is_none() && !accounting_redis {
+                found.push((
+                    format!("{at}.backend"),
+                    "backend: redis needs semantic_cache.redis (or a Redis usage store to share)"
+                        .into(),
+                ));
+            }
         }
     }
     if let Some(e) = &c.embedding

@@ -290,7 +290,31 @@ impl StoreCache {
                 index
             }
         };
-        Ok(Some(SemanticCache::new(index, embedder)))
+        let mut cache = SemanticCache::new(index, embedder);
+        if c.backend == loom_config::CacheBackend::Redis {
+            let redis = c
+                .redis
+                .as_ref()
+                .or_else(|| {
+                    config
+                        .ai_gateway
+                        .token_accounting
+                        .store
+                        .as_ref()
+                        .and_then(|s| s.redis.as_ref())
+                })
+                .context("semantic_cache.backend: redis needs semantic_cache.redis")?;
+            let conn = loom_accounting::redis_connection(redis)
+                .context("semantic_cache.redis: connecting")?;
+            cache = cache.with_shared(Arc::new(
+                loom_semantic_cache::shared::SharedExact::new(
+                    conn,
+                    &redis.key_prefix,
+                    redis.timeout.get(),
+                ),
+            ));
+        }
+        Ok(Some(cache))
     }
 
     /// The embedding worker of `dir`, started once.

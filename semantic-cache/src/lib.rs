@@ -16,6 +16,7 @@ pub mod embed;
 pub mod exact;
 pub mod key;
 pub mod memory;
+pub mod shared;
 pub mod signature;
 pub mod snapshot;
 
@@ -95,6 +96,8 @@ pub struct Pending {
 pub struct SemanticCache {
     index: Arc<MemoryIndex<Answer>>,
     embedder: Option<Arc<dyn Embedder>>,
+    /// Exact entries shared with other replicas (`backend: redis`).
+    shared: Option<Arc<shared::SharedExact>>,
 }
 
 impl std::fmt::Debug for SemanticCache {
@@ -117,7 +120,17 @@ fn partition(context: &Digest, signature: &Signature) -> Digest {
 impl SemanticCache {
     /// A cache over `index`; without an embedder only identical requests hit.
     pub fn new(index: Arc<MemoryIndex<Answer>>, embedder: Option<Arc<dyn Embedder>>) -> Self {
-        SemanticCache { index, embedder }
+        SemanticCache {
+            index,
+            embedder,
+            shared: None,
+        }
+    }
+
+    /// Also keeps exact entries in Redis, shared by every replica.
+    pub fn with_shared(mut self, shared: Arc<shared::SharedExact>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// The index, for its size and a snapshot.
@@ -149,6 +162,20 @@ impl SemanticCache {
         if search && let Some(found) = self.index.get(&key.exact, now) {
             return Lookup::Hit {
                 answer: found.value,
+                similarity: 1.0,
+            };
+        }
+        if search
+            && let Some(shared) = &self.shared
+            && let Some(answer) = shared.get(&key.exact).await
+        {
+            // Another replica's answer: kept here too, so the next lookup
+            // stays in memory.
+            let answer = Arc::new(answer);
+            let size = serde_json::to_vec(&answer.response).map_or(0, |b| b.len());
+            self.index.put(key.exact, None, answer.clone(), size, now);
+            return Lookup::Hit {
+                answer,
                 similarity: 1.0,
             };
         }
@@ -192,6 +219,9 @@ impl SemanticCache {
 
     /// Stores `answer` (`size` bytes of response) under the keys of a miss.
     pub fn store(&self, pending: Pending, answer: Answer, size: usize, now: u64) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.put(&pending.exact, &answer, self.index.ttl());
+        }
         self.index
             .put(pending.exact, pending.similar, Arc::new(answer), size, now)
     }

@@ -184,6 +184,11 @@ impl<V: Send + Sync + 'static> MemoryIndex<V> {
         *lock(&self.limits) = (max_bytes, ttl_secs);
     }
 
+    /// Seconds an entry lives.
+    pub fn ttl(&self) -> u64 {
+        self.limits().1
+    }
+
     fn limits(&self) -> (usize, u64) {
         *lock(&self.limits)
     }

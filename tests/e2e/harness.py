@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+import pytest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -632,3 +634,26 @@ class FakeGemini:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def redis_up(port: int = 6379) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def drop_prefix(prefix: str, port: int = 6379) -> None:
+    """Deletes what a test wrote to the shared Redis."""
+    keys = subprocess.run(["redis-cli", "-p", str(port), "--scan", "--pattern", prefix + "*"],
+                          capture_output=True, text=True).stdout.split()
+    for i in range(0, len(keys), 500):
+        subprocess.run(["redis-cli", "-p", str(port), "del", *keys[i:i + 500]], capture_output=True)
+
+
+def need_redis():
+    if not redis_up():
+        if os.environ.get("CI"):
+            raise AssertionError("Redis must be running on 127.0.0.1:6379 in CI")
+        pytest.skip("SKIPPED: Redis is not reachable on 127.0.0.1:6379")

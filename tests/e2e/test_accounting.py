@@ -19,33 +19,10 @@ import httpx
 import openai
 import pytest
 
-from harness import FakeBackend, Loom, free_port, http_get, loom_bin, metric_value, wait_until
+from harness import FakeBackend, Loom, drop_prefix, free_port, http_get, loom_bin, metric_value, need_redis, redis_up, wait_until
 
 WEB_KEY = "sk-web-0123456789abcdef"
 MOBILE_KEY = "sk-mobile-fedcba9876543210"
-
-
-def redis_up(port: int = 6379) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def drop_prefix(prefix: str, port: int = 6379) -> None:
-    """Deletes what a test wrote to the shared Redis."""
-    keys = subprocess.run(["redis-cli", "-p", str(port), "--scan", "--pattern", prefix + "*"],
-                          capture_output=True, text=True).stdout.split()
-    for i in range(0, len(keys), 500):
-        subprocess.run(["redis-cli", "-p", str(port), "del", *keys[i:i + 500]], capture_output=True)
-
-
-def need_redis():
-    if not redis_up():
-        if os.environ.get("CI"):
-            raise AssertionError("Redis must be running on 127.0.0.1:6379 in CI")
-        pytest.skip("SKIPPED: Redis is not reachable on 127.0.0.1:6379")
 
 
 def config(upstream: str, *, store: str = "", limits: str = "", rate: str = "", mobile_tier: str = "") -> str:

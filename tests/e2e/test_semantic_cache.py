@@ -9,7 +9,10 @@ outside CI they skip when it has not run."""
 import json
 import os
 import signal
+import socket
+import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import httpx
@@ -17,7 +20,7 @@ import openai
 import pytest
 
 from conftest import LISTEN
-from harness import FakeOpenAI, Loom, http_get, metric_value, wait_until
+from harness import FakeOpenAI, Loom, drop_prefix, http_get, metric_value, need_redis, wait_until
 
 WEB_KEY = "sk-web-cache-0123456789"
 MOBILE_KEY = "sk-mobile-cache-9876543210"
@@ -374,3 +377,55 @@ def test_bad_cache_settings_are_refused_at_start(fake):
     loom.stop()
     assert code != 0
     assert "similarity_threshold" in log and 'did you mean "upstream"' in log
+
+
+def redis_cache(prefix: str, address: str = "127.0.0.1:6379") -> str:
+    return f"""    absent_temperature_is_zero: true
+    backend: redis
+    redis:
+      address: "{address}"
+      key_prefix: "{prefix}"
+      timeout: 200ms
+"""
+
+
+def test_replicas_share_exact_answers_through_redis(fake):
+    need_redis()
+    prefix = f"loom-test-{uuid.uuid4().hex[:8]}:"
+    a = Loom(config(fake.url, redis_cache(prefix)))
+    b = Loom(config(fake.url, redis_cache(prefix)))
+    try:
+        fake.answer_chunks = ["from replica a"]
+        assert ask(client(a), "Shared question?")[0]["x-loom-cache"] == "miss"
+        # The store is written in the background: wait for the key.
+        wait_until(lambda: bool(subprocess.run(["redis-cli", "--scan", "--pattern", prefix + "cache:*"],
+                                               capture_output=True, text=True).stdout.strip()),
+                   what="the shared entry in Redis")
+        fake.answer_chunks = ["from replica b"]
+        h, answer = ask(client(b), "Shared question?")
+        assert h["x-loom-cache"] == "hit" and h["x-loom-cache-similarity"] == "1.0000"
+        assert answer.choices[0].message.content == "from replica a"
+        assert chat_calls(fake) == 1
+        ttl = int(subprocess.run(["redis-cli", "ttl", subprocess.run(
+            ["redis-cli", "--scan", "--pattern", prefix + "cache:*"], capture_output=True, text=True
+        ).stdout.split()[0]], capture_output=True, text=True).stdout.strip())
+        assert 3500 < ttl <= 3600
+    finally:
+        a.stop()
+        b.stop()
+        drop_prefix(prefix)
+
+
+def test_an_unreachable_redis_only_costs_shared_hits(fake):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    loom = Loom(config(fake.url, redis_cache("loom-x:", f"127.0.0.1:{closed}")))
+    try:
+        c = client(loom)
+        assert ask(c, "Is Redis needed?")[0]["x-loom-cache"] == "miss"
+        # This replica's memory still answers.
+        assert ask(c, "Is Redis needed?")[0]["x-loom-cache"] == "hit"
+        wait_until(lambda: "Redis unreachable" in loom.log(), what="the warning")
+    finally:
+        loom.stop()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, connection as redis_connection};
 use crate::Error;
 use crate::gcra::{Rate, Standing};
 

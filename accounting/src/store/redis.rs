@@ -174,36 +174,7 @@ impl RedisStore {
         cfg: &loom_config::RedisStore,
         buffer_limit: usize,
     ) -> Result<RedisStore, Error> {
-        let address = if cfg.address.contains("://") {
-            cfg.address.clone()
-        } else if cfg.tls {
-            format!("rediss://{}", cfg.address)
-        } else {
-            format!("redis://{}", cfg.address)
-        };
-        let info = address
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| Error::Config(format!("invalid Redis address {:?}: {e}", cfg.address)))?;
-        let mut settings = info.redis_settings().clone();
-        if !cfg.password.expose().is_empty() {
-            settings = settings.set_password(cfg.password.expose());
-        }
-        if let Some(user) = &cfg.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(db) = cfg.db {
-            settings = settings.set_db(i64::from(db));
-        }
-        let client = redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| Error::Config(format!("Redis client: {e}")))?;
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(cfg.timeout.0.max(Duration::from_secs(2))))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)
-            .map_err(|e| Error::Config(format!("Redis client: {e}")))?;
+        let conn = connection(cfg)?;
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
         let (admissions, queue) = mpsc::unbounded_channel();
@@ -794,6 +765,42 @@ async fn write<'a>(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A lazily connecting, reconnecting Redis connection for `cfg`: address
+/// (`host:port`, `redis://`, `rediss://`), credentials, database, TLS, and
+/// the response timeout. Used by the usage store and the semantic cache.
+pub fn connection(cfg: &loom_config::RedisStore) -> Result<ConnectionManager, Error> {
+    let address = if cfg.address.contains("://") {
+        cfg.address.clone()
+    } else if cfg.tls {
+        format!("rediss://{}", cfg.address)
+    } else {
+        format!("redis://{}", cfg.address)
+    };
+    let info = address
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| Error::Config(format!("invalid Redis address {:?}: {e}", cfg.address)))?;
+    let mut settings = info.redis_settings().clone();
+    if !cfg.password.expose().is_empty() {
+        settings = settings.set_password(cfg.password.expose());
+    }
+    if let Some(user) = &cfg.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(db) = cfg.db {
+        settings = settings.set_db(i64::from(db));
+    }
+    let client = redis::Client::open(info.set_redis_settings(settings))
+        .map_err(|e| Error::Config(format!("Redis client: {e}")))?;
+    let manager_cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(cfg.timeout.0.max(Duration::from_secs(2))))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, manager_cfg)
+        .map_err(|e| Error::Config(format!("Redis client: {e}")))
 }
 
 #[cfg(test)]
