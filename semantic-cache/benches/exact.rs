@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use loom_models::chat::ChatRequest;
-use loom_semantic_cache::exact::ExactStore;
+use loom_semantic_cache::memory::MemoryIndex;
 use loom_semantic_cache::key::KeyBuilder;
 
 fn bench(c: &mut Criterion) {
     let keys = KeyBuilder {
         absent_temperature_is_zero: true,
     };
-    let store: ExactStore<Vec<u8>> = ExactStore::new(1 << 30, 3600);
+    let store: MemoryIndex<Vec<u8>> = MemoryIndex::new(1 << 30, 3600, 384);
     let request = |i: usize| -> ChatRequest {
         serde_json::from_value(serde_json::json!({
             "model": "gpt-4o",
@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     };
     for i in 0..100_000 {
         let k = keys.key("app", &request(i)).expect("cacheable");
-        store.put(k.exact, Arc::new(vec![0u8; 600]), 600, 0);
+        store.put(k.exact, None, Arc::new(vec![0u8; 600]), 600, 0);
     }
     let probe = request(42_424);
     c.bench_function("key of a request", |b| {

@@ -20,6 +20,9 @@
 use aws_lc_rs::digest::{Context, SHA256};
 use loom_models::chat::{ChatRequest, Content, Role};
 
+/// A SHA-256 digest: the key of a cache entry.
+pub type Digest = [u8; 32];
+
 /// A request's cache identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {

@@ -13,7 +13,6 @@
 pub mod batch;
 pub mod classify;
 pub mod embed;
-pub mod exact;
 pub mod key;
 pub mod memory;
 pub mod shared;
@@ -28,7 +27,7 @@ use aws_lc_rs::digest::{Context, SHA256};
 use loom_models::chat::ChatRequest;
 use serde::{Deserialize, Serialize};
 
-use crate::exact::Digest;
+use crate::key::Digest;
 use crate::key::{KeyBuilder, NotCacheable};
 use crate::memory::{MemoryIndex, Similar};
 use crate::signature::Signature;

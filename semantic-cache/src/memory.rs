@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
-use crate::exact::Digest;
+use crate::key::Digest;
 use crate::signature::Signature;
 
 /// Entries of a partition from which it also keeps an HNSW graph.
@@ -124,6 +124,18 @@ pub struct MemoryIndex<V> {
     /// when the embedder's size is not known in advance.
     dims: AtomicUsize,
     builds: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Insertions into graphs, done by a background thread: one costs
+    /// about 0.7 ms at 100,000 entries, too long for the caller's thread
+    /// (an async worker). Until it is in, an entry is found by its exact
+    /// digest only.
+    inserts: Mutex<Option<std::sync::mpsc::Sender<GraphInsert>>>,
+}
+
+/// Work for the background inserter.
+enum GraphInsert {
+    Insert(Arc<Graph>, Vec<f32>, u64),
+    /// Answered once everything queued before it is done.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 impl<V> std::fmt::Debug for MemoryIndex<V> {
@@ -170,6 +182,7 @@ impl<V: Send + Sync + 'static> MemoryIndex<V> {
             limits: Mutex::new((max_bytes, ttl_secs)),
             dims: AtomicUsize::new(dims),
             builds: Mutex::new(Vec::new()),
+            inserts: Mutex::new(None),
         }
     }
 
@@ -387,12 +400,48 @@ impl<V: Send + Sync + 'static> MemoryIndex<V> {
         let rebuild = inner.rebuild_due();
         drop(inner);
         if let Some((g, v)) = graph_work {
-            g.insert((&v, id as usize));
+            self.insert_later(g, v, id);
         }
         for p in build.into_iter().chain(rebuild) {
             self.build_graph(p);
         }
         true
+    }
+
+    /// Hands a graph insertion to the background inserter (started on first
+    /// use); inserts inline if no thread can be started.
+    fn insert_later(&self, graph: Arc<Graph>, vector: Vec<f32>, id: u64) {
+        let mut inserts = lock(&self.inserts);
+        if inserts.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<GraphInsert>();
+            let spawned = std::thread::Builder::new()
+                .name("loom-cache-insert".into())
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        match job {
+                            GraphInsert::Insert(g, v, id) => g.insert((&v, id as usize)),
+                            GraphInsert::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                });
+            if spawned.is_ok() {
+                *inserts = Some(tx);
+            }
+        }
+        let job = GraphInsert::Insert(graph, vector, id);
+        let job = match inserts.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => job,
+        };
+        drop(inserts);
+        if let GraphInsert::Insert(g, v, id) = job {
+            g.insert((&v, id as usize));
+        }
     }
 
     /// Builds a partition's graph from its vectors on a background thread;
@@ -463,12 +512,21 @@ impl<V: Send + Sync + 'static> MemoryIndex<V> {
         }
     }
 
-    /// Waits for graphs being built in the background (benchmarks, tests,
-    /// and a snapshot that wants a settled index).
+    /// Waits for graphs being built and insertions queued in the
+    /// background (benchmarks and tests).
     pub fn wait_for_graphs(&self) {
         let builds = std::mem::take(&mut *lock(&self.builds));
         for b in builds {
             let _ = b.join();
+        }
+        // The inserter runs jobs in order: once the flush is answered,
+        // everything queued before it is in.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sent = lock(&self.inserts)
+            .as_ref()
+            .is_some_and(|tx| tx.send(GraphInsert::Flush(done_tx)).is_ok());
+        if sent {
+            let _ = done_rx.recv();
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use crate::Answer;
-use crate::exact::Digest;
+use crate::key::Digest;
 
 /// Exact entries in Redis.
 pub struct SharedExact {

@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::Answer;
-use crate::exact::Digest;
+use crate::key::Digest;
 use crate::memory::{MemoryIndex, Similar};
 use crate::signature::Signature;
 

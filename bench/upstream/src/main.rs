@@ -2,8 +2,11 @@
 //! with a recorded OpenAI response and every other request with a small body,
 //! so that it costs far less CPU than the gateway in front of it.
 //!
-//! Usage: `loom-bench-upstream PORT [FAIL_EVERY]`: with `FAIL_EVERY` = N, every
-//! Nth chat completion answers 503 (a flaky provider for failover benchmarks).
+//! Usage: `loom-bench-upstream PORT [FAIL_EVERY [DELAY_MS]]`: with
+//! `FAIL_EVERY` = N (0: never), every Nth chat completion answers 503 (a
+//! flaky provider for failover benchmarks); with `DELAY_MS`, every chat
+//! completion answers that much later (a provider's generation time, for
+//! the cache benchmark).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,11 +26,16 @@ const OVERLOADED: &[u8] = include_bytes!("../../../tests/e2e/fixtures/openai_err
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 static FAIL_EVERY: AtomicU64 = AtomicU64::new(0);
+static DELAY_MS: AtomicU64 = AtomicU64::new(0);
 
 async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let chat = req.uri().path().ends_with("/chat/completions");
     let every = FAIL_EVERY.load(Ordering::Relaxed);
     let fail = chat && every > 0 && CALLS.fetch_add(1, Ordering::Relaxed) % every == every - 1;
+    let delay = DELAY_MS.load(Ordering::Relaxed);
+    if chat && delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let body = match (chat, fail) {
         (_, true) => OVERLOADED,
         (true, false) => CHAT,
@@ -55,6 +63,11 @@ async fn main() -> std::io::Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     FAIL_EVERY.store(every, Ordering::Relaxed);
+    let delay = std::env::args()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    DELAY_MS.store(delay, Ordering::Relaxed);
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     loop {
         let (stream, _) = listener.accept().await?;
