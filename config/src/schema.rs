@@ -642,6 +642,9 @@ pub struct SemanticCache {
     /// The Redis of `backend: redis`; the usage store's Redis when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisStore>,
+    /// The Qdrant of `backend: qdrant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qdrant: Option<QdrantSettings>,
     /// Whose answers a request may be served: the same consumer's (the
     /// default), or anyone's (`global`).
     #[serde(default)]
@@ -670,6 +673,28 @@ pub enum CacheBackend {
     Qdrant,
     /// Memory, plus exact matches kept in Redis and shared by every replica.
     Redis,
+}
+
+/// Where `backend: qdrant` keeps the cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantSettings {
+    /// The gRPC URL, e.g. `http://qdrant:6334`.
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Secret,
+    #[serde(default = "default_collection")]
+    pub collection: String,
+    /// Longest a call to Qdrant may take on the request path.
+    #[serde(default = "default_qdrant_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_collection() -> String {
+    "loom_cache".to_owned()
+}
+fn default_qdrant_timeout() -> Duration {
+    Duration::from_millis(500)
 }
 
 /// Whose answers serve a request.

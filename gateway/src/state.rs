@@ -306,13 +306,28 @@ impl StoreCache {
                 .context("semantic_cache.backend: redis needs semantic_cache.redis")?;
             let conn = loom_accounting::redis_connection(redis)
                 .context("semantic_cache.redis: connecting")?;
-            cache = cache.with_shared(Arc::new(
-                loom_semantic_cache::shared::SharedExact::new(
-                    conn,
-                    &redis.key_prefix,
-                    redis.timeout.get(),
-                ),
-            ));
+            cache = cache.with_shared(Arc::new(loom_semantic_cache::shared::SharedExact::new(
+                conn,
+                &redis.key_prefix,
+                redis.timeout.get(),
+            )));
+        }
+        if c.backend == loom_config::CacheBackend::Qdrant {
+            let q = c
+                .qdrant
+                .as_ref()
+                .context("semantic_cache.backend: qdrant needs semantic_cache.qdrant")?;
+            let api_key = q.api_key.expose();
+            let index = loom_semantic_cache::qdrant::QdrantIndex::connect(
+                &loom_semantic_cache::qdrant::QdrantSettings {
+                    url: q.url.clone(),
+                    api_key: (!api_key.is_empty()).then(|| api_key.to_owned()),
+                    collection: q.collection.clone(),
+                    timeout: q.timeout.get(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("semantic_cache.qdrant: {e}"))?;
+            cache = cache.with_qdrant(Arc::new(index));
         }
         Ok(Some(cache))
     }
@@ -398,6 +413,8 @@ pub struct Runtime {
     _health: Option<AbortOnDrop>,
     /// The semantic cache stage, when enabled.
     pub cache: Option<CacheStage>,
+    /// Deletes expired entries from Qdrant, stopped with this configuration.
+    _sweep: Option<AbortOnDrop>,
     /// Configuration generation, 1 for the first.
     pub generation: u64,
     pub streaming_enabled: bool,
@@ -462,8 +479,22 @@ impl Runtime {
         let cache = stores
             .semantic_cache(&config, &providers)?
             .map(|c| CacheStage::new(&config, c, stores.clock));
+        // Qdrant expires nothing by itself: sweep what is past the TTL.
+        let _sweep = cache.as_ref().and_then(|c| {
+            let q = c.cache().qdrant()?.clone();
+            let index = c.cache().index().clone();
+            let clock = stores.clock;
+            Some(AbortOnDrop(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    q.expire(clock.now_unix(), index.ttl()).await;
+                }
+            })))
+        });
         Ok(Runtime {
             cache,
+            _sweep,
             routes,
             accountant,
             _health,

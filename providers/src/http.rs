@@ -34,6 +34,11 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds the client; fails only when no TLS trust store can be loaded.
     pub fn new() -> Result<HttpClient, Error> {
+        // Two rustls crypto providers are linked (aws-lc-rs here, ring for
+        // the Qdrant client's gRPC), so rustls cannot pick one by itself:
+        // aws-lc-rs is installed as the process default (once; later calls
+        // find it in place).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         http.set_nodelay(true);

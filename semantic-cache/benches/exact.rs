@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use loom_models::chat::ChatRequest;
-use loom_semantic_cache::memory::MemoryIndex;
 use loom_semantic_cache::key::KeyBuilder;
+use loom_semantic_cache::memory::MemoryIndex;
 
 fn bench(c: &mut Criterion) {
     let keys = KeyBuilder {

@@ -71,10 +71,7 @@ fn main() {
     let vectors: Vec<Vec<f32>> = (0..n)
         .map(|i| near(&mut rng, &topics[i % topics.len()], 0.045))
         .collect();
-    eprintln!(
-        "cosine entry-topic ≈ {:.3}",
-        dot(&vectors[0], &topics[0])
-    );
+    eprintln!("cosine entry-topic ≈ {:.3}", dot(&vectors[0], &topics[0]));
     let before = rss_bytes();
     let started = Instant::now();
     for (i, v) in vectors.iter().enumerate() {
@@ -85,7 +82,13 @@ fn main() {
             vector: v.clone(),
             signature: signature.clone(),
         };
-        index.put(exact, Some(similar), Arc::new(answer.clone()), answer.len(), 0);
+        index.put(
+            exact,
+            Some(similar),
+            Arc::new(answer.clone()),
+            answer.len(),
+            0,
+        );
     }
     index.wait_for_graphs();
     let stored = started.elapsed();

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod embed;
 pub mod key;
 pub mod memory;
+pub mod qdrant;
 pub mod shared;
 pub mod signature;
 pub mod snapshot;
@@ -97,6 +98,9 @@ pub struct SemanticCache {
     embedder: Option<Arc<dyn Embedder>>,
     /// Exact entries shared with other replicas (`backend: redis`).
     shared: Option<Arc<shared::SharedExact>>,
+    /// Embeddings and answers in Qdrant (`backend: qdrant`), in place of
+    /// the memory index's vectors.
+    vectors: Option<Arc<qdrant::QdrantIndex>>,
 }
 
 impl std::fmt::Debug for SemanticCache {
@@ -123,7 +127,19 @@ impl SemanticCache {
             index,
             embedder,
             shared: None,
+            vectors: None,
         }
+    }
+
+    /// Keeps embeddings and answers in Qdrant, shared by every replica.
+    pub fn with_qdrant(mut self, vectors: Arc<qdrant::QdrantIndex>) -> Self {
+        self.vectors = Some(vectors);
+        self
+    }
+
+    /// The Qdrant collection, when that is the backend (for its sweep).
+    pub fn qdrant(&self) -> Option<&Arc<qdrant::QdrantIndex>> {
+        self.vectors.as_ref()
     }
 
     /// Also keeps exact entries in Redis, shared by every replica.
@@ -164,12 +180,15 @@ impl SemanticCache {
                 similarity: 1.0,
             };
         }
-        if search
-            && let Some(shared) = &self.shared
-            && let Some(answer) = shared.get(&key.exact).await
-        {
-            // Another replica's answer: kept here too, so the next lookup
-            // stays in memory.
+        let from_elsewhere = match (&self.shared, &self.vectors) {
+            _ if !search => None,
+            (Some(shared), _) => shared.get(&key.exact).await,
+            (None, Some(q)) => q.get(&key.exact, now, self.index.ttl()).await,
+            (None, None) => None,
+        };
+        if let Some(answer) = from_elsewhere {
+            // Another replica's answer (Redis or Qdrant): kept here too, so
+            // the next lookup stays in memory.
             let answer = Arc::new(answer);
             let size = serde_json::to_vec(&answer.response).map_or(0, |b| b.len());
             self.index.put(key.exact, None, answer.clone(), size, now);
@@ -196,15 +215,27 @@ impl SemanticCache {
                 });
             }
         };
-        if search
-            && let Some(found) =
-                self.index
+        if search {
+            let found = match &self.vectors {
+                Some(q) => q
+                    .search(
+                        &part,
+                        &vector,
+                        &signature,
+                        settings.threshold,
+                        now,
+                        self.index.ttl(),
+                    )
+                    .await
+                    .map(|(a, s)| (Arc::new(a), s)),
+                None => self
+                    .index
                     .search(&part, &vector, &signature, settings.threshold, now)
-        {
-            return Lookup::Hit {
-                answer: found.value,
-                similarity: found.similarity,
+                    .map(|f| (f.value, f.similarity)),
             };
+            if let Some((answer, similarity)) = found {
+                return Lookup::Hit { answer, similarity };
+            }
         }
         Lookup::Miss(Pending {
             exact: key.exact,
@@ -221,7 +252,18 @@ impl SemanticCache {
         if let Some(shared) = &self.shared {
             shared.put(&pending.exact, &answer, self.index.ttl());
         }
-        self.index
-            .put(pending.exact, pending.similar, Arc::new(answer), size, now)
+        let answer = Arc::new(answer);
+        let mut similar = pending.similar;
+        if let Some(q) = &self.vectors {
+            // The vectors live in Qdrant; this replica keeps the exact entry.
+            if let Some(s) = similar.take() {
+                let (q, answer, exact) = (q.clone(), answer.clone(), pending.exact);
+                tokio::spawn(async move {
+                    q.put(&exact, &s.partition, s.vector, &s.signature, &answer, now)
+                        .await;
+                });
+            }
+        }
+        self.index.put(pending.exact, similar, answer, size, now)
     }
 }

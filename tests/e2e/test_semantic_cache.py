@@ -429,3 +429,52 @@ def test_an_unreachable_redis_only_costs_shared_hits(fake):
         wait_until(lambda: "Redis unreachable" in loom.log(), what="the warning")
     finally:
         loom.stop()
+
+
+def qdrant_cache(url: str, collection: str) -> str:
+    return LOCAL + f"""    backend: qdrant
+    qdrant:
+      url: "{url}"
+      collection: "{collection}"
+      timeout: 2s
+"""
+
+
+def test_replicas_share_similar_answers_through_qdrant(fake):
+    url = os.environ.get("QDRANT_URL")
+    if not url:
+        pytest.skip("SKIPPED: QDRANT_URL is not set (a Qdrant gRPC URL, e.g. http://127.0.0.1:6334)")
+    need_model()
+    collection = f"loom_test_{uuid.uuid4().hex[:8]}"
+    a = Loom(config(fake.url, qdrant_cache(url, collection)))
+    b = Loom(config(fake.url, qdrant_cache(url, collection)))
+    try:
+        fake.answer_chunks = ["Paris."]
+        assert ask(client(a), "What is the capital of France?")[0]["x-loom-cache"] == "miss"
+        # The point is written in the background: replica b sees it once it lands.
+        def shared():
+            h, answer = ask(client(b), "Which city is the capital of France?")
+            return h["x-loom-cache"] == "hit" and answer.choices[0].message.content == "Paris."
+        wait_until(shared, what="the paraphrase answered from Qdrant by the other replica")
+        assert ask(client(b), "What is the capital of Spain?")[0]["x-loom-cache"] == "miss"
+        # An identical request finds the point by its id.
+        assert ask(client(b), "What is the capital of France?")[0]["x-loom-cache-similarity"] == "1.0000"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_an_unreachable_qdrant_only_costs_shared_hits(fake):
+    need_model()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    loom = Loom(config(fake.url, qdrant_cache(f"http://127.0.0.1:{closed}", "loom_cache")))
+    try:
+        c = client(loom)
+        assert ask(c, "Is Qdrant needed?")[0]["x-loom-cache"] == "miss"
+        assert ask(c, "Is Qdrant needed?")[0]["x-loom-cache"] == "hit"
+        assert ask(c, "Is Qdrant really needed?")[0]["x-loom-cache"] == "miss"
+        wait_until(lambda: "Qdrant unreachable" in loom.log(), what="the warning")
+    finally:
+        loom.stop()
