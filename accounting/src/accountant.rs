@@ -380,21 +380,10 @@ impl Accountant {
     /// Adds a finished request to the ledger and the token rate; returns its
     /// cost in picodollars. Never blocks.
     pub fn record(&self, r: &UsageRecord) -> u64 {
-        let cost = self.prices.lookup(r.provider, r.model).map_or(0, |p| {
-            p.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
-        });
+        let cost = self.cost(r);
         let token_rate = self.tier(r.consumer).tokens;
-        if !self.ledger && token_rate.is_none() {
-            return cost;
-        }
-        let now = self.clock.now_unix();
-        let today = self.today(now);
-        let (day, month) = (&today.day, &today.month);
-        self.store.commit(&Entry {
-            consumer: &r.consumer.name,
-            provider: r.provider,
-            model: r.model,
-            totals: Totals {
+        if self.ledger || token_rate.is_some() {
+            let totals = Totals {
                 prompt: r.prompt_tokens,
                 completion: r.completion_tokens,
                 cached: r.cached_tokens,
@@ -402,14 +391,9 @@ impl Accountant {
                 cost,
                 estimated: u64::from(r.estimated),
                 ..Totals::default()
-            },
-            ledger: self.ledger,
-            day_ttl: day.ends - now + 86_400 * u64::from(self.retention.0),
-            month_ttl: month.ends - now + 31 * 86_400 * u64::from(self.retention.1),
-            day: &day.label,
-            month: &month.label,
-            token_rate,
-        });
+            };
+            self.commit(r, totals, token_rate);
+        }
         cost
     }
 
@@ -418,12 +402,29 @@ impl Accountant {
     /// tokens and cost the original answer took, as saved. Returns the
     /// saved cost in picodollars.
     pub fn record_hit(&self, r: &UsageRecord) -> u64 {
-        let saved = self.prices.lookup(r.provider, r.model).map_or(0, |p| {
-            p.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
-        });
-        if !self.ledger {
-            return saved;
+        let saved = self.cost(r);
+        if self.ledger {
+            let totals = Totals {
+                requests: 1,
+                cache_hits: 1,
+                saved_tokens: r.prompt_tokens + r.completion_tokens,
+                saved_cost: saved,
+                ..Totals::default()
+            };
+            self.commit(r, totals, None);
         }
+        saved
+    }
+
+    /// What `r`'s tokens cost at its provider's prices, in picodollars.
+    fn cost(&self, r: &UsageRecord) -> u64 {
+        self.prices.lookup(r.provider, r.model).map_or(0, |p| {
+            p.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
+        })
+    }
+
+    /// Commits `totals` for `r`'s consumer, provider and model today.
+    fn commit(&self, r: &UsageRecord, totals: Totals, token_rate: Option<Rate>) {
         let now = self.clock.now_unix();
         let today = self.today(now);
         let (day, month) = (&today.day, &today.month);
@@ -431,21 +432,14 @@ impl Accountant {
             consumer: &r.consumer.name,
             provider: r.provider,
             model: r.model,
-            totals: Totals {
-                requests: 1,
-                cache_hits: 1,
-                saved_tokens: r.prompt_tokens + r.completion_tokens,
-                saved_cost: saved,
-                ..Totals::default()
-            },
-            ledger: true,
+            totals,
+            ledger: self.ledger,
             day_ttl: day.ends - now + 86_400 * u64::from(self.retention.0),
             month_ttl: month.ends - now + 31 * 86_400 * u64::from(self.retention.1),
             day: &day.label,
             month: &month.label,
-            token_rate: None,
+            token_rate,
         });
-        saved
     }
 
     /// Usage of `consumer` over `period` (`None`: this month). `Ok(None)` for

@@ -2,34 +2,13 @@
 //! Outside CI, a machine without them skips with a message; in CI
 //! (`CI=true`) their absence fails.
 
-use std::path::PathBuf;
+mod common;
 
 use loom_semantic_cache::embed::{DIMENSIONS, LocalEmbedder, ModelFiles, cosine};
 
-fn embedder() -> Option<LocalEmbedder> {
-    let dir = std::env::var_os("LOOM_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loom/models")))
-        .expect("LOOM_MODELS or HOME");
-    let files = ModelFiles::in_dir(&dir);
-    if !files.model.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{}: missing in CI (scripts/fetch-models)",
-            files.model.display()
-        );
-        eprintln!(
-            "SKIPPED: {} not found; run scripts/fetch-models",
-            files.model.display()
-        );
-        return None;
-    }
-    Some(LocalEmbedder::load(&files).expect("the model loads"))
-}
-
 #[test]
 fn embeddings_are_unit_vectors_that_place_paraphrases_close() {
-    let Some(e) = embedder() else { return };
+    let Some(e) = common::embedder() else { return };
     let a = e.embed("How do I reset my password?").expect("embed");
     let b = e
         .embed("I forgot my password; how can I change it?")
@@ -63,7 +42,7 @@ fn a_broken_folder_is_an_error_naming_the_file() {
 /// depends on what else was in flight.
 #[test]
 fn a_batch_gives_close_but_not_identical_vectors() {
-    let Some(e) = embedder() else { return };
+    let Some(e) = common::embedder() else { return };
     let texts = [
         "Hi",
         "How do I reset my password?",

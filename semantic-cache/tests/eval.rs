@@ -7,10 +7,10 @@
 //! Outside CI, a machine without the model skips with a message; in CI
 //! (`CI=true`) its absence fails.
 
-use std::path::PathBuf;
+mod common;
 
 use loom_semantic_cache::DEFAULT_THRESHOLD;
-use loom_semantic_cache::embed::{LocalEmbedder, ModelFiles, cosine};
+use loom_semantic_cache::embed::{LocalEmbedder, cosine};
 use loom_semantic_cache::signature::Signature;
 
 struct Pair {
@@ -18,27 +18,6 @@ struct Pair {
     kind: String,
     similarity: f32,
     compatible: bool,
-}
-
-fn embedder() -> Option<LocalEmbedder> {
-    let dir = std::env::var_os("LOOM_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loom/models")))
-        .expect("LOOM_MODELS or HOME");
-    let files = ModelFiles::in_dir(&dir);
-    if !files.model.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{}: missing in CI (scripts/fetch-models)",
-            files.model.display()
-        );
-        eprintln!(
-            "SKIPPED: {} not found; run scripts/fetch-models",
-            files.model.display()
-        );
-        return None;
-    }
-    Some(LocalEmbedder::load(&files).expect("the model loads"))
 }
 
 fn pairs(e: &LocalEmbedder) -> Vec<Pair> {
@@ -74,7 +53,7 @@ fn score(pairs: &[Pair], threshold: f32, guards: bool) -> (f64, f64, usize) {
 
 #[test]
 fn precision_at_the_default_threshold_is_at_least_0_99() {
-    let Some(e) = embedder() else { return };
+    let Some(e) = common::embedder() else { return };
     let pairs = pairs(&e);
     assert!(pairs.len() >= 300, "{} pairs", pairs.len());
     eprintln!("threshold  precision recall false-hits | cosine alone: precision recall");
