@@ -97,10 +97,25 @@ pub enum Protocol {
     Http3,
 }
 
-/// Certificate and key files of a TLS listener.
+/// Certificate and key files of a TLS listener: the default pair, and more
+/// pairs chosen by the name the client asks for (SNI).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// Further certificates, each served to clients that ask for a name it
+    /// covers (wildcards included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni: Vec<CertPair>,
+}
+
+/// One certificate chain and its key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
     pub cert_file: String,
     pub key_file: String,
 }

@@ -289,13 +289,14 @@ fn listeners(config: &Config, found: &mut Found) {
         if let Err(e) = listen_address(&l.address) {
             found.push((format!("{at}.address"), e));
         }
-        if l.protocol != Protocol::Http {
-            not_yet(
-                found,
-                format!("{at}.protocol"),
-                "a TLS or HTTP/3 listener",
-                9,
-            );
+        match l.protocol {
+            Protocol::Http => {}
+            Protocol::Https if l.tls.is_none() => found.push((
+                format!("{at}.tls"),
+                "an https listener needs tls: {cert_file, key_file}".into(),
+            )),
+            Protocol::Https => {}
+            Protocol::Http3 => not_yet(found, format!("{at}.protocol"), "an HTTP/3 listener", 9),
         }
     }
 }

@@ -16,6 +16,7 @@ mod request_id;
 mod routes;
 mod server;
 mod state;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -229,7 +230,9 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
     let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
+    let certificates = server::certificates(&listeners)?;
     let shared = Arc::new(Shared {
+        certificates: certificates.clone(),
         runtime: ArcSwap::from_pointee(runtime),
         metrics,
         stats,
@@ -241,7 +244,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         stores,
     });
 
-    let bound = server::bind(&listeners).await?;
+    let bound = server::bind(&listeners, &certificates).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The admin listener stays up while the data plane drains, so readiness
     // can report the drain; it stops last.

@@ -100,6 +100,25 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
             "listener or admin addresses changed: the new addresses take effect only after a restart"
         );
     }
+    // Certificates of `https` listeners: every file read before any is
+    // installed, so a bad file leaves them all as they were.
+    let mut certificates = Vec::new();
+    for l in &config.listeners {
+        let (Some((_, certs)), Some(tls)) = (
+            shared.certificates.iter().find(|(n, _)| *n == l.name),
+            l.tls.as_ref(),
+        ) else {
+            continue;
+        };
+        match crate::tls::Certificates::read(tls) {
+            Ok(loaded) => certificates.push((certs.clone(), loaded)),
+            Err(e) => {
+                shared.metrics.reload(false);
+                tracing::error!(listener = %l.name, error = %format!("{e:#}"), "configuration rejected; the previous one keeps serving");
+                return;
+            }
+        }
+    }
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
     match Runtime::build(
         config,
@@ -110,6 +129,9 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
         generation,
     ) {
         Ok(rt) => {
+            for (certs, loaded) in certificates {
+                certs.install(loaded);
+            }
             shared.runtime.store(Arc::new(rt));
             shared.metrics.reload(true);
             tracing::info!(generation, "configuration reloaded");

@@ -1,5 +1,6 @@
-//! Listeners: accept connections, serve HTTP/1.1 and cleartext HTTP/2 on one
-//! port, and drain gracefully on shutdown.
+//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 on one port
+//! (cleartext h2c on `http` listeners; TLS with ALPN on `https` ones), and
+//! drain gracefully on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,27 +17,60 @@ use tokio::sync::watch;
 
 use crate::pipeline;
 use crate::state::Shared;
+use crate::tls::Certificates;
+use tokio_rustls::TlsAcceptor;
 
 /// A bound listener.
 pub struct Bound {
     pub name: String,
     pub listener: TcpListener,
+    /// The TLS acceptor of an `https` listener.
+    pub tls: Option<TlsAcceptor>,
 }
 
-/// Binds every configured listener, failing if any address is taken.
-pub async fn bind(listeners: &[loom_config::Listener]) -> anyhow::Result<Vec<Bound>> {
+/// Binds every configured listener, failing if any address is taken;
+/// `https` listeners take their certificates from `certs` (by name).
+pub async fn bind(
+    listeners: &[loom_config::Listener],
+    certs: &[(String, Arc<Certificates>)],
+) -> anyhow::Result<Vec<Bound>> {
     let mut out = Vec::with_capacity(listeners.len());
     for l in listeners {
         let addr = loom_config::listen_address(&l.address).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listener {}: cannot bind {addr}", l.name))?;
+        let tls = match certs.iter().find(|(n, _)| *n == l.name) {
+            Some((_, c)) if l.protocol == loom_config::Protocol::Https => {
+                Some(TlsAcceptor::from(c.server_config()?))
+            }
+            _ => None,
+        };
         out.push(Bound {
             name: l.name.clone(),
             listener,
+            tls,
         });
     }
     Ok(out)
+}
+
+/// The certificates of every `https` listener of `listeners`, by name.
+pub fn certificates(
+    listeners: &[loom_config::Listener],
+) -> anyhow::Result<Vec<(String, Arc<Certificates>)>> {
+    listeners
+        .iter()
+        .filter(|l| l.protocol == loom_config::Protocol::Https)
+        .map(|l| {
+            let tls = l
+                .tls
+                .as_ref()
+                .with_context(|| format!("listener {}: https needs tls", l.name))?;
+            let c = Certificates::load(tls).with_context(|| format!("listener {}", l.name))?;
+            Ok((l.name.clone(), c))
+        })
+        .collect()
 }
 
 /// Serves the data-plane listeners until `stop` turns true, then waits up to
@@ -81,15 +115,47 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                let client = ClientInfo::new(peer, "http");
-                let svc =
-                    service_fn(move |req| pipeline::handle(shared.clone(), client.clone(), req));
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned();
-                let watched = graceful.watcher().watch(conn);
+                let Some(acceptor) = b.tls.clone() else {
+                    let client = ClientInfo::new(peer, "http");
+                    let svc = service_fn(move |req| {
+                        pipeline::handle(shared.clone(), client.clone(), req)
+                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
+                    let watched = graceful.watcher().watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = watched.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                // The handshake runs on the connection's own task, bounded
+                // like a request's headers, so a slow client holds up nobody.
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = watched.await {
+                    let tls =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let client = ClientInfo::new(peer, "https");
+                    let svc = service_fn(move |req| {
+                        pipeline::handle(shared.clone(), client.clone(), req)
+                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });

@@ -48,6 +48,9 @@ pub struct Shared {
     pub generation: AtomicU64,
     pub access_log: bool,
     pub stores: StoreCache,
+    /// The certificates of `https` listeners, by listener name, reloaded
+    /// with the configuration.
+    pub certificates: Vec<(String, Arc<crate::tls::Certificates>)>,
 }
 
 /// Usage stores and loaded models, kept across reloads so that neither the

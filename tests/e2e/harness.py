@@ -31,6 +31,24 @@ def fixture(name: str) -> bytes:
 
 
 def free_port() -> int:
+    """A port free now, chosen below the kernel's ephemeral range: a port the
+    kernel hands out (bind to 0) can be taken again by any outgoing
+    connection before Loom binds it."""
+    import random
+
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randrange(10_000, max(low, 10_001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -123,11 +123,11 @@ def test_validate_reports_file_line_column_and_field(tmp_path):
 def test_unimplemented_sections_are_rejected_at_startup(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
-        "ai_gateway:\n  enabled: true\n  providers: [{name: m, type: mock}]\n  semantic_cache:\n    enabled: true\n    backend: qdrant\n"
+        'listeners:\n  - address: "127.0.0.1:0"\n    protocol: http3\n'
     )
     out = subprocess.run([loom_bin(), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2
-    assert f"{cfg}:6:5: ai_gateway.semantic_cache.backend" in out.stderr
+    assert f"{cfg}:3:5: listeners[0].protocol" in out.stderr
     assert "not implemented" in out.stderr
 
 
