@@ -283,8 +283,15 @@ pub struct Auth {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub name: String,
-    /// Base URLs such as `http://10.0.0.5:8000`; requests go to each in turn.
-    pub endpoints: Vec<String>,
+    /// Base URLs such as `http://10.0.0.5:8000`, or `{url, weight}`.
+    pub endpoints: Vec<EndpointConfig>,
+    /// How the next endpoint is chosen.
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+    /// The key of `consistent_hash`: a header or a cookie; the client's IP
+    /// when absent (or when the request lacks that header or cookie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
     /// Time allowed to open a connection; a refusal or this timeout answers 502.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
@@ -294,6 +301,69 @@ pub struct Upstream {
     /// Idle keep-alive connections kept per endpoint.
     #[serde(default = "default_pool_idle")]
     pub max_idle_per_endpoint: usize,
+}
+
+/// One endpoint of an upstream: a URL, or a URL with a weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointConfig {
+    Url(String),
+    Weighted(WeightedEndpoint),
+}
+
+/// An endpoint with its share of the traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedEndpoint {
+    pub url: String,
+    /// Relative share (1 to 1000); 1 when absent.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl EndpointConfig {
+    pub fn url(&self) -> &str {
+        match self {
+            EndpointConfig::Url(u) => u,
+            EndpointConfig::Weighted(w) => &w.url,
+        }
+    }
+    pub fn weight(&self) -> u32 {
+        match self {
+            EndpointConfig::Url(_) => 1,
+            EndpointConfig::Weighted(w) => w.weight,
+        }
+    }
+}
+
+/// Load-balancing policy of an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin.
+    Weighted,
+    /// The less busy of two endpoints drawn at random (by weight).
+    LeastRequest,
+    /// The same key to the same endpoint (see `hash_on`).
+    ConsistentHash,
+    /// Drawn at random, by weight.
+    Random,
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashOn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
 }
 
 fn default_connect_timeout() -> Duration {

@@ -317,7 +317,28 @@ fn upstreams(config: &Config, found: &mut Found) {
                 "an upstream needs at least one endpoint".into(),
             ));
         }
-        for (j, e) in u.endpoints.iter().enumerate() {
+        if let Some(h) = &u.hash_on {
+            if u.load_balancer != crate::schema::LoadBalancer::ConsistentHash {
+                found.push((
+                    format!("{at}.hash_on"),
+                    "hash_on applies to load_balancer: consistent_hash".into(),
+                ));
+            }
+            if h.header.is_some() && h.cookie.is_some() {
+                found.push((
+                    format!("{at}.hash_on"),
+                    "name a header or a cookie, not both".into(),
+                ));
+            }
+        }
+        for (j, ep) in u.endpoints.iter().enumerate() {
+            if !(1..=1000).contains(&ep.weight()) {
+                found.push((
+                    format!("{at}.endpoints[{j}].weight"),
+                    "must be between 1 and 1000".into(),
+                ));
+            }
+            let e = ep.url();
             if let Some(rest) = e.strip_prefix("https://") {
                 let _ = rest;
                 not_yet(

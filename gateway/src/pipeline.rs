@@ -143,7 +143,7 @@ async fn proxy(
         }
     };
     match shared.forwarder.forward(upstream, req, client).await {
-        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Ok(resp) => resp,
         Err(e) => {
             ex.error = Some(match e.status() {
                 StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",

@@ -14,8 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::balance::InFlight;
 use crate::headers::strip_hop_by_hop;
 use crate::{Error, Upstream};
+use http_body_util::BodyExt;
 
 /// Error type of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -89,8 +91,8 @@ impl Forwarder {
         upstream: &Arc<Upstream>,
         mut req: Request<Body>,
         client: ClientInfo,
-    ) -> Result<Response<Incoming>, Error> {
-        let endpoint = upstream.pick();
+    ) -> Result<Response<Body>, Error> {
+        let (endpoint, in_flight) = upstream.pick(req.headers(), client.ip.as_bytes());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let path = format!("{}{}", endpoint.base_path, path_and_query);
         let uri = Uri::builder()
@@ -150,6 +152,43 @@ impl Forwarder {
             Ok(Ok(resp)) => resp,
         };
         strip_hop_by_hop(resp.headers_mut());
-        Ok(resp)
+        Ok(resp.map(|body| match in_flight {
+            // The request stays in flight until its response body ends.
+            Some(guard) => Guarded {
+                body,
+                _guard: guard,
+            }
+            .boxed_unsync(),
+            None => body.map_err(Into::into).boxed_unsync(),
+        }))
+    }
+}
+
+/// A response body that holds its endpoint's in-flight count until it ends
+/// or is dropped.
+struct Guarded {
+    body: Incoming,
+    _guard: InFlight,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

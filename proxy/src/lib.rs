@@ -10,6 +10,7 @@
 //! Connection pools live in the [`Forwarder`], which outlives configuration
 //! reloads, so keep-alive connections survive a reload.
 
+mod balance;
 mod forward;
 mod headers;
 mod upstream;

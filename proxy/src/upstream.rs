@@ -1,11 +1,12 @@
 //! A named group of endpoints and how the next one is picked.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http::HeaderMap;
 use http::uri::{Authority, Scheme};
 
 use crate::Error;
+use crate::balance::{Balancer, InFlight, Kind};
 
 /// One endpoint: where to connect and the path prefix to prepend.
 #[derive(Debug, Clone)]
@@ -21,7 +22,8 @@ pub(crate) struct Endpoint {
 pub struct Upstream {
     pub(crate) name: String,
     pub(crate) endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
+    balancer: Balancer,
+    hash_on: HashKey,
     pub(crate) connect_timeout: Duration,
     pub(crate) timeout: Duration,
     pub(crate) max_idle: usize,
@@ -33,12 +35,37 @@ impl Upstream {
         let endpoints = cfg
             .endpoints
             .iter()
-            .map(|e| parse_endpoint(&cfg.name, e))
+            .map(|e| parse_endpoint(&cfg.name, e.url()))
             .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<String> = cfg.endpoints.iter().map(|e| e.url().to_owned()).collect();
+        let weights: Vec<u32> = cfg.endpoints.iter().map(|e| e.weight()).collect();
+        use loom_config::LoadBalancer as L;
+        let kind = match cfg.load_balancer {
+            L::RoundRobin => Kind::RoundRobin,
+            L::Weighted => Kind::Weighted,
+            L::LeastRequest => Kind::LeastRequest,
+            L::ConsistentHash => Kind::ConsistentHash,
+            L::Random => Kind::Random,
+        };
+        let hash_on = match &cfg.hash_on {
+            Some(loom_config::HashOn {
+                header: Some(h), ..
+            }) => HashKey::Header(http::HeaderName::try_from(h.as_str()).map_err(|_| {
+                Error::InvalidEndpoint {
+                    upstream: cfg.name.clone(),
+                    endpoint: format!("hash_on.header {h:?}"),
+                }
+            })?),
+            Some(loom_config::HashOn {
+                cookie: Some(c), ..
+            }) => HashKey::Cookie(c.clone()),
+            _ => HashKey::ClientIp,
+        };
         Ok(Upstream {
             name: cfg.name.clone(),
             endpoints,
-            next: AtomicUsize::new(0),
+            balancer: Balancer::new(kind, &names, &weights),
+            hash_on,
             connect_timeout: cfg.connect_timeout.get(),
             timeout: cfg.timeout.get(),
             max_idle: cfg.max_idle_per_endpoint,
@@ -50,11 +77,47 @@ impl Upstream {
         &self.name
     }
 
-    /// The next endpoint in round-robin order.
-    pub(crate) fn pick(&self) -> &Endpoint {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.endpoints[i % self.endpoints.len()]
+    /// The endpoint for a request with `headers` from `client_ip`, and the
+    /// guard that counts it in flight (least-request balancing).
+    pub(crate) fn pick(
+        &self,
+        headers: &HeaderMap,
+        client_ip: &[u8],
+    ) -> (&Endpoint, Option<InFlight>) {
+        let key = match (&self.balancer, &self.hash_on) {
+            (Balancer::ConsistentHash { .. }, HashKey::Header(h)) => {
+                Some(headers.get(h).map_or(client_ip, |v| v.as_bytes()))
+            }
+            (Balancer::ConsistentHash { .. }, HashKey::Cookie(name)) => {
+                Some(cookie(headers, name).unwrap_or(client_ip))
+            }
+            (Balancer::ConsistentHash { .. }, HashKey::ClientIp) => Some(client_ip),
+            _ => None,
+        };
+        let (i, guard) = self.balancer.pick(self.endpoints.len(), key);
+        (&self.endpoints[i], guard)
     }
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug)]
+enum HashKey {
+    ClientIp,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+            (k == name.as_bytes()).then(|| &v[1..])
+        })
 }
 
 fn parse_endpoint(upstream: &str, url: &str) -> Result<Endpoint, Error> {
@@ -90,12 +153,31 @@ mod tests {
     #[test]
     fn round_robin_over_endpoints() {
         let u = upstream(&["http://127.0.0.1:1", "http://127.0.0.1:2/base/"]).unwrap();
-        let picks: Vec<String> = (0..4).map(|_| u.pick().authority.to_string()).collect();
+        let picks: Vec<String> = (0..4)
+            .map(|_| {
+                u.pick(&HeaderMap::new(), b"10.0.0.1")
+                    .0
+                    .authority
+                    .to_string()
+            })
+            .collect();
         assert_eq!(
             picks,
             ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1", "127.0.0.1:2"]
         );
         assert_eq!(u.endpoints[1].base_path, "/base");
+    }
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("theme=dark; session=abc"),
+        );
+        assert_eq!(cookie(&h, "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&h, "theme"), Some(&b"dark"[..]));
+        assert_eq!(cookie(&h, "sess"), None);
     }
 
     #[test]
