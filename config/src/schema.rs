@@ -301,6 +301,73 @@ pub struct Upstream {
     /// Idle keep-alive connections kept per endpoint.
     #[serde(default = "default_pool_idle")]
     pub max_idle_per_endpoint: usize,
+    /// Active health checks of every endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<UpstreamHealthCheck>,
+    /// Ejection of endpoints that fail real requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// `upstreams[].health_check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamHealthCheck {
+    /// Path probed with GET; a 2xx answer is healthy.
+    #[serde(default = "default_upstream_check_path")]
+    pub path: String,
+    #[serde(default = "default_upstream_check_interval")]
+    pub interval: Duration,
+    #[serde(default = "default_upstream_check_timeout")]
+    pub timeout: Duration,
+    /// Successes in a row that mark a down endpoint up.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failures in a row that mark an endpoint down.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_upstream_check_path() -> String {
+    "/health".to_owned()
+}
+fn default_upstream_check_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_upstream_check_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// `upstreams[].outlier_detection`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Connect failures or 5xx answers in a row that eject an endpoint.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection; each later one lasts this times the ejection count
+    /// (at most ten times).
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection_time: Duration,
+    /// Most of the upstream's endpoints ejected at once, in percent.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_ejection_percent() -> u32 {
+    50
 }
 
 /// One endpoint of an upstream: a URL, or a URL with a weight.

@@ -27,8 +27,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// Liveness, with the state of every upstream endpoint (active checks and
+/// outlier ejection).
+async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let rt = s.runtime.load();
+    let mut upstreams = serde_json::Map::new();
+    let mut names: Vec<&String> = rt.upstreams.keys().collect();
+    names.sort();
+    for name in names {
+        upstreams.insert(name.clone(), json!(rt.upstreams[name].states()));
+    }
+    Json(json!({"status": "ok", "upstreams": upstreams}))
 }
 
 /// Ready while serving. A usage store that is away does not make the
@@ -68,6 +77,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     if let Some(c) = &rt.cache {
         let (entries, bytes) = c.cache().index().usage();
         s.metrics.cache.size(entries, bytes);
+    }
+    for (name, u) in &rt.upstreams {
+        for e in u.states() {
+            s.metrics.upstream_health(name, &e.endpoint, e.healthy);
+        }
     }
     (
         [(

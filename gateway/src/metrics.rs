@@ -47,6 +47,7 @@ pub struct Metrics {
     pub guardrails: Arc<GuardrailMetrics>,
     /// Semantic cache counters.
     pub cache: CacheMetrics,
+    upstream_health: prometheus::IntGaugeVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -336,6 +337,17 @@ impl Metrics {
                 c
             },
             cache: CacheMetrics::new(&r)?,
+            upstream_health: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "loom_upstream_health",
+                        "1 while an upstream endpoint takes traffic (up by its health checks, not ejected), else 0",
+                    ),
+                    &["upstream", "endpoint"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             in_flight,
             registry: r,
             ai_series: RwLock::new(HashMap::default()),
@@ -442,6 +454,13 @@ impl Metrics {
                 .with_label_values(&[consumer, why.period()])
                 .inc();
         }
+    }
+
+    /// Reports an upstream endpoint's health (read at scrape time).
+    pub fn upstream_health(&self, upstream: &str, endpoint: &str, healthy: bool) {
+        self.upstream_health
+            .with_label_values(&[upstream, endpoint])
+            .set(i64::from(healthy));
     }
 
     /// Reports the usage store's state (read at scrape time).

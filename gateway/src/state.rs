@@ -418,6 +418,10 @@ pub struct Runtime {
     pub cache: Option<CacheStage>,
     /// Deletes expired entries from Qdrant, stopped with this configuration.
     _sweep: Option<AbortOnDrop>,
+    /// Upstreams by name, for their health.
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Active health checks of upstreams.
+    _checks: Vec<AbortOnDrop>,
     /// Configuration generation, 1 for the first.
     pub generation: u64,
     pub streaming_enabled: bool,
@@ -438,6 +442,12 @@ impl Runtime {
             .iter()
             .map(|u| Ok((u.name.clone(), Arc::new(Upstream::new(u)?))))
             .collect::<Result<_, loom_proxy::Error>>()?;
+        // Active health checks, stopped with this configuration.
+        let checks: Vec<AbortOnDrop> = upstreams
+            .values()
+            .filter(|u| u.checked())
+            .map(|u| AbortOnDrop(tokio::spawn(u.clone().run_health_checks())))
+            .collect();
         let routes = RouteTable::build(
             &config.routes,
             config.ai_gateway.max_body_size.0,
@@ -498,6 +508,8 @@ impl Runtime {
         Ok(Runtime {
             cache,
             _sweep,
+            upstreams,
+            _checks: checks,
             routes,
             accountant,
             _health,

@@ -195,9 +195,44 @@ impl Balancer {
 
     /// The endpoint for the next request among `n`; `key` is the request's
     /// hash key (consistent hashing only; absent keys spread at random).
-    pub(crate) fn pick(&self, n: usize, key: Option<&[u8]>) -> (usize, Option<InFlight>) {
+    /// Endpoints for which `available` is false are skipped; when none is
+    /// available, every endpoint is (a degraded upstream still answers).
+    pub(crate) fn pick(
+        &self,
+        n: usize,
+        key: Option<&[u8]>,
+        available: &dyn Fn(usize) -> bool,
+    ) -> (usize, Option<InFlight>) {
+        let first = self.pick_once(n, key, 0);
+        let i = if available(first) {
+            first
+        } else {
+            (1..2 * n.max(1))
+                .map(|attempt| self.pick_once(n, key, attempt))
+                .find(|i| available(*i))
+                .or_else(|| (0..n).find(|i| available(*i)))
+                .unwrap_or(first)
+        };
+        match self {
+            Balancer::LeastRequest { in_flight, .. } => {
+                in_flight[i].fetch_add(1, Ordering::Relaxed);
+                (
+                    i,
+                    Some(InFlight {
+                        counts: in_flight.clone(),
+                        index: i,
+                    }),
+                )
+            }
+            _ => (i, None),
+        }
+    }
+
+    /// One draw; `attempt` > 0 after a draw that was unavailable (the hash
+    /// ring then walks on to the next node).
+    fn pick_once(&self, n: usize, key: Option<&[u8]>, attempt: usize) -> usize {
         let i = match self {
-            Balancer::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % n,
+            Balancer::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % n.max(1),
             Balancer::Weighted { schedule, next } => {
                 let k = next.fetch_add(1, Ordering::Relaxed) % schedule.len().max(1);
                 schedule.get(k).map_or(0, |i| *i as usize)
@@ -209,25 +244,31 @@ impl Balancer {
             } => {
                 let (a, b) = (draw(cumulative), draw(cumulative));
                 let load = |i: usize| in_flight[i].load(Ordering::Relaxed);
-                let i = if load(b) < load(a) { b } else { a };
-                in_flight[i].fetch_add(1, Ordering::Relaxed);
-                return (
-                    i,
-                    Some(InFlight {
-                        counts: in_flight.clone(),
-                        index: i,
-                    }),
-                );
+                if load(b) < load(a) { b } else { a }
             }
             Balancer::ConsistentHash { ring } => {
                 let h = key.map_or_else(random, hash);
                 let at = ring.partition_point(|(x, _)| *x < h);
-                ring.get(at)
-                    .or(ring.first())
-                    .map_or(0, |(_, i)| *i as usize)
+                // Walk on past nodes of endpoints already found unavailable:
+                // the next distinct endpoint clockwise.
+                let mut seen = 0;
+                let mut last = u32::MAX;
+                let mut found = ring.first().map_or(0, |(_, i)| *i);
+                for k in 0..ring.len() {
+                    let (_, e) = ring[(at + k) % ring.len()];
+                    if e != last {
+                        last = e;
+                        if seen == attempt {
+                            found = e;
+                            break;
+                        }
+                        seen += 1;
+                    }
+                }
+                found as usize
             }
         };
-        (i.min(n.saturating_sub(1)), None)
+        i.min(n.saturating_sub(1))
     }
 }
 
@@ -242,7 +283,7 @@ mod tests {
     fn counts(b: &Balancer, n: usize, picks: usize) -> Vec<usize> {
         let mut c = vec![0; n];
         for _ in 0..picks {
-            c[b.pick(n, None).0] += 1;
+            c[b.pick(n, None, &|_| true).0] += 1;
         }
         c
     }
@@ -269,7 +310,7 @@ mod tests {
         // keep endpoint 0 busy: new picks go to 1 whenever it is drawn.
         let mut held = Vec::new();
         while held.len() < 10 {
-            let (i, g) = b.pick(2, None);
+            let (i, g) = b.pick(2, None, &|_| true);
             if i == 0 {
                 held.push(g);
             }
@@ -287,10 +328,10 @@ mod tests {
         let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
         let before: Vec<usize> = keys
             .iter()
-            .map(|k| four.pick(4, Some(k.as_bytes())).0)
+            .map(|k| four.pick(4, Some(k.as_bytes()), &|_| true).0)
             .collect();
         // Same key, same endpoint.
-        assert_eq!(four.pick(4, Some(b"user-7")).0, before[7]);
+        assert_eq!(four.pick(4, Some(b"user-7"), &|_| true).0, before[7]);
         // Balanced within 15 %.
         let mut c = [0usize; 4];
         before.iter().for_each(|i| c[*i] += 1);
@@ -303,16 +344,46 @@ mod tests {
         let moved = keys
             .iter()
             .zip(&before)
-            .filter(|(k, b)| five.pick(5, Some(k.as_bytes())).0 != **b)
+            .filter(|(k, b)| five.pick(5, Some(k.as_bytes()), &|_| true).0 != **b)
             .count();
         let after_to_new = keys
             .iter()
-            .filter(|k| five.pick(5, Some(k.as_bytes())).0 == 4)
+            .filter(|k| five.pick(5, Some(k.as_bytes()), &|_| true).0 == 4)
             .count();
         assert_eq!(
             moved, after_to_new,
             "only keys that moved to the new endpoint"
         );
         assert!((moved as f64 / 10_000.0 - 0.2).abs() < 0.05, "{moved}");
+    }
+
+    #[test]
+    fn unavailable_endpoints_are_skipped_until_none_is_left() {
+        for kind in [
+            Kind::RoundRobin,
+            Kind::Weighted,
+            Kind::Random,
+            Kind::LeastRequest,
+            Kind::ConsistentHash,
+        ] {
+            let b = Balancer::new(kind, &names(3), &[1, 2, 3]);
+            for k in 0..300 {
+                let key = format!("k{k}");
+                let (i, _) = b.pick(3, Some(key.as_bytes()), &|i| i != 1);
+                assert_ne!(i, 1, "{kind:?}");
+            }
+            // Nothing available: traffic still goes somewhere.
+            assert!(b.pick(3, None, &|_| false).0 < 3);
+        }
+        // Consistent hashing moves only the keys of the unavailable endpoint.
+        let b = Balancer::new(Kind::ConsistentHash, &names(3), &[1; 3]);
+        for k in 0..1000 {
+            let key = format!("k{k}");
+            let all = b.pick(3, Some(key.as_bytes()), &|_| true).0;
+            let without = b.pick(3, Some(key.as_bytes()), &|i| i != 2).0;
+            if all != 2 {
+                assert_eq!(all, without);
+            }
+        }
     }
 }

@@ -130,7 +130,12 @@ impl Forwarder {
         *req.version_mut() = Version::HTTP_11;
 
         let send = self.client(upstream).request(req);
-        let mut resp = match tokio::time::timeout(upstream.timeout, send).await {
+        let outcome = tokio::time::timeout(upstream.timeout, send).await;
+        upstream.observed(
+            endpoint,
+            !matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error()),
+        );
+        let mut resp = match outcome {
             Err(_) => {
                 return Err(Error::Timeout {
                     upstream: upstream.name.clone(),

@@ -13,11 +13,12 @@
 mod balance;
 mod forward;
 mod headers;
+mod health;
 mod upstream;
 
 pub use forward::{Body, BoxError, ClientInfo, Forwarder};
 pub use headers::strip_hop_by_hop;
-pub use upstream::Upstream;
+pub use upstream::{EndpointState, Upstream};
 
 /// The crate's error type.
 #[derive(Debug, thiserror::Error)]

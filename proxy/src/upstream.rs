@@ -1,5 +1,6 @@
 //! A named group of endpoints and how the next one is picked.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -7,6 +8,7 @@ use http::uri::{Authority, Scheme};
 
 use crate::Error;
 use crate::balance::{Balancer, InFlight, Kind};
+use crate::health::{EndpointHealth, Outliers};
 
 /// One endpoint: where to connect and the path prefix to prepend.
 #[derive(Debug, Clone)]
@@ -15,6 +17,21 @@ pub(crate) struct Endpoint {
     pub authority: Authority,
     /// Path of the endpoint URL without a trailing slash (`""` for none).
     pub base_path: String,
+    /// The URL as configured, for reports.
+    pub url: String,
+    pub health: Arc<EndpointHealth>,
+}
+
+/// One endpoint's state, for the admin API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointState {
+    pub endpoint: String,
+    /// Takes traffic: up by the active check and not ejected.
+    pub healthy: bool,
+    /// Down by the active check.
+    pub down: bool,
+    /// Ejected by outlier detection.
+    pub ejected: bool,
 }
 
 /// A named upstream built from configuration.
@@ -24,6 +41,8 @@ pub struct Upstream {
     pub(crate) endpoints: Vec<Endpoint>,
     balancer: Balancer,
     hash_on: HashKey,
+    pub(crate) outliers: Option<Outliers>,
+    pub(crate) checks: Option<loom_config::UpstreamHealthCheck>,
     pub(crate) connect_timeout: Duration,
     pub(crate) timeout: Duration,
     pub(crate) max_idle: usize,
@@ -66,6 +85,12 @@ impl Upstream {
             endpoints,
             balancer: Balancer::new(kind, &names, &weights),
             hash_on,
+            outliers: cfg.outlier_detection.as_ref().map(|o| Outliers {
+                consecutive_failures: o.consecutive_failures.max(1),
+                base_ejection: o.base_ejection_time.get(),
+                max_ejection_percent: o.max_ejection_percent.min(100),
+            }),
+            checks: cfg.health_check.clone(),
             connect_timeout: cfg.connect_timeout.get(),
             timeout: cfg.timeout.get(),
             max_idle: cfg.max_idle_per_endpoint,
@@ -94,8 +119,92 @@ impl Upstream {
             (Balancer::ConsistentHash { .. }, HashKey::ClientIp) => Some(client_ip),
             _ => None,
         };
-        let (i, guard) = self.balancer.pick(self.endpoints.len(), key);
+        let endpoints = &self.endpoints;
+        let (i, guard) = self
+            .balancer
+            .pick(endpoints.len(), key, &|i| endpoints[i].health.available());
         (&self.endpoints[i], guard)
+    }
+
+    /// Records a real request's outcome on `endpoint` for outlier detection.
+    pub(crate) fn observed(&self, endpoint: &Endpoint, failed: bool) {
+        let Some(o) = &self.outliers else { return };
+        let ejected_now = if failed {
+            self.endpoints.iter().filter(|e| e.health.ejected()).count()
+        } else {
+            0
+        };
+        if endpoint
+            .health
+            .observed(failed, o, ejected_now, self.endpoints.len())
+        {
+            tracing::warn!(upstream = %self.name, endpoint = %endpoint.url, "endpoint ejected after consecutive failures");
+        }
+    }
+
+    /// Every endpoint's state.
+    pub fn states(&self) -> Vec<EndpointState> {
+        self.endpoints
+            .iter()
+            .map(|e| EndpointState {
+                endpoint: e.url.clone(),
+                healthy: e.health.available(),
+                down: !e.health.up(),
+                ejected: e.health.ejected(),
+            })
+            .collect()
+    }
+
+    /// Whether this upstream configures active health checks.
+    pub fn checked(&self) -> bool {
+        self.checks.is_some()
+    }
+
+    /// Probes every endpoint each interval, all at once, until the returned
+    /// future is dropped (with the configuration that built it). A 2xx
+    /// answer within the timeout is a success; anything else a failure.
+    pub async fn run_health_checks(self: Arc<Self>) {
+        use http_body_util::Empty;
+        use hyper_util::client::legacy::Client;
+        use hyper_util::client::legacy::connect::HttpConnector;
+        use hyper_util::rt::TokioExecutor;
+        let Some(cfg) = self.checks.clone() else {
+            return;
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.timeout.get()));
+        let client: Client<_, Empty<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector);
+        let mut tick = tokio::time::interval(cfg.interval.get());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let name = self.name.as_str();
+        loop {
+            tick.tick().await;
+            let probes = self.endpoints.iter().map(|e| {
+                let client = client.clone();
+                let cfg = &cfg;
+                let uri = format!("{}://{}{}{}", e.scheme, e.authority, e.base_path, cfg.path);
+                async move {
+                    let ok = match uri.parse::<http::Uri>() {
+                        Ok(uri) => matches!(
+                            tokio::time::timeout(cfg.timeout.get(), client.get(uri)).await,
+                            Ok(Ok(r)) if r.status().is_success()
+                        ),
+                        Err(_) => false,
+                    };
+                    if e.health
+                        .checked(ok, cfg.healthy_threshold.max(1), cfg.unhealthy_threshold.max(1))
+                    {
+                        if ok {
+                            tracing::info!(upstream = %name, endpoint = %e.url, "endpoint healthy again");
+                        } else {
+                            tracing::warn!(upstream = %name, endpoint = %e.url, "endpoint failed its health checks");
+                        }
+                    }
+                }
+            });
+            futures_util::future::join_all(probes).await;
+        }
     }
 }
 
@@ -136,6 +245,8 @@ fn parse_endpoint(upstream: &str, url: &str) -> Result<Endpoint, Error> {
         scheme,
         authority,
         base_path,
+        url: url.to_owned(),
+        health: Arc::new(EndpointHealth::default()),
     })
 }
 

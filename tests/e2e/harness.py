@@ -675,3 +675,47 @@ def need_redis():
         if os.environ.get("CI"):
             raise AssertionError("Redis must be running on 127.0.0.1:6379 in CI")
         pytest.skip("SKIPPED: Redis is not reachable on 127.0.0.1:6379")
+
+
+class Named:
+    """An HTTP service that answers its own name (optionally after a delay,
+    or with another status), and `/health` with `health_status`."""
+
+    def __init__(self, name: str, delay: float = 0.0):
+        self.name, self.delay = name, delay
+        self.status = 200
+        self.health_status = 200
+        self.health_checks = 0
+        self.requests = 0
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path == "/health":
+                    me.health_checks += 1
+                    self.send_response(me.health_status)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                me.requests += 1
+                if me.delay:
+                    time.sleep(me.delay)
+                body = me.name.encode()
+                self.send_response(me.status)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

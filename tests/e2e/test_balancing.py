@@ -2,49 +2,14 @@
 smooth weights, random by weight, least request (a slow endpoint gets
 less), and consistent hashing by header, cookie and client IP."""
 
-import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from conftest import LISTEN
-from harness import Loom
-
-
-class Named:
-    """An HTTP service that answers its own name, optionally after a delay."""
-
-    def __init__(self, name: str, delay: float = 0.0):
-        self.name, self.delay = name, delay
-        me = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                if me.delay:
-                    time.sleep(me.delay)
-                body = me.name.encode()
-                self.send_response(200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+from harness import Loom, Named
 
 
 @pytest.fixture
