@@ -244,6 +244,9 @@ pub struct Route {
     /// This route's cache settings, over `ai_gateway.semantic_cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semantic_cache: Option<RouteCache>,
+    /// Retries of failed tries (proxy routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
 }
 
 /// Per-route middleware. Each slot is a stage of the one request path.
@@ -368,6 +371,58 @@ fn default_base_ejection() -> Duration {
 }
 fn default_max_ejection_percent() -> u32 {
     50
+}
+
+/// `routes[].retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Tries in all, the first included.
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// What is retried: `connect_failure`, `reset`, `timeout`, `5xx`, or
+    /// status codes.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<String>,
+    /// `idempotent` (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) or `all`.
+    #[serde(default)]
+    pub methods: RetryMethods,
+    /// Time for each try's response headers; the upstream's `timeout` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    /// Time for all tries together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Retries may add at most this share of the route's requests (per 10 s).
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    /// Retries always allowed per 10 s, whatever the share.
+    #[serde(default = "default_min_retries")]
+    pub min_retries: u32,
+}
+
+fn default_retry_attempts() -> u32 {
+    2
+}
+fn default_retry_on() -> Vec<String> {
+    ["connect_failure", "reset", "502", "503", "504"]
+        .map(str::to_owned)
+        .to_vec()
+}
+fn default_budget_percent() -> u32 {
+    20
+}
+fn default_min_retries() -> u32 {
+    3
+}
+
+/// Which methods are retried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryMethods {
+    #[default]
+    Idempotent,
+    All,
 }
 
 /// One endpoint of an upstream: a URL, or a URL with a weight.

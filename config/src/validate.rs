@@ -410,6 +410,36 @@ fn routes(config: &Config, found: &mut Found) {
             )),
             _ => {}
         }
+        if let Some(retry) = &r.retry {
+            if r.ai_gateway {
+                found.push((
+                    format!("{at}.retry"),
+                    "retries apply to proxy routes; AI routes fail over between providers (ai_gateway.routing)".into(),
+                ));
+            }
+            if !(1..=10).contains(&retry.attempts) {
+                found.push((
+                    format!("{at}.retry.attempts"),
+                    "must be between 1 and 10".into(),
+                ));
+            }
+            for (k, on) in retry.on.iter().enumerate() {
+                let known = matches!(on.as_str(), "connect_failure" | "reset" | "timeout" | "5xx")
+                    || on.parse::<u16>().is_ok_and(|c| (100..600).contains(&c));
+                if !known {
+                    found.push((
+                        format!("{at}.retry.on[{k}]"),
+                        format!("unknown retry condition {on:?}: connect_failure, reset, timeout, 5xx, or a status code"),
+                    ));
+                }
+            }
+            if retry.budget_percent > 100 {
+                found.push((
+                    format!("{at}.retry.budget_percent"),
+                    "must be at most 100".into(),
+                ));
+            }
+        }
         if let Some(c) = &r.semantic_cache {
             if !r.ai_gateway {
                 found.push((

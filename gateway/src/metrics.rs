@@ -48,6 +48,7 @@ pub struct Metrics {
     /// Semantic cache counters.
     pub cache: CacheMetrics,
     upstream_health: prometheus::IntGaugeVec,
+    retries: IntCounterVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -337,6 +338,12 @@ impl Metrics {
                 c
             },
             cache: CacheMetrics::new(&r)?,
+            retries: counter(
+                &r,
+                "loom_proxy_retries_total",
+                "Retries of proxy requests by route: made, or refused by the retry budget",
+                &["route", "outcome"],
+            )?,
             upstream_health: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new(
@@ -452,6 +459,20 @@ impl Metrics {
         } else {
             self.limit_exceeded
                 .with_label_values(&[consumer, why.period()])
+                .inc();
+        }
+    }
+
+    /// Counts the retries of one proxy request.
+    pub fn retries(&self, route: &str, made: u32, exhausted: bool) {
+        if made > 0 {
+            self.retries
+                .with_label_values(&[route, "retried"])
+                .inc_by(u64::from(made));
+        }
+        if exhausted {
+            self.retries
+                .with_label_values(&[route, "budget_exhausted"])
                 .inc();
         }
     }

@@ -114,7 +114,18 @@ fn unauthorized(status: StatusCode, message: &str, code: &str) -> Response<Body>
     resp
 }
 
-/// Forwards a request on a proxy route; both bodies stream.
+/// Whether a request's body is small enough to keep for a retry: declared
+/// at most `MAX_REPLAY` bytes, or absent (no length and not chunked).
+fn replayable<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    match h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+        Some(n) => n.parse::<u64>().is_ok_and(|n| n <= loom_proxy::MAX_REPLAY),
+        None => !h.contains_key(http::header::TRANSFER_ENCODING),
+    }
+}
+
+/// Forwards a request on a proxy route; both bodies stream (a request
+/// that may be retried is read first: it is small).
 async fn proxy(
     shared: &Shared,
     route: &CompiledRoute,
@@ -142,7 +153,29 @@ async fn proxy(
             req.map(|b| Limited::new(b, limit).boxed_unsync())
         }
     };
-    match shared.forwarder.forward(upstream, req, client).await {
+    let result = match &route.retry {
+        Some(policy) if policy.allows(req.method()) && replayable(&req) => {
+            let (parts, body) = req.into_parts();
+            let body = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    ex.error = Some("bad_request_body");
+                    return plain_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("could not read the request body: {e}"),
+                    );
+                }
+            };
+            let (result, retries, exhausted) = shared
+                .forwarder
+                .forward_retrying(upstream, &parts, body, client, policy)
+                .await;
+            shared.metrics.retries(&route.id, retries, exhausted);
+            result
+        }
+        _ => shared.forwarder.forward(upstream, req, client).await,
+    };
+    match result {
         Ok(resp) => resp,
         Err(e) => {
             ex.error = Some(match e.status() {

@@ -46,6 +46,8 @@ pub struct CompiledRoute {
     pub metrics: Arc<crate::metrics::RouteSeries>,
     /// API-key authentication, when the route requires it.
     pub auth: Option<crate::auth::KeyAuth>,
+    /// Retries of a proxy route, with the route's retry budget.
+    pub retry: Option<loom_proxy::RetryPolicy>,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -118,6 +120,7 @@ impl RouteTable {
                 max_body,
                 metrics: Arc::new(metrics.route_series(&r.id)),
                 auth: r.middleware.auth.as_ref().map(crate::auth::KeyAuth::new),
+                retry: r.retry.as_ref().map(loom_proxy::RetryPolicy::new),
                 host,
                 path,
                 methods,

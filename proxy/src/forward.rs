@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::InFlight;
 use crate::headers::strip_hop_by_hop;
+use crate::retry::{Failure, RetryPolicy};
 use crate::{Error, Upstream};
 use http_body_util::BodyExt;
 
@@ -89,8 +90,79 @@ impl Forwarder {
     pub async fn forward(
         &self,
         upstream: &Arc<Upstream>,
+        req: Request<Body>,
+        client: ClientInfo,
+    ) -> Result<Response<Body>, Error> {
+        self.forward_once(upstream, req, client, upstream.timeout)
+            .await
+    }
+
+    /// Forwards a request whose body is in memory, retrying as `policy`
+    /// says. Returns the answer (the last one, when every try failed) and
+    /// the number of retries made, and whether the budget stopped one.
+    pub async fn forward_retrying(
+        &self,
+        upstream: &Arc<Upstream>,
+        parts: &http::request::Parts,
+        body: Bytes,
+        client: ClientInfo,
+        policy: &RetryPolicy,
+    ) -> (Result<Response<Body>, Error>, u32, bool) {
+        policy.request();
+        let per_try = policy.per_try_timeout.unwrap_or(upstream.timeout);
+        let mut retries = 0;
+        let mut exhausted = false;
+        let tries = async {
+            loop {
+                let mut req = Request::new(
+                    http_body_util::Full::new(body.clone())
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                );
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.version_mut() = parts.version;
+                *req.headers_mut() = parts.headers.clone();
+                let result = self
+                    .forward_once(upstream, req, client.clone(), per_try)
+                    .await;
+                let failure = match &result {
+                    Ok(r) if r.status().is_client_error() || r.status().as_u16() < 400 => None,
+                    Ok(r) => Some(Failure::Status(r.status())),
+                    Err(Error::Connect { .. }) => Some(Failure::Connect),
+                    Err(Error::Timeout { .. }) => Some(Failure::Timeout),
+                    Err(Error::Failed { .. }) => Some(Failure::Reset),
+                    Err(_) => None,
+                };
+                let again =
+                    failure.is_some_and(|f| policy.retries(f)) && retries + 1 < policy.attempts;
+                if !again {
+                    return result;
+                }
+                if !policy.take_retry() {
+                    exhausted = true;
+                    return result;
+                }
+                retries += 1;
+            }
+        };
+        let result = match policy.timeout {
+            Some(t) => tokio::time::timeout(t, tries).await.unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    upstream: upstream.name.clone(),
+                })
+            }),
+            None => tries.await,
+        };
+        (result, retries, exhausted)
+    }
+
+    async fn forward_once(
+        &self,
+        upstream: &Arc<Upstream>,
         mut req: Request<Body>,
         client: ClientInfo,
+        timeout: Duration,
     ) -> Result<Response<Body>, Error> {
         let (endpoint, in_flight) = upstream.pick(req.headers(), client.ip.as_bytes());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -130,7 +202,7 @@ impl Forwarder {
         *req.version_mut() = Version::HTTP_11;
 
         let send = self.client(upstream).request(req);
-        let outcome = tokio::time::timeout(upstream.timeout, send).await;
+        let outcome = tokio::time::timeout(timeout, send).await;
         upstream.observed(
             endpoint,
             !matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error()),

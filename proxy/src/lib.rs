@@ -14,10 +14,12 @@ mod balance;
 mod forward;
 mod headers;
 mod health;
+mod retry;
 mod upstream;
 
 pub use forward::{Body, BoxError, ClientInfo, Forwarder};
 pub use headers::strip_hop_by_hop;
+pub use retry::{Failure, MAX_REPLAY, RetryPolicy};
 pub use upstream::{EndpointState, Upstream};
 
 /// The crate's error type.

@@ -696,6 +696,10 @@ class Named:
             def log_message(self, *args):
                 pass
 
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.do_GET()
+
             def do_GET(self):
                 if self.path == "/health":
                     me.health_checks += 1
