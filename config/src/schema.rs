@@ -154,6 +154,10 @@ pub struct Server {
     /// How long a client may take to send its request headers.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
+    /// Threads serving the listeners, each with its own event loop; one per
+    /// CPU when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 fn default_grace() -> Duration {
@@ -168,6 +172,7 @@ impl Default for Server {
         Server {
             shutdown_grace: default_grace(),
             header_read_timeout: default_header_read_timeout(),
+            workers: None,
         }
     }
 }

@@ -183,7 +183,9 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&config.logging);
+    // The control plane's runtime; requests are served by the workers'.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -219,6 +221,11 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     let stats = loom_providers::StatsBook::default();
     let grace = config.server.shutdown_grace.get();
     let header_timeout = config.server.header_read_timeout.get();
+    let workers = config
+        .server
+        .workers
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let access_log = config.logging.access_log;
     let listeners = config.listeners.clone();
     let admin = config.admin.clone();
@@ -275,13 +282,45 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         tracing::info!("serving the built-in quickstart configuration (mock provider)");
     }
 
-    let serving = tokio::spawn(server::serve(
-        shared.clone(),
-        bound,
-        stop_rx,
-        grace,
-        header_timeout,
-    ));
+    // The data plane: one thread per worker, each with its own event loop
+    // accepting on its copy of every listener. A request, its upstream
+    // connection and its wakeups stay on one thread: no work stealing and
+    // no cross-thread wake-ups on the hot path (measured in
+    // docs/benchmarks.md). The control plane (admin, reload, health checks,
+    // background writers) stays on this runtime.
+    for b in &bound {
+        tracing::info!(listener = %b.name, address = ?b.listener.local_addr().ok(), workers, "listening");
+    }
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let copies = bound
+            .iter()
+            .map(server::Bound::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cloning the listeners for a worker")?;
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        let worker = std::thread::Builder::new()
+            .name(format!("loom-worker-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match rt {
+                    Ok(rt) => {
+                        rt.block_on(server::serve(shared, copies, stop, grace, header_timeout))
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot start a worker's event loop"),
+                }
+            })
+            .context("starting a worker thread")?;
+        threads.push(worker);
+    }
+    drop(bound);
+    let serving = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    });
     shared.ready.store(true, Ordering::Release);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ready");
 

@@ -20,12 +20,24 @@ use crate::state::Shared;
 use crate::tls::Certificates;
 use tokio_rustls::TlsAcceptor;
 
-/// A bound listener.
+/// A bound listener. Every worker thread accepts on its own copy of the
+/// socket (`try_clone`), registered with its own event loop.
 pub struct Bound {
     pub name: String,
-    pub listener: TcpListener,
+    pub listener: std::net::TcpListener,
     /// The TLS acceptor of an `https` listener.
     pub tls: Option<TlsAcceptor>,
+}
+
+impl Bound {
+    /// A copy for one more worker.
+    pub fn try_clone(&self) -> std::io::Result<Bound> {
+        Ok(Bound {
+            name: self.name.clone(),
+            listener: self.listener.try_clone()?,
+            tls: self.tls.clone(),
+        })
+    }
 }
 
 /// Binds every configured listener, failing if any address is taken;
@@ -39,6 +51,7 @@ pub async fn bind(
         let addr = loom_config::listen_address(&l.address).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(addr)
             .await
+            .and_then(|l| l.into_std())
             .with_context(|| format!("listener {}: cannot bind {addr}", l.name))?;
         let tls = match certs.iter().find(|(n, _)| *n == l.name) {
             Some((_, c)) if l.protocol == loom_config::Protocol::Https => {
@@ -99,11 +112,18 @@ pub async fn serve(
         let mut stop = stop.clone();
         accepts.spawn(async move {
             let local = b.listener.local_addr().ok();
-            tracing::info!(listener = %b.name, address = ?local, "listening");
+            let listener = match TcpListener::from_std(b.listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(listener = %b.name, error = %e, "cannot serve the listener");
+                    return;
+                }
+            };
+            tracing::debug!(listener = %b.name, address = ?local, "worker accepting");
             loop {
                 let (stream, peer): (_, SocketAddr) = tokio::select! {
                     _ = stop.changed() => break,
-                    accepted = b.listener.accept() => match accepted {
+                    accepted = listener.accept() => match accepted {
                         Ok(a) => a,
                         Err(e) => {
                             // Out of file descriptors and similar: back off briefly.

@@ -25,11 +25,28 @@ use tokio::time::Instant;
 
 use crate::Error;
 
-/// A cheap-to-clone handle on the shared connection pools.
+/// A cheap-to-clone handle on the connection pools.
+///
+/// Pools are kept per thread: each worker thread of the gateway runs its
+/// own event loop, and a pooled connection's task lives on the loop that
+/// opened it, so a request on another thread would wake that loop for
+/// every read and write. A pool per thread keeps the request, its
+/// connection and their wake-ups on one thread.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    /// Distinguishes clients (and their pools) on a thread.
+    id: usize,
 }
+
+type Pooled = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+thread_local! {
+    static POOLS: std::cell::RefCell<Vec<(usize, Pooled)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl HttpClient {
     /// Builds the client; fails only when no TLS trust store can be loaded.
@@ -43,25 +60,39 @@ impl HttpClient {
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
             .map_err(|e| Error::Unsupported(format!("cannot load the TLS trust store: {e}")))?
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(https);
-        Ok(HttpClient { client })
+        Ok(HttpClient {
+            connector,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
-    /// Sends a request; the response comes back once its headers have arrived.
+    /// This thread's pool.
+    fn pool(&self) -> Pooled {
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some((_, c)) = pools.iter().find(|(id, _)| *id == self.id) {
+                return c.clone();
+            }
+            let c = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(TokioTimer::new())
+                .build(self.connector.clone());
+            pools.push((self.id, c.clone()));
+            c
+        })
+    }
+
     pub(crate) async fn send(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(req).await
+        self.pool().request(req).await
     }
 }
 

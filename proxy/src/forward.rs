@@ -1,8 +1,7 @@
 //! Forwarding one request to an upstream endpoint.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,14 +48,23 @@ impl ClientInfo {
     }
 }
 
-type PoolKey = (Duration, usize);
+/// A pool's identity on its thread: the forwarder, the connect timeout
+/// and the idle bound.
+type PoolKey = (usize, Duration, usize);
+
+thread_local! {
+    static CLIENTS: std::cell::RefCell<Vec<(PoolKey, Client<HttpConnector, Body>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Sends requests to upstreams over pooled keep-alive connections. One per
 /// process: pools are kept per distinct connect timeout and pool size, so a
 /// configuration reload keeps its connections.
 #[derive(Default)]
 pub struct Forwarder {
-    clients: Mutex<HashMap<PoolKey, Client<HttpConnector, Body>>>,
+    /// Pools live in each thread's `CLIENTS`; this only gives the
+    /// forwarder an address of its own.
+    _identity: u8,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -67,22 +75,33 @@ impl std::fmt::Debug for Forwarder {
 
 impl Forwarder {
     fn client(&self, upstream: &Upstream) -> Client<HttpConnector, Body> {
-        let key = (upstream.connect_timeout, upstream.max_idle);
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        clients
-            .entry(key)
-            .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(upstream.connect_timeout));
-                connector.set_nodelay(true);
-                connector.enforce_http(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(upstream.max_idle)
-                    .pool_timer(TokioTimer::new())
-                    .build(connector)
-            })
-            .clone()
+        // Pools per thread: each worker thread runs its own event loop, and
+        // a pooled connection's task lives on the loop that opened it. A
+        // request on another thread would wake that loop for every read
+        // and write; a pool per thread keeps both on one (and finding it
+        // takes no lock).
+        let key = (
+            self as *const Forwarder as usize,
+            upstream.connect_timeout,
+            upstream.max_idle,
+        );
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some((_, c)) = clients.iter().find(|(k, _)| *k == key) {
+                return c.clone();
+            }
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(upstream.connect_timeout));
+            connector.set_nodelay(true);
+            connector.enforce_http(true);
+            let c = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(upstream.max_idle)
+                .pool_timer(TokioTimer::new())
+                .build(connector);
+            clients.push((key, c.clone()));
+            c
+        })
     }
 
     /// Forwards `req` to the next endpoint of `upstream`. The response comes
