@@ -252,6 +252,18 @@ pub struct Route {
     /// Retries of failed tries (proxy routes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Conditions on headers, query and path beyond `path`, `host` and `methods`.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<RouteMatch>,
+    /// Path and header rewrites of a proxy route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// Answer with a redirect instead of forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+    /// Send part of the route's traffic to another upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
 }
 
 /// Per-route middleware. Each slot is a stage of the one request path.
@@ -376,6 +388,88 @@ fn default_base_ejection() -> Duration {
 }
 fn default_max_ejection_percent() -> u32 {
     50
+}
+
+/// `routes[].match`: every condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Header name → exact value, or `"*"` for present with any value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameter → exact value, or `"*"` for present.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// A regular expression the whole path must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+}
+
+/// `routes[].rewrite`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replaces this leading part of the path with `prefix_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_to: Option<String>,
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub request_headers: HeaderEdits,
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub response_headers: HeaderEdits,
+}
+
+/// Headers to set (replacing) and to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// `routes[].redirect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// Where to: a URL; the request's path and query are appended when
+    /// `keep_path` is set.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub keep_path: bool,
+}
+
+fn default_redirect_status() -> u16 {
+    302
+}
+
+/// `routes[].canary`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// The upstream that gets the canary's share.
+    pub upstream: String,
+    /// Percent of requests (0–100), drawn at random per request.
+    #[serde(default)]
+    pub weight: u32,
+    /// Requests with all these headers (name → value, or `"*"`) always go
+    /// to the canary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Requests with this cookie (name → value) always go to the canary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cookies: BTreeMap<String, String>,
 }
 
 /// `routes[].retry`.

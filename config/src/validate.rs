@@ -396,9 +396,9 @@ fn routes(config: &Config, found: &mut Found) {
                 format!("{at}.upstream"),
                 "a route is either an AI route (ai_gateway: true) or a proxy route (upstream), not both".into(),
             )),
-            (false, None) => found.push((
+            (false, None) if r.redirect.is_none() => found.push((
                 at.clone(),
-                "a route needs ai_gateway: true or an upstream to forward to".into(),
+                "a route needs ai_gateway: true, an upstream to forward to, or a redirect".into(),
             )),
             (false, Some(u)) if !upstream_names.contains(u.as_str()) => found.push((
                 format!("{at}.upstream"),
@@ -409,6 +409,90 @@ fn routes(config: &Config, found: &mut Found) {
                 "this AI route needs ai_gateway.enabled: true".into(),
             )),
             _ => {}
+        }
+        if let Some(m) = &r.matches {
+            if let Some(re) = &m.path_regex
+                && let Err(e) = regex::Regex::new(re)
+            {
+                found.push((
+                    format!("{at}.match.path_regex"),
+                    format!("invalid regular expression: {e}"),
+                ));
+            }
+            for name in m.headers.keys() {
+                if http::HeaderName::try_from(name.as_str()).is_err() {
+                    found.push((
+                        format!("{at}.match.headers"),
+                        format!("invalid header name {name:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some(rw) = &r.rewrite {
+            if rw.prefix_from.is_some() != rw.prefix_to.is_some() {
+                found.push((
+                    format!("{at}.rewrite"),
+                    "prefix_from and prefix_to go together".into(),
+                ));
+            }
+            for (edits, which) in [
+                (&rw.request_headers, "request_headers"),
+                (&rw.response_headers, "response_headers"),
+            ] {
+                for name in edits.set.keys().chain(edits.remove.iter()) {
+                    if http::HeaderName::try_from(name.as_str()).is_err() {
+                        found.push((
+                            format!("{at}.rewrite.{which}"),
+                            format!("invalid header name {name:?}"),
+                        ));
+                    }
+                }
+                for (name, value) in &edits.set {
+                    if http::HeaderValue::try_from(value.as_str()).is_err() {
+                        found.push((
+                            format!("{at}.rewrite.{which}.set.{name}"),
+                            "invalid header value".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(rd) = &r.redirect {
+            if ![301, 302, 303, 307, 308].contains(&rd.status) {
+                found.push((
+                    format!("{at}.redirect.status"),
+                    "must be 301, 302, 303, 307 or 308".into(),
+                ));
+            }
+            if http::Uri::try_from(rd.to.as_str()).is_err() {
+                found.push((
+                    format!("{at}.redirect.to"),
+                    format!("invalid URL {:?}", rd.to),
+                ));
+            }
+        }
+        if let Some(c) = &r.canary {
+            if !upstream_names.contains(c.upstream.as_str()) {
+                found.push((
+                    format!("{at}.canary.upstream"),
+                    format!(
+                        "unknown upstream {:?}; define it under upstreams:",
+                        c.upstream
+                    ),
+                ));
+            }
+            if c.weight > 100 {
+                found.push((
+                    format!("{at}.canary.weight"),
+                    "must be a percentage, 0 to 100".into(),
+                ));
+            }
+            if r.upstream.is_none() {
+                found.push((
+                    format!("{at}.canary"),
+                    "a canary splits a proxy route's traffic: set upstream too".into(),
+                ));
+            }
         }
         if let Some(retry) = &r.retry {
             if r.ai_gateway {

@@ -17,6 +17,7 @@ mod routes;
 mod server;
 mod state;
 mod tls;
+mod traffic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

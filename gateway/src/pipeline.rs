@@ -51,7 +51,14 @@ pub async fn handle(
         started,
     );
 
-    let (mut resp, ex) = match rt.routes.find(host, req.uri().path(), req.method()) {
+    let found = rt.routes.find(
+        host,
+        req.uri().path(),
+        req.method(),
+        req.uri().query(),
+        req.headers(),
+    );
+    let (mut resp, ex) = match found {
         Lookup::NotFound => (
             plain_error(StatusCode::NOT_FOUND, "no route matches this request"),
             Some(ex),
@@ -82,9 +89,18 @@ pub async fn handle(
                 }
                 (None, RouteKind::Ai) => ai::handle(&rt, route, req, ex).await,
                 (None, RouteKind::Proxy(upstream)) => {
-                    let resp = proxy(&shared, route, upstream, req, client, &mut ex).await;
+                    // A canary takes its share (or the requests that ask for it).
+                    let upstream = match &route.canary {
+                        Some(c) if c.takes(req.headers()) => &c.upstream,
+                        _ => upstream,
+                    };
+                    let mut resp = proxy(&shared, route, upstream, req, client, &mut ex).await;
+                    if let Some(rw) = &route.rewrite {
+                        rw.response.apply(resp.headers_mut());
+                    }
                     (resp, Some(ex))
                 }
+                (None, RouteKind::Redirect(r)) => (r.response(req.uri()), Some(ex)),
             }
         }
     };
@@ -136,6 +152,12 @@ async fn proxy(
 ) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
         req.headers_mut().insert(request_id::HEADER, v);
+    }
+    if let Some(rw) = &route.rewrite {
+        if let Some(uri) = rw.uri(req.uri()) {
+            *req.uri_mut() = uri;
+        }
+        rw.request.apply(req.headers_mut());
     }
     let req = match route.max_body {
         None => req.map(|b| b.map_err(Into::into).boxed_unsync()),

@@ -17,6 +17,8 @@ pub enum RouteKind {
     Ai,
     /// Forward to an upstream.
     Proxy(Arc<Upstream>),
+    /// Answer with a redirect.
+    Redirect(crate::traffic::Redirect),
 }
 
 #[derive(Debug)]
@@ -48,6 +50,12 @@ pub struct CompiledRoute {
     pub auth: Option<crate::auth::KeyAuth>,
     /// Retries of a proxy route, with the route's retry budget.
     pub retry: Option<loom_proxy::RetryPolicy>,
+    /// Conditions on headers, query and path.
+    conditions: Option<crate::traffic::Conditions>,
+    /// Path and header rewrites.
+    pub rewrite: Option<crate::traffic::Rewrite>,
+    /// A share of the traffic to another upstream.
+    pub canary: Option<crate::traffic::Canary>,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -77,18 +85,25 @@ impl RouteTable {
     ) -> anyhow::Result<RouteTable> {
         let mut out = Vec::with_capacity(routes.len());
         for r in routes {
-            let kind = match &r.upstream {
-                Some(name) if !r.ai_gateway => {
-                    RouteKind::Proxy(upstream(name).ok_or_else(|| {
-                        anyhow::anyhow!("route {}: unknown upstream {name}", r.id)
-                    })?)
+            let resolve = |name: &str| {
+                upstream(name)
+                    .ok_or_else(|| anyhow::anyhow!("route {}: unknown upstream {name}", r.id))
+            };
+            let kind = match (&r.upstream, &r.redirect) {
+                (_, Some(rd)) if !r.ai_gateway => {
+                    RouteKind::Redirect(crate::traffic::Redirect::new(rd)?)
                 }
+                (Some(name), _) if !r.ai_gateway => RouteKind::Proxy(resolve(name)?),
                 _ => RouteKind::Ai,
             };
             let max_body = match (&kind, r.max_body_size) {
                 (_, Some(size)) => Some(size.0),
                 (RouteKind::Ai, None) => Some(ai_max_body),
-                (RouteKind::Proxy(_), None) => None,
+                (_, None) => None,
+            };
+            let canary = match &r.canary {
+                Some(c) => Some(crate::traffic::Canary::new(c, resolve(&c.upstream)?)?),
+                None => None,
             };
             let path = if r.path == "/*" || r.path == "*" {
                 PathMatch::Any
@@ -121,6 +136,17 @@ impl RouteTable {
                 metrics: Arc::new(metrics.route_series(&r.id)),
                 auth: r.middleware.auth.as_ref().map(crate::auth::KeyAuth::new),
                 retry: r.retry.as_ref().map(loom_proxy::RetryPolicy::new),
+                conditions: r
+                    .matches
+                    .as_ref()
+                    .map(crate::traffic::Conditions::new)
+                    .transpose()?,
+                rewrite: r
+                    .rewrite
+                    .as_ref()
+                    .map(crate::traffic::Rewrite::new)
+                    .transpose()?,
+                canary,
                 host,
                 path,
                 methods,
@@ -129,8 +155,15 @@ impl RouteTable {
         Ok(RouteTable { routes: out })
     }
 
-    /// The first route matching host, path and method.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Lookup<'_> {
+    /// The first route matching host, path, method and its conditions.
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Lookup<'_> {
         let host = host.map(|h| {
             h.rsplit_once(':').map_or(h, |(name, port)| {
                 if port.bytes().all(|b| b.is_ascii_digit()) {
@@ -143,6 +176,11 @@ impl RouteTable {
         let mut method_mismatch = false;
         for r in &self.routes {
             if !r.host_matches(host) || !r.path_matches(path) {
+                continue;
+            }
+            if let Some(c) = &r.conditions
+                && !c.hold(path, query, headers)
+            {
                 continue;
             }
             match &r.methods {
@@ -200,7 +238,7 @@ mod tests {
     }
 
     fn id(t: &RouteTable, host: Option<&str>, path: &str, m: Method) -> String {
-        match t.find(host, path, &m) {
+        match t.find(host, path, &m, None, &http::HeaderMap::new()) {
             Lookup::Found(r) => r.id.to_string(),
             Lookup::MethodNotAllowed => "405".into(),
             Lookup::NotFound => "404".into(),
