@@ -264,6 +264,9 @@ pub struct Route {
     /// Send part of the route's traffic to another upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// Copy part of the route's traffic to another upstream, answers discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
 }
 
 /// Per-route middleware. Each slot is a stage of the one request path.
@@ -470,6 +473,21 @@ pub struct Canary {
     /// Requests with this cookie (name → value) always go to the canary.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cookies: BTreeMap<String, String>,
+}
+
+/// `routes[].shadow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shadow {
+    /// Where copies go.
+    pub upstream: String,
+    /// Percent of requests copied (0–100).
+    #[serde(default = "hundred")]
+    pub percent: u32,
+}
+
+fn hundred() -> u32 {
+    100
 }
 
 /// `routes[].retry`.

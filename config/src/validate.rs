@@ -494,6 +494,29 @@ fn routes(config: &Config, found: &mut Found) {
                 ));
             }
         }
+        if let Some(sh) = &r.shadow {
+            if !upstream_names.contains(sh.upstream.as_str()) {
+                found.push((
+                    format!("{at}.shadow.upstream"),
+                    format!(
+                        "unknown upstream {:?}; define it under upstreams:",
+                        sh.upstream
+                    ),
+                ));
+            }
+            if sh.percent > 100 {
+                found.push((
+                    format!("{at}.shadow.percent"),
+                    "must be a percentage, 0 to 100".into(),
+                ));
+            }
+            if r.upstream.is_none() {
+                found.push((
+                    format!("{at}.shadow"),
+                    "shadowing copies a proxy route's traffic: set upstream too".into(),
+                ));
+            }
+        }
         if let Some(retry) = &r.retry {
             if r.ai_gateway {
                 found.push((

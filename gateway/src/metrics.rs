@@ -49,6 +49,7 @@ pub struct Metrics {
     pub cache: CacheMetrics,
     upstream_health: prometheus::IntGaugeVec,
     retries: IntCounterVec,
+    shadowed: IntCounterVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -338,6 +339,12 @@ impl Metrics {
                 c
             },
             cache: CacheMetrics::new(&r)?,
+            shadowed: counter(
+                &r,
+                "loom_proxy_shadowed_total",
+                "Copies of proxy requests sent to a shadow upstream, by route and outcome (answered, failed)",
+                &["route", "outcome"],
+            )?,
             retries: counter(
                 &r,
                 "loom_proxy_retries_total",
@@ -461,6 +468,12 @@ impl Metrics {
                 .with_label_values(&[consumer, why.period()])
                 .inc();
         }
+    }
+
+    /// Counts one copy sent to a shadow upstream.
+    pub fn shadowed(&self, route: &str, answered: bool) {
+        let outcome = if answered { "answered" } else { "failed" };
+        self.shadowed.with_label_values(&[route, outcome]).inc();
     }
 
     /// Counts the retries of one proxy request.

@@ -130,6 +130,9 @@ fn unauthorized(status: StatusCode, message: &str, code: &str) -> Response<Body>
     resp
 }
 
+/// Marks the copies sent to a shadow upstream.
+const SHADOW: http::header::HeaderName = http::header::HeaderName::from_static("x-loom-shadow");
+
 /// Whether a request's body is small enough to keep for a retry: declared
 /// at most `MAX_REPLAY` bytes, or absent (no length and not chunked).
 fn replayable<B>(req: &Request<B>) -> bool {
@@ -143,7 +146,7 @@ fn replayable<B>(req: &Request<B>) -> bool {
 /// Forwards a request on a proxy route; both bodies stream (a request
 /// that may be retried is read first: it is small).
 async fn proxy(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     route: &CompiledRoute,
     upstream: &Arc<Upstream>,
     mut req: Request<Incoming>,
@@ -175,27 +178,56 @@ async fn proxy(
             req.map(|b| Limited::new(b, limit).boxed_unsync())
         }
     };
-    let result = match &route.retry {
-        Some(policy) if policy.allows(req.method()) && replayable(&req) => {
-            let (parts, body) = req.into_parts();
-            let body = match body.collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    ex.error = Some("bad_request_body");
-                    return plain_error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("could not read the request body: {e}"),
-                    );
-                }
-            };
-            let (result, retries, exhausted) = shared
-                .forwarder
-                .forward_retrying(upstream, &parts, body, client, policy)
-                .await;
-            shared.metrics.retries(&route.id, retries, exhausted);
-            result
+    let retry = route
+        .retry
+        .as_ref()
+        .filter(|p| p.allows(req.method()) && replayable(&req));
+    let shadow = route
+        .shadow
+        .as_ref()
+        .filter(|s| s.takes() && replayable(&req));
+    let result = if retry.is_none() && shadow.is_none() {
+        shared.forwarder.forward(upstream, req, client).await
+    } else {
+        // Small body: read it once, for the copy and for the tries.
+        let (parts, body) = req.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                ex.error = Some("bad_request_body");
+                return plain_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {e}"),
+                );
+            }
+        };
+        if let Some(s) = shadow {
+            // Fire and forget: the copy runs on its own task and its answer
+            // is dropped; the primary never waits for it.
+            let mut copy = loom_proxy::rebuild(&parts, body.clone());
+            copy.headers_mut()
+                .insert(SHADOW, HeaderValue::from_static("1"));
+            let (shared, up, client) = (shared.clone(), s.upstream.clone(), client.clone());
+            let route_id = route.id.clone();
+            tokio::spawn(async move {
+                let ok = shared.forwarder.forward(&up, copy, client).await.is_ok();
+                shared.metrics.shadowed(&route_id, ok);
+            });
         }
-        _ => shared.forwarder.forward(upstream, req, client).await,
+        match retry {
+            Some(policy) => {
+                let (result, retries, exhausted) = shared
+                    .forwarder
+                    .forward_retrying(upstream, &parts, body, client, policy)
+                    .await;
+                shared.metrics.retries(&route.id, retries, exhausted);
+                result
+            }
+            None => {
+                let req = loom_proxy::rebuild(&parts, body);
+                shared.forwarder.forward(upstream, req, client).await
+            }
+        }
     };
     match result {
         Ok(resp) => resp,

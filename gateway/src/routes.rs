@@ -56,6 +56,8 @@ pub struct CompiledRoute {
     pub rewrite: Option<crate::traffic::Rewrite>,
     /// A share of the traffic to another upstream.
     pub canary: Option<crate::traffic::Canary>,
+    /// Copies of a share of the traffic to another upstream.
+    pub shadow: Option<crate::traffic::Shadow>,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -100,6 +102,10 @@ impl RouteTable {
                 (_, Some(size)) => Some(size.0),
                 (RouteKind::Ai, None) => Some(ai_max_body),
                 (_, None) => None,
+            };
+            let shadow = match &r.shadow {
+                Some(sh) => Some(crate::traffic::Shadow::new(sh, resolve(&sh.upstream)?)),
+                None => None,
             };
             let canary = match &r.canary {
                 Some(c) => Some(crate::traffic::Canary::new(c, resolve(&c.upstream)?)?),
@@ -147,6 +153,7 @@ impl RouteTable {
                     .map(crate::traffic::Rewrite::new)
                     .transpose()?,
                 canary,
+                shadow,
                 host,
                 path,
                 methods,

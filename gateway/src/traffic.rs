@@ -319,3 +319,25 @@ mod tests {
         assert!((share as f64 / 40_000.0 - 0.25).abs() < 0.02, "{share}");
     }
 }
+
+/// `routes[].shadow`, compiled.
+#[derive(Debug)]
+pub struct Shadow {
+    pub upstream: Arc<Upstream>,
+    /// Out of 10,000.
+    share: u32,
+}
+
+impl Shadow {
+    pub fn new(s: &loom_config::Shadow, upstream: Arc<Upstream>) -> Shadow {
+        Shadow {
+            upstream,
+            share: s.percent.min(100) * 100,
+        }
+    }
+
+    /// Whether this request is copied.
+    pub fn takes(&self) -> bool {
+        self.share >= 10_000 || (self.share > 0 && draw() < self.share)
+    }
+}

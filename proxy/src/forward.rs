@@ -133,15 +133,7 @@ impl Forwarder {
         let mut exhausted = false;
         let tries = async {
             loop {
-                let mut req = Request::new(
-                    http_body_util::Full::new(body.clone())
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                );
-                *req.method_mut() = parts.method.clone();
-                *req.uri_mut() = parts.uri.clone();
-                *req.version_mut() = parts.version;
-                *req.headers_mut() = parts.headers.clone();
+                let req = rebuild(parts, body.clone());
                 let result = self
                     .forward_once(upstream, req, client.clone(), per_try)
                     .await;
@@ -258,6 +250,21 @@ impl Forwarder {
             None => body.map_err(Into::into).boxed_unsync(),
         }))
     }
+}
+
+/// A request made again from its head and its body in memory (for a
+/// retry, or a copy to a shadow upstream).
+pub fn rebuild(parts: &http::request::Parts, body: Bytes) -> Request<Body> {
+    let mut req = Request::new(
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 /// A response body that holds its endpoint's in-flight count until it ends

@@ -17,7 +17,7 @@ mod health;
 mod retry;
 mod upstream;
 
-pub use forward::{Body, BoxError, ClientInfo, Forwarder};
+pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
 pub use headers::strip_hop_by_hop;
 pub use retry::{Failure, MAX_REPLAY, RetryPolicy};
 pub use upstream::{EndpointState, Upstream};

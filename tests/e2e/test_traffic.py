@@ -118,3 +118,30 @@ routes:
             assert all(c.get("/who", headers={"Cookie": "beta=yes"}).text == "canary" for _ in range(20))
     finally:
         loom.stop()
+
+
+def test_shadowing_copies_requests_without_slowing_the_primary(stable, canary):
+    canary.delay = 1.0  # a slow mirror must not slow the primary
+    loom = Loom(LISTEN + f"""upstreams:
+  - {{name: stable, endpoints: ["{stable.url}"]}}
+  - {{name: mirror, endpoints: ["{canary.url}"]}}
+routes:
+  - id: app
+    path: /*
+    upstream: stable
+    shadow: {{upstream: mirror, percent: 100}}
+""")
+    try:
+        with httpx.Client(base_url=loom.base) as c:
+            answers = [c.get("/who") for _ in range(5)]
+            posted = c.post("/who", content=b"payload")
+        assert all(r.text == "stable" and r.elapsed.total_seconds() < 0.5 for r in answers)
+        assert posted.text == "stable"
+        from harness import metric_value, wait_until
+
+        wait_until(lambda: canary.requests >= 6, what="the copies at the mirror")
+        wait_until(lambda: metric_value(loom.metrics(), "loom_proxy_shadowed_total", route="app", outcome="answered") == 6,
+                   what="the shadow counter")
+        assert stable.requests == 6
+    finally:
+        loom.stop()
