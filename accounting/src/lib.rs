@@ -10,6 +10,7 @@ mod accountant;
 mod consumers;
 mod error;
 mod gcra;
+mod limiter;
 mod period;
 mod prices;
 mod store;
@@ -21,6 +22,7 @@ pub use accountant::{
 pub use consumers::{ANONYMOUS, Consumer, Consumers, hash_key};
 pub use error::Error;
 pub use gcra::{Rate, Standing};
+pub use limiter::KeyedLimiter;
 pub use period::{Clock, Period, Span};
 pub use prices::{Price, PriceTable, format_dollars};
 pub use store::{Health, MemoryStore, RedisStore, Refusal, Store, redis_connection};

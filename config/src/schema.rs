@@ -278,7 +278,7 @@ pub struct Middleware {
     pub auth: Option<Auth>,
     /// Request rate limiting of a route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<serde_json::Value>,
+    pub rate_limit: Option<RouteRateLimit>,
     /// Proxy-Wasm plugins by name, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
@@ -473,6 +473,35 @@ pub struct Canary {
     /// Requests with this cookie (name → value) always go to the canary.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cookies: BTreeMap<String, String>,
+}
+
+/// `routes[].middleware.rate_limit`: a request rate per key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRateLimit {
+    /// Requests allowed per window (bursts up to this many).
+    pub limit: u64,
+    #[serde(default = "default_rate_window")]
+    pub window: Duration,
+    /// What is limited: `client_ip` (default), `consumer`, or `header:<name>`.
+    #[serde(default = "default_rate_key")]
+    pub key: String,
+    /// `memory` (this process) or `redis` (every replica together).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The Redis of `store: redis`; the usage store's Redis when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStore>,
+    /// While Redis is unreachable: `open` (allow) or `closed` (refuse).
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+fn default_rate_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_rate_key() -> String {
+    "client_ip".to_owned()
 }
 
 /// `routes[].shadow`.

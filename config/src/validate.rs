@@ -600,13 +600,42 @@ fn routes(config: &Config, found: &mut Found) {
                 ));
             }
         }
-        if r.middleware.rate_limit.is_some() {
-            not_yet(
-                found,
-                format!("{at}.middleware.rate_limit"),
-                "route rate limiting",
-                9,
-            );
+        if let Some(rl) = &r.middleware.rate_limit {
+            let at = format!("{at}.middleware.rate_limit");
+            if rl.limit == 0 {
+                found.push((format!("{at}.limit"), "must be at least 1".into()));
+            }
+            if rl.window.get().is_zero() {
+                found.push((format!("{at}.window"), "must be longer than zero".into()));
+            }
+            let key_ok = match rl.key.as_str() {
+                "client_ip" => true,
+                "consumer" => r.middleware.auth.is_some(),
+                k => k
+                    .strip_prefix("header:")
+                    .is_some_and(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok()),
+            };
+            if !key_ok {
+                found.push((
+                    format!("{at}.key"),
+                    format!(
+                        "{:?}: client_ip, consumer (with middleware.auth), or header:<name>",
+                        rl.key
+                    ),
+                ));
+            }
+            let shared_redis = config
+                .ai_gateway
+                .token_accounting
+                .store
+                .as_ref()
+                .is_some_and(|s| s.redis.is_some());
+            if rl.store == crate::schema::StoreKind::Redis && rl.redis.is_none() && !shared_redis {
+                found.push((
+                    format!("{at}.store"),
+                    "store: redis needs rate_limit.redis (or a Redis usage store to share)".into(),
+                ));
+            }
         }
         if !r.middleware.plugins.is_empty() {
             not_yet(

@@ -50,6 +50,7 @@ pub struct Metrics {
     upstream_health: prometheus::IntGaugeVec,
     retries: IntCounterVec,
     shadowed: IntCounterVec,
+    route_limited: IntCounterVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
@@ -339,6 +340,12 @@ impl Metrics {
                 c
             },
             cache: CacheMetrics::new(&r)?,
+            route_limited: counter(
+                &r,
+                "loom_http_rate_limited_total",
+                "Requests refused by a route's rate limit (429), by route",
+                &["route"],
+            )?,
             shadowed: counter(
                 &r,
                 "loom_proxy_shadowed_total",
@@ -468,6 +475,11 @@ impl Metrics {
                 .with_label_values(&[consumer, why.period()])
                 .inc();
         }
+    }
+
+    /// Counts a request refused by a route's rate limit.
+    pub fn route_limited(&self, route: &str) {
+        self.route_limited.with_label_values(&[route]).inc();
     }
 
     /// Counts one copy sent to a shadow upstream.

@@ -5,7 +5,8 @@
 //! 2. request id (the client's `x-request-id` or a new one);
 //! 3. route lookup (host, path, method);
 //! 4. route middleware, in order: API-key authentication ([`crate::auth`],
-//!    names the consumer) → plugins (rejected by the loader until they exist);
+//!    names the consumer) → the route's rate limit ([`crate::traffic`]) →
+//!    plugins (rejected by the loader until they exist);
 //! 5. the route's handler: the AI API ([`crate::ai`], which applies the
 //!    consumer's limits and rate limits once it knows the model) or the
 //!    reverse proxy;
@@ -58,7 +59,7 @@ pub async fn handle(
         req.uri().query(),
         req.headers(),
     );
-    let (mut resp, ex) = match found {
+    let (resp, ex) = match found {
         Lookup::NotFound => (
             plain_error(StatusCode::NOT_FOUND, "no route matches this request"),
             Some(ex),
@@ -82,6 +83,19 @@ pub async fn handle(
                     Err(d) => Some(d.parts(auth.header())),
                 }
             });
+            // The route's rate limit, once the consumer is known.
+            let limited = match (&denied, &route.rate_limit) {
+                (None, Some(rl)) => {
+                    let consumer = ex.consumer.as_ref().map(|c| c.name.as_str());
+                    rl.admit(req.headers(), &client.ip, consumer).await
+                }
+                _ => None,
+            };
+            if let Some(refusal) = limited {
+                ex.error = Some("rate_limited");
+                shared.metrics.route_limited(&route.id);
+                return finish(refusal, id_header, Some(ex));
+            }
             match (denied, &route.kind) {
                 (Some((status, message, code)), _) => {
                     ex.error = Some("unauthorized");
@@ -104,6 +118,15 @@ pub async fn handle(
             }
         }
     };
+    finish(resp, id_header, ex)
+}
+
+/// The request id on the response, and the status on the exchange.
+fn finish(
+    mut resp: Response<Body>,
+    id_header: Option<HeaderValue>,
+    ex: Option<Exchange>,
+) -> Result<Response<Body>, Infallible> {
     if let Some(v) = id_header {
         resp.headers_mut().insert(request_id::HEADER, v);
     }

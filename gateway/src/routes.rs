@@ -58,6 +58,8 @@ pub struct CompiledRoute {
     pub canary: Option<crate::traffic::Canary>,
     /// Copies of a share of the traffic to another upstream.
     pub shadow: Option<crate::traffic::Shadow>,
+    /// The route's request rate limit.
+    pub rate_limit: Option<crate::traffic::RouteLimit>,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -84,6 +86,7 @@ impl RouteTable {
         ai_max_body: u64,
         metrics: &crate::metrics::Metrics,
         upstream: impl Fn(&str) -> Option<Arc<Upstream>>,
+        shared_redis: Option<&loom_config::RedisStore>,
     ) -> anyhow::Result<RouteTable> {
         let mut out = Vec::with_capacity(routes.len());
         for r in routes {
@@ -154,6 +157,12 @@ impl RouteTable {
                     .transpose()?,
                 canary,
                 shadow,
+                rate_limit: r
+                    .middleware
+                    .rate_limit
+                    .as_ref()
+                    .map(|rl| crate::traffic::RouteLimit::new(&r.id, rl, shared_redis))
+                    .transpose()?,
                 host,
                 path,
                 methods,
@@ -240,6 +249,7 @@ mod tests {
             1024,
             &crate::metrics::Metrics::new().unwrap(),
             |_| None,
+            None,
         )
         .unwrap()
     }

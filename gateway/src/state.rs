@@ -453,6 +453,12 @@ impl Runtime {
             config.ai_gateway.max_body_size.0,
             metrics,
             |name| upstreams.get(name).cloned(),
+            config
+                .ai_gateway
+                .token_accounting
+                .store
+                .as_ref()
+                .and_then(|s| s.redis.as_ref()),
         )?;
         let providers =
             Registry::build(&config.ai_gateway, http, stats).context("building providers")?;
