@@ -324,6 +324,10 @@ pub struct Upstream {
     /// Idle keep-alive connections kept per endpoint.
     #[serde(default = "default_pool_idle")]
     pub max_idle_per_endpoint: usize,
+    /// An upgraded connection (WebSocket) that moves nothing for this long
+    /// is closed.
+    #[serde(default = "default_tunnel_idle")]
+    pub tunnel_idle_timeout: Duration,
     /// Active health checks of every endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<UpstreamHealthCheck>,
@@ -639,6 +643,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_tunnel_idle() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_pool_idle() -> usize {
     256

@@ -185,7 +185,7 @@ async fn proxy(
         }
         rw.request.apply(req.headers_mut());
     }
-    let req = match route.max_body {
+    let mut req = match route.max_body {
         None => req.map(|b| b.map_err(Into::into).boxed_unsync()),
         Some(limit) => {
             let declared = req
@@ -201,6 +201,25 @@ async fn proxy(
             req.map(|b| Limited::new(b, limit).boxed_unsync())
         }
     };
+    // A WebSocket (or other upgrade): forwarded once, then tunnelled.
+    let upgrade = loom_proxy::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    if let Some(client_side) = upgrade {
+        let mut resp = match shared.forwarder.forward(upstream, req, client).await {
+            Ok(r) => r,
+            Err(e) => {
+                ex.error = Some("upstream_error");
+                return plain_error(e.status(), &e.to_string());
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            let idle = upstream.tunnel_idle;
+            tokio::spawn(async move {
+                loom_proxy::tunnel(client_side, upstream_side, idle).await;
+            });
+        }
+        return resp;
+    }
     let retry = route
         .retry
         .as_ref()

@@ -141,7 +141,7 @@ pub async fn serve(
                         pipeline::handle(shared.clone(), client.clone(), req)
                     });
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .into_owned();
                     let watched = graceful.watcher().watch(conn);
                     tokio::spawn(async move {
@@ -173,7 +173,7 @@ pub async fn serve(
                         pipeline::handle(shared.clone(), client.clone(), req)
                     });
                     let conn = builder
-                        .serve_connection(TokioIo::new(tls), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                         .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");

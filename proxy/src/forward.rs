@@ -191,7 +191,13 @@ impl Forwarder {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let headers = req.headers_mut();
+        let upgrade = is_upgrade_headers(headers)
+            .then(|| crate::upgrade::upgrade_headers(headers))
+            .flatten();
         strip_hop_by_hop(headers);
+        if let Some(u) = &upgrade {
+            crate::upgrade::restore(headers, u.clone());
+        }
         let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prior) => {
                 let ip = client.ip.to_str().unwrap_or("unknown");
@@ -239,7 +245,14 @@ impl Forwarder {
             }
             Ok(Ok(resp)) => resp,
         };
+        let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let back = switching
+            .then(|| crate::upgrade::upgrade_headers(resp.headers()))
+            .flatten();
         strip_hop_by_hop(resp.headers_mut());
+        if let Some(u) = back {
+            crate::upgrade::restore(resp.headers_mut(), u);
+        }
         Ok(resp.map(|body| match in_flight {
             // The request stays in flight until its response body ends.
             Some(guard) => Guarded {
@@ -250,6 +263,17 @@ impl Forwarder {
             None => body.map_err(Into::into).boxed_unsync(),
         }))
     }
+}
+
+/// Whether headers ask for a protocol upgrade.
+pub(crate) fn is_upgrade_headers(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
+        && headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// A request made again from its head and its body in memory (for a

@@ -15,11 +15,13 @@ mod forward;
 mod headers;
 mod health;
 mod retry;
+mod upgrade;
 mod upstream;
 
 pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
 pub use headers::strip_hop_by_hop;
 pub use retry::{Failure, MAX_REPLAY, RetryPolicy};
+pub use upgrade::{is_upgrade, tunnel};
 pub use upstream::{EndpointState, Upstream};
 
 /// The crate's error type.

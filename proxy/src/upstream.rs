@@ -46,6 +46,8 @@ pub struct Upstream {
     pub(crate) connect_timeout: Duration,
     pub(crate) timeout: Duration,
     pub(crate) max_idle: usize,
+    /// A tunnel (WebSocket) that moves nothing for this long is closed.
+    pub tunnel_idle: Duration,
 }
 
 impl Upstream {
@@ -94,6 +96,7 @@ impl Upstream {
             connect_timeout: cfg.connect_timeout.get(),
             timeout: cfg.timeout.get(),
             max_idle: cfg.max_idle_per_endpoint,
+            tunnel_idle: cfg.tunnel_idle_timeout.get(),
         })
     }
 
