@@ -328,6 +328,9 @@ pub struct Upstream {
     /// is closed.
     #[serde(default = "default_tunnel_idle")]
     pub tunnel_idle_timeout: Duration,
+    /// `http1` (default) or `h2`: HTTP/2 with prior knowledge, as gRPC needs.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// Active health checks of every endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<UpstreamHealthCheck>,
@@ -610,6 +613,15 @@ impl EndpointConfig {
             EndpointConfig::Weighted(w) => w.weight,
         }
     }
+}
+
+/// The protocol spoken to an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2,
 }
 
 /// Load-balancing policy of an upstream.

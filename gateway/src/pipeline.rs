@@ -153,6 +153,28 @@ fn unauthorized(status: StatusCode, message: &str, code: &str) -> Response<Body>
     resp
 }
 
+/// A gateway error to a gRPC client: a trailers-only answer (HTTP 200,
+/// `grpc-status`, `grpc-message`), as gRPC clients expect: DEADLINE_EXCEEDED
+/// for a timeout, UNAVAILABLE for an upstream that cannot be reached.
+fn grpc_error(status: StatusCode, message: &str) -> Response<Body> {
+    let code = match status {
+        StatusCode::GATEWAY_TIMEOUT => "4",
+        StatusCode::BAD_REQUEST => "3",
+        _ => "14",
+    };
+    let mut resp = Response::new(crate::body::full(bytes::Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(v) = HeaderValue::from_str(&message.replace(['\r', '\n'], " ")) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
 /// Marks the copies sent to a shadow upstream.
 const SHADOW: http::header::HeaderName = http::header::HeaderName::from_static("x-loom-shadow");
 
@@ -201,6 +223,10 @@ async fn proxy(
             req.map(|b| Limited::new(b, limit).boxed_unsync())
         }
     };
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     // A WebSocket (or other upgrade): forwarded once, then tunnelled.
     let upgrade = loom_proxy::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     if let Some(client_side) = upgrade {
@@ -279,6 +305,9 @@ async fn proxy(
                 _ => "upstream_error",
             });
             tracing::warn!(request_id = %ex.request_id, error = %e, "proxy request failed");
+            if grpc {
+                return grpc_error(e.status(), &e.to_string());
+            }
             plain_error(e.status(), &e.to_string())
         }
     }

@@ -48,9 +48,9 @@ impl ClientInfo {
     }
 }
 
-/// A pool's identity on its thread: the forwarder, the connect timeout
-/// and the idle bound.
-type PoolKey = (usize, Duration, usize);
+/// A pool's identity on its thread: the forwarder, the connect timeout,
+/// the idle bound and whether it speaks HTTP/2.
+type PoolKey = (usize, Duration, usize, bool);
 
 thread_local! {
     static CLIENTS: std::cell::RefCell<Vec<(PoolKey, Client<HttpConnector, Body>)>> =
@@ -84,6 +84,7 @@ impl Forwarder {
             self as *const Forwarder as usize,
             upstream.connect_timeout,
             upstream.max_idle,
+            upstream.h2,
         );
         CLIENTS.with(|clients| {
             let mut clients = clients.borrow_mut();
@@ -98,6 +99,8 @@ impl Forwarder {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(upstream.max_idle)
                 .pool_timer(TokioTimer::new())
+                .http2_only(upstream.h2)
+                .timer(TokioTimer::new())
                 .build(connector);
             clients.push((key, c.clone()));
             c
@@ -194,7 +197,19 @@ impl Forwarder {
         let upgrade = is_upgrade_headers(headers)
             .then(|| crate::upgrade::upgrade_headers(headers))
             .flatten();
+        // `TE: trailers` is the one TE value HTTP/2 allows, and gRPC
+        // servers require it: kept through the hop-by-hop removal.
+        let te_trailers = headers
+            .get(http::header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
         strip_hop_by_hop(headers);
+        if te_trailers {
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(u) = &upgrade {
             crate::upgrade::restore(headers, u.clone());
         }
@@ -216,7 +231,11 @@ impl Forwarder {
             headers.insert(HOST, v);
         }
         *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
+        *req.version_mut() = if upstream.h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
 
         let send = self.client(upstream).request(req);
         let outcome = tokio::time::timeout(timeout, send).await;

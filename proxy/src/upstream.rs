@@ -48,6 +48,8 @@ pub struct Upstream {
     pub(crate) max_idle: usize,
     /// A tunnel (WebSocket) that moves nothing for this long is closed.
     pub tunnel_idle: Duration,
+    /// HTTP/2 with prior knowledge to the endpoints (gRPC).
+    pub(crate) h2: bool,
 }
 
 impl Upstream {
@@ -97,6 +99,7 @@ impl Upstream {
             timeout: cfg.timeout.get(),
             max_idle: cfg.max_idle_per_endpoint,
             tunnel_idle: cfg.tunnel_idle_timeout.get(),
+            h2: cfg.protocol == loom_config::UpstreamProtocol::H2,
         })
     }
 

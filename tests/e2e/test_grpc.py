@@ -1,0 +1,82 @@
+"""gRPC through a proxy route of the real binary (HTTP/2 both ways, the
+upstream spoken to with prior knowledge): unary and bidirectional
+streaming calls, status codes carried in trailers, and gateway errors
+answered as gRPC statuses."""
+
+import socket
+from concurrent import futures
+
+import grpc
+import pytest
+
+from conftest import LISTEN
+from harness import Loom
+
+
+@pytest.fixture
+def echo():
+    def unary(request, context):
+        if request == b"missing":
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        return b"echo:" + request
+
+    def chat(requests, context):
+        for r in requests:
+            yield r.upper()
+
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
+    })
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop(None)
+
+
+def start(url: str) -> Loom:
+    return Loom(LISTEN + f"""upstreams:
+  - name: grpc
+    protocol: h2
+    timeout: 5s
+    endpoints: ["{url}"]
+routes:
+  - id: grpc
+    path: /*
+    upstream: grpc
+""")
+
+
+def test_unary_and_streaming_calls_go_through(echo):
+    loom = start(echo)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{loom.port}") as ch:
+            unary = ch.unary_unary("/test.Echo/Unary")
+            assert unary(b"hello", timeout=5) == b"echo:hello"
+            chat = ch.stream_stream("/test.Echo/Chat")
+            replies = list(chat(iter([b"a", b"bc", b"def"] * 100), timeout=10))
+            assert replies == [b"A", b"BC", b"DEF"] * 100
+            # A status in the trailers reaches the client unchanged.
+            with pytest.raises(grpc.RpcError) as e:
+                unary(b"missing", timeout=5)
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND
+            assert e.value.details() == "no such thing"
+    finally:
+        loom.stop()
+
+
+def test_gateway_errors_are_grpc_statuses():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    loom = start(f"http://127.0.0.1:{closed}")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{loom.port}") as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/test.Echo/Unary")(b"x", timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "refused" in e.value.details()
+    finally:
+        loom.stop()
