@@ -328,9 +328,13 @@ pub struct Upstream {
     /// is closed.
     #[serde(default = "default_tunnel_idle")]
     pub tunnel_idle_timeout: Duration,
-    /// `http1` (default) or `h2`: HTTP/2 with prior knowledge, as gRPC needs.
+    /// `http1` (default) or `h2`: HTTP/2 with prior knowledge, as gRPC needs
+    /// (over TLS, offered by ALPN).
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// TLS to `https://` endpoints: a CA of its own, a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// Active health checks of every endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<UpstreamHealthCheck>,
@@ -613,6 +617,21 @@ impl EndpointConfig {
             EndpointConfig::Weighted(w) => w.weight,
         }
     }
+}
+
+/// `upstreams[].tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM certificates trusted for the endpoints, in place of the
+    /// system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// A client certificate chain and key (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
 }
 
 /// The protocol spoken to an upstream.

@@ -317,6 +317,14 @@ fn upstreams(config: &Config, found: &mut Found) {
                 "an upstream needs at least one endpoint".into(),
             ));
         }
+        if let Some(t) = &u.tls
+            && t.client_cert_file.is_some() != t.client_key_file.is_some()
+        {
+            found.push((
+                format!("{at}.tls"),
+                "client_cert_file and client_key_file go together".into(),
+            ));
+        }
         if let Some(h) = &u.hash_on {
             if u.load_balancer != crate::schema::LoadBalancer::ConsistentHash {
                 found.push((
@@ -339,18 +347,14 @@ fn upstreams(config: &Config, found: &mut Found) {
                 ));
             }
             let e = ep.url();
-            if let Some(rest) = e.strip_prefix("https://") {
-                let _ = rest;
-                not_yet(
-                    found,
-                    format!("{at}.endpoints[{j}]"),
-                    "TLS to upstreams (https://)",
-                    9,
-                );
-            } else if !e.starts_with("http://") || e.len() <= "http://".len() {
+            // https:// endpoints are verified against the system's roots, or tls.ca_file.
+            let url_ok = ["http://", "https://"]
+                .iter()
+                .any(|scheme| e.starts_with(scheme) && e.len() > scheme.len());
+            if !url_ok {
                 found.push((
                     format!("{at}.endpoints[{j}]"),
-                    format!("invalid endpoint {e:?}: expected a URL such as http://10.0.0.5:8000"),
+                    format!("invalid endpoint {e:?}: expected a URL such as http://10.0.0.5:8000 or https://api.internal"),
                 ));
             }
         }

@@ -9,6 +9,7 @@ use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -49,11 +50,13 @@ impl ClientInfo {
 }
 
 /// A pool's identity on its thread: the forwarder, the connect timeout,
-/// the idle bound and whether it speaks HTTP/2.
-type PoolKey = (usize, Duration, usize, bool);
+/// the idle bound, whether it speaks HTTP/2, and its TLS configuration.
+type PoolKey = (usize, Duration, usize, bool, usize);
+
+type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
 
 thread_local! {
-    static CLIENTS: std::cell::RefCell<Vec<(PoolKey, Client<HttpConnector, Body>)>> =
+    static CLIENTS: std::cell::RefCell<Vec<(PoolKey, Pooled)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -74,7 +77,7 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    fn client(&self, upstream: &Upstream) -> Client<HttpConnector, Body> {
+    fn client(&self, upstream: &Upstream) -> Pooled {
         // Pools per thread: each worker thread runs its own event loop, and
         // a pooled connection's task lives on the loop that opened it. A
         // request on another thread would wake that loop for every read
@@ -85,6 +88,7 @@ impl Forwarder {
             upstream.connect_timeout,
             upstream.max_idle,
             upstream.h2,
+            upstream.tls.as_ref().map_or(0, |t| Arc::as_ptr(t) as usize),
         );
         CLIENTS.with(|clients| {
             let mut clients = clients.borrow_mut();
@@ -94,7 +98,21 @@ impl Forwarder {
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(upstream.connect_timeout));
             connector.set_nodelay(true);
-            connector.enforce_http(true);
+            connector.enforce_http(false);
+            // Plain-HTTP upstreams never use the TLS side; it still needs a
+            // configuration to exist.
+            let tls = upstream
+                .tls
+                .as_ref()
+                .map_or_else(plain_tls, |t| (**t).clone());
+            let with = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http();
+            let connector = if upstream.h2 {
+                with.enable_http2().wrap_connector(connector)
+            } else {
+                with.enable_http1().wrap_connector(connector)
+            };
             let c = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(upstream.max_idle)
@@ -282,6 +300,24 @@ impl Forwarder {
             None => body.map_err(Into::into).boxed_unsync(),
         }))
     }
+}
+
+/// A TLS configuration for upstreams without `https://` endpoints, where
+/// it is never used: no roots, so it could not connect anywhere anyway.
+fn plain_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| {
+        b.with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    })
+    .unwrap_or_else(|_| {
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    })
 }
 
 /// Whether headers ask for a protocol upgrade.

@@ -39,6 +39,9 @@ pub enum Error {
     /// The exchange failed after the connection was made.
     #[error("upstream {upstream} failed: {detail}")]
     Failed { upstream: String, detail: String },
+    /// The TLS settings of an upstream could not be loaded.
+    #[error("upstream {upstream}: TLS: {detail}")]
+    Tls { upstream: String, detail: String },
     /// The request could not be built (a path that is not a valid URI).
     #[error("invalid request: {0}")]
     BadRequest(String),

@@ -50,6 +50,8 @@ pub struct Upstream {
     pub tunnel_idle: Duration,
     /// HTTP/2 with prior knowledge to the endpoints (gRPC).
     pub(crate) h2: bool,
+    /// TLS to `https://` endpoints; `None` when every endpoint is `http://`.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Upstream {
@@ -100,6 +102,15 @@ impl Upstream {
             max_idle: cfg.max_idle_per_endpoint,
             tunnel_idle: cfg.tunnel_idle_timeout.get(),
             h2: cfg.protocol == loom_config::UpstreamProtocol::H2,
+            tls: if cfg
+                .endpoints
+                .iter()
+                .any(|e| e.url().starts_with("https://"))
+            {
+                Some(Arc::new(client_tls(&cfg.name, cfg.tls.as_ref())?))
+            } else {
+                None
+            },
         })
     }
 
@@ -235,6 +246,56 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
         })
 }
 
+/// The TLS client configuration of an upstream with `https://` endpoints:
+/// the system's roots (or `ca_file`'s), and a client certificate if given.
+fn client_tls(
+    upstream: &str,
+    cfg: Option<&loom_config::UpstreamTls>,
+) -> Result<rustls::ClientConfig, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let fail = |what: String| Error::Tls {
+        upstream: upstream.to_owned(),
+        detail: what,
+    };
+    let certs = |file: &str| -> Result<Vec<CertificateDer<'static>>, Error> {
+        CertificateDer::pem_file_iter(file)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| fail(format!("{file}: {e}")))
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| fail(e.to_string()))?;
+    let builder = match cfg.and_then(|c| c.ca_file.as_deref()) {
+        Some(file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(file)? {
+                roots.add(c).map_err(|e| fail(format!("{file}: {e}")))?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .with_platform_verifier()
+            .map_err(|e| fail(e.to_string()))?,
+    };
+    match cfg.and_then(|c| {
+        c.client_cert_file
+            .as_deref()
+            .zip(c.client_key_file.as_deref())
+    }) {
+        Some((cert, key)) => {
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| fail(format!("{key}: {e}")))?;
+            builder
+                .with_client_auth_cert(certs(cert)?, key)
+                .map_err(|e| fail(format!("{cert}: {e}")))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
 fn parse_endpoint(upstream: &str, url: &str) -> Result<Endpoint, Error> {
     let invalid = || Error::InvalidEndpoint {
         upstream: upstream.to_owned(),
@@ -242,7 +303,7 @@ fn parse_endpoint(upstream: &str, url: &str) -> Result<Endpoint, Error> {
     };
     let uri: http::Uri = url.parse().map_err(|_| invalid())?;
     let scheme = uri.scheme().cloned().ok_or_else(invalid)?;
-    if scheme != Scheme::HTTP {
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
         return Err(invalid());
     }
     let authority = uri.authority().cloned().ok_or_else(invalid)?;
@@ -298,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_non_http_endpoints() {
+    fn rejects_endpoints_that_are_not_http_urls() {
         assert!(upstream(&["ftp://x"]).is_err());
         assert!(upstream(&["not a url"]).is_err());
     }

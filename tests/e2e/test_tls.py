@@ -17,15 +17,18 @@ import pytest
 from harness import Loom, metric_value, wait_until
 
 
-def make_cert(dir: Path, name: str, *sans: str) -> tuple[Path, Path]:
+def make_cert(dir: Path, name: str, *sans: str, ca: bool = True) -> tuple[Path, Path]:
     """A self-signed EC certificate for `sans` (DNS names, or IP addresses
-    written `IP:...`), and its key."""
+    written `IP:...`), and its key. With `ca` it may also act as its own
+    trust anchor for curl and OpenSSL; webpki (rustls) refuses such a
+    certificate as an end entity, so servers Loom connects to use `ca=False`."""
     cert, key = dir / f"{name}.pem", dir / f"{name}.key"
     alt = ",".join(s if s.startswith("IP:") else f"DNS:{s}" for s in sans)
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
          "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={sans[0]}",
-         "-addext", f"subjectAltName={alt}", "-addext", "basicConstraints=critical,CA:TRUE"],
+         "-addext", f"subjectAltName={alt}",
+         "-addext", "basicConstraints=critical,CA:TRUE" if ca else "basicConstraints=critical,CA:FALSE"],
         check=True, capture_output=True,
     )
     return cert, key
@@ -169,3 +172,80 @@ def test_an_https_listener_without_certificates_is_refused(tmp_path):
 
     out = subprocess.run([loom_bin(), "validate", str(cfg)], capture_output=True, text=True)
     assert out.returncode != 0 and "listeners[0].tls" in out.stdout
+
+
+def tls_service(cert: Path, key: Path, client_ca: Path | None = None):
+    """An HTTPS service answering `secure`; with `client_ca`, it requires a
+    client certificate signed by it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = b"secure"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def upstream_config(url: str, tls: str) -> str:
+    return f"""
+listeners:
+  - address: "127.0.0.1:{{port}}"
+admin:
+  address: "127.0.0.1:{{admin_port}}"
+upstreams:
+  - name: secure
+    endpoints: ["{url}"]
+{tls}
+routes:
+  - id: plain
+    path: /*
+    upstream: secure
+"""
+
+
+def test_tls_to_upstreams_verifies_and_presents_client_certificates(tmp_path):
+    make_cert(tmp_path, "srv", "localhost", "IP:127.0.0.1", ca=False)
+    make_cert(tmp_path, "cli", "loom-client")
+    server = tls_service(tmp_path / "srv.pem", tmp_path / "srv.key", client_ca=tmp_path / "cli.pem")
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        good = (f"    tls: {{ca_file: {tmp_path}/srv.pem, client_cert_file: {tmp_path}/cli.pem, "
+                f"client_key_file: {tmp_path}/cli.key}}")
+        loom = Loom(upstream_config(url, good))
+        try:
+            r = httpx.get(loom.base + "/x")
+            assert r.status_code == 200 and r.text == "secure"
+        finally:
+            loom.stop()
+        # Without the client certificate the upstream refuses: 502.
+        loom = Loom(upstream_config(url, f"    tls: {{ca_file: {tmp_path}/srv.pem}}"))
+        try:
+            assert httpx.get(loom.base + "/x").status_code == 502
+        finally:
+            loom.stop()
+        # The system's roots do not trust a self-signed certificate: 502.
+        loom = Loom(upstream_config(url, ""))
+        try:
+            assert httpx.get(loom.base + "/x").status_code == 502
+        finally:
+            loom.stop()
+    finally:
+        server.shutdown()
