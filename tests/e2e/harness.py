@@ -30,6 +30,13 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (a connection to it is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def free_port() -> int:
     """A port free now, chosen below the kernel's ephemeral range: a port the
     kernel hands out (bind to 0) can be taken again by any outgoing

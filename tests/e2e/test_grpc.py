@@ -3,14 +3,13 @@ upstream spoken to with prior knowledge): unary and bidirectional
 streaming calls, status codes carried in trailers, and gateway errors
 answered as gRPC statuses."""
 
-import socket
 from concurrent import futures
 
 import grpc
 import pytest
 
 from conftest import LISTEN
-from harness import Loom
+from harness import closed_port, Loom
 
 
 @pytest.fixture
@@ -68,9 +67,7 @@ def test_unary_and_streaming_calls_go_through(echo):
 
 
 def test_gateway_errors_are_grpc_statuses():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = closed_port()
     loom = start(f"http://127.0.0.1:{closed}")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{loom.port}") as ch:

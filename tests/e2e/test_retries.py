@@ -3,13 +3,12 @@ connect failures and per-try timeouts go to another endpoint; methods
 that are not idempotent are not retried unless configured; the retry
 budget caps retries; the metrics count them."""
 
-import socket
 
 import httpx
 import pytest
 
 from conftest import LISTEN
-from harness import Loom, Named, metric_value
+from harness import closed_port, Loom, Named, metric_value
 
 
 @pytest.fixture
@@ -53,9 +52,7 @@ def test_a_retried_status_is_answered_by_another_endpoint(pair):
 
 def test_connect_failures_and_slow_tries_are_retried(pair):
     a, b = pair
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{closed_port()}"
     loom = start([closed, b.url], "{attempts: 3, budget_percent: 100}")
     try:
         with httpx.Client(base_url=loom.base) as c:

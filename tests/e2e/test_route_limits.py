@@ -2,14 +2,13 @@
 header value, per consumer on an AI route; shared by two processes through
 the machine's Redis; and what happens while Redis is away."""
 
-import socket
 import uuid
 
 import httpx
 import pytest
 
 from conftest import LISTEN
-from harness import Loom, Named, drop_prefix, metric_value, need_redis
+from harness import closed_port, Loom, Named, drop_prefix, metric_value, need_redis
 
 
 @pytest.fixture
@@ -105,9 +104,7 @@ def test_two_processes_share_a_limit_through_redis(svc):
 
 
 def test_an_unreachable_redis_applies_the_failure_mode(svc):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = closed_port()
     for mode, expected in [("open", 200), ("closed", 429)]:
         limit = (f"{{limit: 1, window: 1m, store: redis, failure_mode: {mode}, "
                  f"redis: {{address: '127.0.0.1:{closed}', timeout: 200ms}}}}")

@@ -9,7 +9,6 @@ outside CI they skip when it has not run."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,7 +19,7 @@ import openai
 import pytest
 
 from conftest import LISTEN
-from harness import FakeOpenAI, Loom, drop_prefix, http_get, metric_value, need_redis, wait_until
+from harness import closed_port, FakeOpenAI, Loom, drop_prefix, http_get, metric_value, need_redis, wait_until
 
 WEB_KEY = "sk-web-cache-0123456789"
 MOBILE_KEY = "sk-mobile-cache-9876543210"
@@ -417,9 +416,7 @@ def test_replicas_share_exact_answers_through_redis(fake):
 
 
 def test_an_unreachable_redis_only_costs_shared_hits(fake):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = closed_port()
     loom = Loom(config(fake.url, redis_cache("loom-x:", f"127.0.0.1:{closed}")))
     try:
         c = client(loom)
@@ -466,9 +463,7 @@ def test_replicas_share_similar_answers_through_qdrant(fake):
 
 def test_an_unreachable_qdrant_only_costs_shared_hits(fake):
     need_model()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = closed_port()
     loom = Loom(config(fake.url, qdrant_cache(f"http://127.0.0.1:{closed}", "loom_cache")))
     try:
         c = client(loom)
