@@ -158,6 +158,20 @@ pub struct Server {
     /// CPU when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// Largest request head (request line and headers) accepted.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: ByteSize,
+    /// Client connections served at once, over every listener; further
+    /// clients wait in the kernel's accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_header_size() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 fn default_grace() -> Duration {
@@ -173,6 +187,8 @@ impl Default for Server {
             shutdown_grace: default_grace(),
             header_read_timeout: default_header_read_timeout(),
             workers: None,
+            max_header_size: default_max_header_size(),
+            max_connections: default_max_connections(),
         }
     }
 }

@@ -222,6 +222,8 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     let stats = loom_providers::StatsBook::default();
     let grace = config.server.shutdown_grace.get();
     let header_timeout = config.server.header_read_timeout.get();
+    let max_header_size = usize::try_from(config.server.max_header_size.0).unwrap_or(usize::MAX);
+    let max_connections = config.server.max_connections;
     let workers = config
         .server
         .workers
@@ -292,6 +294,12 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     for b in &bound {
         tracing::info!(listener = %b.name, address = ?b.listener.local_addr().ok(), workers, "listening");
     }
+    let limits = server::Limits {
+        grace,
+        header_timeout,
+        max_header_size,
+        connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+    };
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
         let copies = bound
@@ -299,7 +307,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
             .map(server::Bound::try_clone)
             .collect::<std::io::Result<Vec<_>>>()
             .context("cloning the listeners for a worker")?;
-        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        let (shared, stop, limits) = (shared.clone(), stop_rx.clone(), limits.clone());
         let worker = std::thread::Builder::new()
             .name(format!("loom-worker-{i}"))
             .spawn(move || {
@@ -307,9 +315,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
                     .enable_all()
                     .build();
                 match rt {
-                    Ok(rt) => {
-                        rt.block_on(server::serve(shared, copies, stop, grace, header_timeout))
-                    }
+                    Ok(rt) => rt.block_on(server::serve(shared, copies, stop, limits)),
                     Err(e) => tracing::error!(error = %e, "cannot start a worker's event loop"),
                 }
             })

@@ -86,29 +86,53 @@ pub fn certificates(
         .collect()
 }
 
+/// Limits of the data-plane listeners.
+#[derive(Clone)]
+pub struct Limits {
+    /// How long a drain waits for requests in flight.
+    pub grace: Duration,
+    /// Time for a request's head (and an https client's handshake).
+    pub header_timeout: Duration,
+    /// Largest request head.
+    pub max_header_size: usize,
+    /// Connections served at once, shared by every worker and listener.
+    pub connections: Arc<tokio::sync::Semaphore>,
+}
+
 /// Serves the data-plane listeners until `stop` turns true, then waits up to
-/// `grace` for in-flight requests and streams to finish.
+/// `limits.grace` for in-flight requests and streams to finish.
 pub async fn serve(
     shared: Arc<Shared>,
     bound: Vec<Bound>,
     mut stop: watch::Receiver<bool>,
-    grace: Duration,
-    header_timeout: Duration,
+    limits: Limits,
 ) {
+    let Limits {
+        grace,
+        header_timeout,
+        max_header_size,
+        connections,
+    } = limits;
     let graceful = Arc::new(GracefulShutdown::new());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // hyper's read buffer bounds the request head; its floor is 8 KiB.
+        .max_buf_size(max_header_size.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
 
     let mut accepts = tokio::task::JoinSet::new();
     for b in bound {
         let shared = shared.clone();
         let builder = builder.clone();
         let graceful = graceful.clone();
+        let connections = connections.clone();
         let mut stop = stop.clone();
         accepts.spawn(async move {
             let local = b.listener.local_addr().ok();
@@ -121,6 +145,15 @@ pub async fn serve(
             };
             tracing::debug!(listener = %b.name, address = ?local, "worker accepting");
             loop {
+                // At the connection limit, stop accepting until one ends:
+                // further clients wait in the kernel's queue.
+                let permit = tokio::select! {
+                    _ = stop.changed() => break,
+                    p = connections.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
                 let (stream, peer): (_, SocketAddr) = tokio::select! {
                     _ = stop.changed() => break,
                     accepted = listener.accept() => match accepted {
@@ -145,6 +178,7 @@ pub async fn serve(
                         .into_owned();
                     let watched = graceful.watcher().watch(conn);
                     tokio::spawn(async move {
+                        let _permit = permit;
                         if let Err(e) = watched.await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }

@@ -1,0 +1,78 @@
+"""Listener limits through the real binary: an oversized request head is
+refused with 431, and past `max_connections` a new client waits until a
+connection ends."""
+
+import socket
+
+import httpx
+
+from harness import Loom, Named
+
+
+def config(url: str, server: str) -> str:
+    return f"""
+listeners:
+  - address: "127.0.0.1:{{port}}"
+admin:
+  address: "127.0.0.1:{{admin_port}}"
+server:
+{server}
+upstreams:
+  - {{name: svc, endpoints: ["{url}"]}}
+routes:
+  - {{id: app, path: /*, upstream: svc}}
+"""
+
+
+def get(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"svc"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_an_oversized_request_head_gets_431():
+    svc = Named("svc")
+    loom = Loom(config(svc.url, "  max_header_size: 16KB"))
+    try:
+        assert httpx.get(loom.base + "/who", headers={"X-Small": "a" * 1000}).text == "svc"
+        r = httpx.get(loom.base + "/who", headers={"X-Big": "a" * 40_000})
+        assert r.status_code == 431
+        assert svc.requests == 1
+    finally:
+        loom.stop()
+        svc.close()
+
+
+def test_clients_past_max_connections_wait_for_a_free_slot():
+    svc = Named("svc")
+    loom = Loom(config(svc.url, "  max_connections: 2\n  workers: 1"))
+    try:
+        a = socket.create_connection(("127.0.0.1", loom.port))
+        b = socket.create_connection(("127.0.0.1", loom.port))
+        assert get(a).endswith(b"svc") and get(b).endswith(b"svc")
+        c = socket.create_connection(("127.0.0.1", loom.port))
+        c.sendall(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.settimeout(1.0)
+        try:
+            early = c.recv(4096)
+        except socket.timeout:
+            early = b""
+        assert early == b"", "the third client is not served while two are connected"
+        a.close()
+        c.settimeout(10)
+        data = b""
+        while not data.endswith(b"svc"):
+            chunk = c.recv(4096)
+            assert chunk, "connection closed"
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200")
+        b.close()
+        c.close()
+    finally:
+        loom.stop()
+        svc.close()
