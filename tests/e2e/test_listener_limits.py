@@ -76,3 +76,18 @@ def test_clients_past_max_connections_wait_for_a_free_slot():
     finally:
         loom.stop()
         svc.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_header_timeout():
+    svc = Named("svc")
+    loom = Loom(config(svc.url, "  header_read_timeout: 1s"))
+    try:
+        s = socket.create_connection(("127.0.0.1", loom.port))
+        assert get(s).endswith(b"svc")
+        s.settimeout(10)
+        # No new request: the server closes the connection (recv sees EOF).
+        assert s.recv(4096) == b""
+        s.close()
+    finally:
+        loom.stop()
+        svc.close()
