@@ -351,6 +351,9 @@ pub struct Upstream {
     /// TLS to `https://` endpoints: a CA of its own, a client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Bounds pending requests and stops sending to a failing upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<UpstreamBreaker>,
     /// Active health checks of every endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<UpstreamHealthCheck>,
@@ -633,6 +636,42 @@ impl EndpointConfig {
             EndpointConfig::Weighted(w) => w.weight,
         }
     }
+}
+
+/// `upstreams[].circuit_breaker`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBreaker {
+    /// Requests waiting for the upstream's answer at once; beyond: 503.
+    #[serde(default = "ub_max_pending")]
+    pub max_pending: usize,
+    /// Percent of failed requests over `window` that opens the breaker.
+    #[serde(default = "ub_failure_rate")]
+    pub failure_rate: u32,
+    /// Requests needed in the window before the rate counts.
+    #[serde(default = "ub_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "ub_window")]
+    pub window: Duration,
+    /// How long an open breaker refuses before it lets a probe through.
+    #[serde(default = "ub_open_for")]
+    pub open_for: Duration,
+}
+
+fn ub_max_pending() -> usize {
+    1024
+}
+fn ub_failure_rate() -> u32 {
+    50
+}
+fn ub_min_requests() -> u32 {
+    20
+}
+fn ub_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn ub_open_for() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `upstreams[].tls`.

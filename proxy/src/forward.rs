@@ -196,6 +196,16 @@ impl Forwarder {
         client: ClientInfo,
         timeout: Duration,
     ) -> Result<Response<Body>, Error> {
+        let admitted = match &upstream.breaker {
+            None => None,
+            Some(b) => Some(b.admit().map_err(|why| Error::CircuitOpen {
+                upstream: upstream.name.clone(),
+                why: match why {
+                    crate::breaker::Refusal::Pending => "too many pending requests",
+                    crate::breaker::Refusal::Open => "failing upstream",
+                },
+            })?),
+        };
         let (endpoint, in_flight) = upstream.pick(req.headers(), client.ip.as_bytes());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let path = format!("{}{}", endpoint.base_path, path_and_query);
@@ -257,10 +267,11 @@ impl Forwarder {
 
         let send = self.client(upstream).request(req);
         let outcome = tokio::time::timeout(timeout, send).await;
-        upstream.observed(
-            endpoint,
-            !matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error()),
-        );
+        let failed = !matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error());
+        upstream.observed(endpoint, failed);
+        if let Some(a) = admitted {
+            a.done(failed);
+        }
         let mut resp = match outcome {
             Err(_) => {
                 return Err(Error::Timeout {

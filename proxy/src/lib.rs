@@ -11,6 +11,7 @@
 //! reloads, so keep-alive connections survive a reload.
 
 mod balance;
+mod breaker;
 mod forward;
 mod headers;
 mod health;
@@ -39,6 +40,9 @@ pub enum Error {
     /// The exchange failed after the connection was made.
     #[error("upstream {upstream} failed: {detail}")]
     Failed { upstream: String, detail: String },
+    /// The upstream's circuit breaker refused the request.
+    #[error("upstream {upstream}: circuit open ({why})")]
+    CircuitOpen { upstream: String, why: &'static str },
     /// The TLS settings of an upstream could not be loaded.
     #[error("upstream {upstream}: TLS: {detail}")]
     Tls { upstream: String, detail: String },
@@ -53,6 +57,7 @@ impl Error {
         match self {
             Error::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
             Error::BadRequest(_) => http::StatusCode::BAD_REQUEST,
+            Error::CircuitOpen { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }

@@ -52,6 +52,7 @@ pub struct Upstream {
     pub(crate) h2: bool,
     /// TLS to `https://` endpoints; `None` when every endpoint is `http://`.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) breaker: Option<crate::breaker::Breaker>,
 }
 
 impl Upstream {
@@ -102,6 +103,10 @@ impl Upstream {
             max_idle: cfg.max_idle_per_endpoint,
             tunnel_idle: cfg.tunnel_idle_timeout.get(),
             h2: cfg.protocol == loom_config::UpstreamProtocol::H2,
+            breaker: cfg
+                .circuit_breaker
+                .as_ref()
+                .map(crate::breaker::Breaker::new),
             tls: if cfg
                 .endpoints
                 .iter()
@@ -170,6 +175,11 @@ impl Upstream {
                 ejected: e.health.ejected(),
             })
             .collect()
+    }
+
+    /// Whether its circuit breaker is open (or probing).
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.as_ref().is_some_and(|b| b.is_open())
     }
 
     /// Whether this upstream configures active health checks.

@@ -109,3 +109,28 @@ def test_max_ejection_percent_keeps_part_of_the_upstream(pair):
         assert len(ejected) == 1
     finally:
         loom.stop()
+
+
+def test_the_circuit_breaker_opens_on_failures_and_bounds_pending_requests(pair):
+    a, _ = pair
+    a.status = 500
+    loom = start([a], "    circuit_breaker: {failure_rate: 50, min_requests: 4, open_for: 1m}\n")
+    try:
+        with httpx.Client(base_url=loom.base) as c:
+            assert [c.get("/who").status_code for _ in range(4)] == [500] * 4
+            before = a.requests
+            refused = [c.get("/who") for _ in range(5)]
+        assert all(r.status_code == 503 and "circuit open" in r.text for r in refused)
+        assert a.requests == before
+    finally:
+        loom.stop()
+    a.status, a.delay = 200, 1.0
+    loom = start([a], "    circuit_breaker: {max_pending: 2}\n")
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with httpx.Client(base_url=loom.base, timeout=10) as c, ThreadPoolExecutor(4) as pool:
+            codes = sorted(pool.map(lambda _: c.get("/who").status_code, range(4)))
+        assert codes == [200, 200, 503, 503]
+    finally:
+        loom.stop()
