@@ -100,6 +100,8 @@ type SeriesByModel = HashMap<String, Arc<AiSeries>, Fnv>;
 /// three label values per request.
 pub struct RouteSeries {
     route: String,
+    /// The route's upstream (`-` for AI routes and redirects).
+    upstream: String,
     duration: Histogram,
     requests: IntCounterVec,
     seen: RwLock<Vec<(http::Method, u16, IntCounter)>>,
@@ -123,6 +125,7 @@ impl RouteSeries {
             self.route.as_str(),
             method.as_str(),
             status_str(status, &mut buf),
+            self.upstream.as_str(),
         ]);
         counter.inc();
         if let Ok(mut seen) = self.seen.write()
@@ -229,8 +232,8 @@ impl Metrics {
             http_requests: counter(
                 &r,
                 "loom_http_requests_total",
-                "Requests by route, method and status",
-                &["route", "method", "status"],
+                "Requests by route, method, status and the route's upstream",
+                &["route", "method", "status", "upstream"],
             )?,
             http_duration: histogram(
                 &r,
@@ -525,9 +528,10 @@ impl Metrics {
     }
 
     /// The series of a route, resolved once when routes are built.
-    pub fn route_series(&self, route: &str) -> RouteSeries {
+    pub fn route_series(&self, route: &str, upstream: &str) -> RouteSeries {
         RouteSeries {
             route: route.to_owned(),
+            upstream: upstream.to_owned(),
             duration: self.http_duration.with_label_values(&[route]),
             requests: self.http_requests.clone(),
             seen: RwLock::new(Vec::new()),
@@ -538,7 +542,7 @@ impl Metrics {
     pub fn unrouted_request(&self, method: &str, status: u16, elapsed: Duration) {
         let mut buf = [0u8; 3];
         self.http_requests
-            .with_label_values(&["-", method, status_str(status, &mut buf)])
+            .with_label_values(&["-", method, status_str(status, &mut buf), "-"])
             .inc();
         self.http_duration
             .with_label_values(&["-"])
@@ -767,7 +771,7 @@ mod tests {
                 cost: 0,
             },
         );
-        let route = m.route_series("api");
+        let route = m.route_series("api", "backend");
         route.record(&http::Method::GET, 404, Duration::from_millis(1));
         route.record(&http::Method::GET, 404, Duration::from_millis(1));
         route.record(&http::Method::POST, 200, Duration::from_millis(1));
@@ -785,14 +789,14 @@ mod tests {
         assert!(text.contains(r#"loom_ai_cost_total{model="gpt-4",provider="openai"} 1.73"#));
         assert!(text.contains("loom_ai_duration_seconds_count{provider=\"openai\"} 2"));
         assert!(
-            text.contains(r#"loom_http_requests_total{method="GET",route="api",status="404"} 2"#)
+            text.contains(r#"loom_http_requests_total{method="GET",route="api",status="404",upstream="backend"} 2"#)
         );
         assert!(
-            text.contains(r#"loom_http_requests_total{method="POST",route="api",status="200"} 1"#)
+            text.contains(r#"loom_http_requests_total{method="POST",route="api",status="200",upstream="backend"} 1"#)
         );
-        assert!(
-            text.contains(r#"loom_http_requests_total{method="GET",route="-",status="404"} 1"#)
-        );
+        assert!(text.contains(
+            r#"loom_http_requests_total{method="GET",route="-",status="404",upstream="-"} 1"#
+        ));
         assert!(text.contains(r#"loom_http_request_duration_seconds_count{route="api"} 3"#));
     }
 

@@ -142,7 +142,15 @@ impl RouteTable {
                 id: Arc::from(r.id.as_str()),
                 kind,
                 max_body,
-                metrics: Arc::new(metrics.route_series(&r.id)),
+                metrics: Arc::new(
+                    metrics.route_series(
+                        &r.id,
+                        r.upstream
+                            .as_deref()
+                            .filter(|_| !r.ai_gateway)
+                            .unwrap_or("-"),
+                    ),
+                ),
                 auth: r.middleware.auth.as_ref().map(crate::auth::KeyAuth::new),
                 retry: r.retry.as_ref().map(loom_proxy::RetryPolicy::new),
                 conditions: r
