@@ -9,6 +9,7 @@ mod ai;
 mod auth;
 mod body;
 mod exchange;
+mod grpc_web;
 mod metrics;
 mod pipeline;
 mod reload;

@@ -227,6 +227,17 @@ async fn proxy(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // gRPC-Web from a browser: sent on as gRPC, answered as gRPC-Web.
+    let web = crate::grpc_web::mode(req.headers());
+    if let Some(mode) = web {
+        req = match crate::grpc_web::request(req, mode).await {
+            Ok(r) => r,
+            Err(e) => {
+                ex.error = Some("bad_request_body");
+                return grpc_error(StatusCode::BAD_REQUEST, &e);
+            }
+        };
+    }
     // A WebSocket (or other upgrade): forwarded once, then tunnelled.
     let upgrade = loom_proxy::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     if let Some(client_side) = upgrade {
@@ -298,7 +309,10 @@ async fn proxy(
         }
     };
     match result {
-        Ok(resp) => resp,
+        Ok(resp) => match web {
+            Some(mode) => crate::grpc_web::response(resp, mode),
+            None => resp,
+        },
         Err(e) => {
             ex.error = Some(match e.status() {
                 StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",

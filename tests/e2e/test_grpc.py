@@ -77,3 +77,48 @@ def test_gateway_errors_are_grpc_statuses():
             assert "refused" in e.value.details()
     finally:
         loom.stop()
+
+
+def frames(body: bytes) -> list[tuple[int, bytes]]:
+    """The (flag, payload) frames of a gRPC(-Web) body."""
+    out, i = [], 0
+    while i < len(body):
+        flag, n = body[i], int.from_bytes(body[i + 1:i + 5], "big")
+        out.append((flag, body[i + 5:i + 5 + n]))
+        i += 5 + n
+    return out
+
+
+def message(payload: bytes) -> bytes:
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def test_grpc_web_binary_and_text_from_a_browser(echo):
+    import base64
+
+    import httpx
+
+    loom = start(echo)
+    try:
+        # Binary, over HTTP/1.1 as a browser sends it.
+        r = httpx.post(f"{loom.base}/test.Echo/Unary", content=message(b"hello"),
+                       headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/grpc-web+proto"
+        got = frames(r.content)
+        assert got[0] == (0, b"echo:hello")
+        assert got[-1][0] == 0x80 and b"grpc-status:0" in got[-1][1]
+        # Text: base64 both ways.
+        r = httpx.post(f"{loom.base}/test.Echo/Unary", content=base64.b64encode(message(b"text")),
+                       headers={"content-type": "application/grpc-web-text", "x-grpc-web": "1"})
+        assert r.headers["content-type"] == "application/grpc-web-text+proto"
+        raw = b"".join(base64.b64decode(chunk + b"=" * (-len(chunk) % 4))
+                       for chunk in r.content.split(b"=") if chunk)
+        got = frames(raw)
+        assert got[0] == (0, b"echo:text") and got[-1][0] == 0x80
+        # An error status arrives in the trailer frame.
+        r = httpx.post(f"{loom.base}/test.Echo/Unary", content=message(b"missing"),
+                       headers={"content-type": "application/grpc-web+proto"})
+        trailer = frames(r.content)[-1]
+        assert trailer[0] == 0x80 and b"grpc-status:5" in trailer[1] and b"no such thing" in trailer[1]
+    finally:
+        loom.stop()
