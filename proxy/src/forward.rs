@@ -207,14 +207,22 @@ impl Forwarder {
             })?),
         };
         let (endpoint, in_flight) = upstream.pick(req.headers(), client.ip.as_bytes());
-        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let path = format!("{}{}", endpoint.base_path, path_and_query);
-        let uri = Uri::builder()
-            .scheme(endpoint.scheme.clone())
-            .authority(endpoint.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        // Without a base path the request's path and query are reused as
+        // they are (no formatting, no second parse).
+        let path_and_query = match (endpoint.base_path.is_empty(), req.uri().path_and_query()) {
+            (true, Some(pq)) => pq.clone(),
+            (_, pq) => {
+                let pq = pq.map_or("/", |p| p.as_str());
+                format!("{}{pq}", endpoint.base_path)
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| Error::BadRequest(e.to_string()))?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(endpoint.scheme.clone());
+        parts.authority = Some(endpoint.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        let uri = Uri::from_parts(parts).map_err(|e| Error::BadRequest(e.to_string()))?;
 
         let original_host = req.headers().get(HOST).cloned().or_else(|| {
             req.uri()
@@ -255,8 +263,8 @@ impl Forwarder {
         if let Some(host) = original_host {
             headers.insert(X_FORWARDED_HOST, host);
         }
-        if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
-            headers.insert(HOST, v);
+        if let Some(v) = &endpoint.host {
+            headers.insert(HOST, v.clone());
         }
         *req.uri_mut() = uri;
         *req.version_mut() = if upstream.h2 {

@@ -19,6 +19,8 @@ pub(crate) struct Endpoint {
     pub base_path: String,
     /// The URL as configured, for reports.
     pub url: String,
+    /// The `Host` header sent to it, made once.
+    pub host: Option<http::HeaderValue>,
     pub health: Arc<EndpointHealth>,
 }
 
@@ -317,11 +319,13 @@ fn parse_endpoint(upstream: &str, url: &str) -> Result<Endpoint, Error> {
         return Err(invalid());
     }
     let authority = uri.authority().cloned().ok_or_else(invalid)?;
+    let host = http::HeaderValue::from_str(authority.as_str()).ok();
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Ok(Endpoint {
         scheme,
         authority,
         base_path,
+        host,
         url: url.to_owned(),
         health: Arc::new(EndpointHealth::default()),
     })
