@@ -50,6 +50,8 @@ pub struct Metrics {
     upstream_health: prometheus::IntGaugeVec,
     retries: IntCounterVec,
     shadowed: IntCounterVec,
+    /// Client connections open now, over every listener.
+    pub connections: IntGauge,
     route_limited: IntCounterVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
@@ -343,6 +345,14 @@ impl Metrics {
                 c
             },
             cache: CacheMetrics::new(&r)?,
+            connections: {
+                let g = IntGauge::new(
+                    "loom_http_active_connections",
+                    "Client connections open now, over every listener",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             route_limited: counter(
                 &r,
                 "loom_http_rate_limited_total",

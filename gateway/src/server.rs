@@ -86,6 +86,22 @@ pub fn certificates(
         .collect()
 }
 
+/// Counts a connection in `loom_http_active_connections` while it lives.
+struct Open(prometheus::IntGauge);
+
+impl Open {
+    fn new(g: &prometheus::IntGauge) -> Open {
+        g.inc();
+        Open(g.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Limits of the data-plane listeners.
 #[derive(Clone)]
 pub struct Limits {
@@ -167,6 +183,7 @@ pub async fn serve(
                     },
                 };
                 let _ = stream.set_nodelay(true);
+                let open = Open::new(&shared.metrics.connections);
                 let shared = shared.clone();
                 let Some(acceptor) = b.tls.clone() else {
                     let client = ClientInfo::new(peer, "http");
@@ -178,7 +195,7 @@ pub async fn serve(
                         .into_owned();
                     let watched = graceful.watcher().watch(conn);
                     tokio::spawn(async move {
-                        let _permit = permit;
+                        let _held = (permit, open);
                         if let Err(e) = watched.await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }

@@ -6,7 +6,7 @@ import socket
 
 import httpx
 
-from harness import Loom, Named
+from harness import Loom, Named, metric_value
 
 
 def config(url: str, server: str) -> str:
@@ -55,6 +55,7 @@ def test_clients_past_max_connections_wait_for_a_free_slot():
         a = socket.create_connection(("127.0.0.1", loom.port))
         b = socket.create_connection(("127.0.0.1", loom.port))
         assert get(a).endswith(b"svc") and get(b).endswith(b"svc")
+        assert metric_value(loom.metrics(), "loom_http_active_connections") == 2
         c = socket.create_connection(("127.0.0.1", loom.port))
         c.sendall(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
         c.settimeout(1.0)
