@@ -203,9 +203,9 @@ impl SemanticCache {
                 similar: None,
             });
         };
-        let signature = Signature::of(&key.prompt);
+        let mut signature = Signature::of(&key.prompt);
         let part = partition(&key.context, &signature);
-        let vector = match embedder.embed(&key.prompt).await {
+        let mut vector = match embedder.embed(&key.prompt).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "semantic cache: embedding failed; exact match only");
@@ -228,10 +228,32 @@ impl SemanticCache {
                     )
                     .await
                     .map(|(a, s)| (Arc::new(a), s)),
-                None => self
-                    .index
-                    .search(&part, &vector, &signature, settings.threshold, now)
-                    .map(|f| (f.value, f.similarity)),
+                None => {
+                    // A graph search takes up to a millisecond at 100,000
+                    // entries: on a blocking thread, not an async worker.
+                    let (index, threshold) = (self.index.clone(), settings.threshold);
+                    let searched = tokio::task::spawn_blocking(move || {
+                        let f = index
+                            .search(&part, &vector, &signature, threshold, now)
+                            .map(|f| (f.value, f.similarity));
+                        (f, vector, signature)
+                    })
+                    .await;
+                    match searched {
+                        Ok((f, v, sig)) => {
+                            vector = v;
+                            signature = sig;
+                            f
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "semantic cache: search failed; exact match only");
+                            return Lookup::Miss(Pending {
+                                exact: key.exact,
+                                similar: None,
+                            });
+                        }
+                    }
+                }
             };
             if let Some((answer, similarity)) = found {
                 return Lookup::Hit { answer, similarity };
