@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::header::{COOKIE, HeaderName, HeaderValue, LOCATION};
+use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, Response, StatusCode, Uri};
 use loom_proxy::Upstream;
 use regex::Regex;
@@ -205,19 +205,9 @@ pub struct Canary {
     cookies: Vec<(String, String)>,
 }
 
-thread_local! {
-    static DRAW: std::cell::Cell<u64> = const { std::cell::Cell::new(0x9E37_79B9_7F4A_7C15) };
-}
-
+/// A draw out of 10,000.
 fn draw() -> u32 {
-    DRAW.with(|r| {
-        let mut x = r.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        r.set(x);
-        (x % 10_000) as u32
-    })
+    (loom_proxy::random() % 10_000) as u32
 }
 
 impl Canary {
@@ -243,15 +233,10 @@ impl Canary {
     pub fn takes(&self, headers: &HeaderMap) -> bool {
         let by_header = !self.headers.is_empty() && headers_match(&self.headers, headers);
         let by_cookie = !self.cookies.is_empty()
-            && self.cookies.iter().all(|(name, value)| {
-                headers
-                    .get_all(COOKIE)
-                    .iter()
-                    .flat_map(|v| v.to_str().unwrap_or("").split(';'))
-                    .any(|pair| {
-                        pair.trim().split_once('=') == Some((name.as_str(), value.as_str()))
-                    })
-            });
+            && self
+                .cookies
+                .iter()
+                .all(|(name, value)| loom_proxy::cookie(headers, name) == Some(value.as_bytes()));
         by_header || by_cookie || (self.weight > 0 && draw() < self.weight)
     }
 }

@@ -72,7 +72,9 @@ fn seed() -> u64 {
     (std::ptr::addr_of!(local) as u64 ^ t) | 1
 }
 
-fn random() -> u64 {
+/// A fast per-thread pseudo-random number (xorshift): for spreading
+/// traffic, never for anything secret.
+pub fn random() -> u64 {
     RNG.with(|r| {
         let mut x = r.get();
         x ^= x << 13;

@@ -19,11 +19,12 @@ mod retry;
 mod upgrade;
 mod upstream;
 
+pub use balance::random;
 pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
 pub use headers::strip_hop_by_hop;
 pub use retry::{Failure, MAX_REPLAY, RetryPolicy};
 pub use upgrade::{is_upgrade, tunnel};
-pub use upstream::{EndpointState, Upstream};
+pub use upstream::{EndpointState, Upstream, cookie};
 
 /// The crate's error type.
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,16 @@ use loom_models::chat::{ChatRequest, Content, Role};
 /// A SHA-256 digest: the key of a cache entry.
 pub type Digest = [u8; 32];
 
+/// A digest in lowercase hex, appended to `out` (shared backends name
+/// entries by it).
+pub fn push_hex(out: &mut String, d: &Digest) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in d {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
 /// A request's cache identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {

@@ -74,10 +74,7 @@ struct Stored {
 
 fn hex(d: &Digest) -> String {
     let mut s = String::with_capacity(64);
-    for b in d {
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
+    crate::key::push_hex(&mut s, d);
     s
 }
 

@@ -38,10 +38,7 @@ fn key(prefix: &str, exact: &Digest) -> String {
     let mut k = String::with_capacity(prefix.len() + 6 + 64);
     k.push_str(prefix);
     k.push_str("cache:");
-    for b in exact {
-        k.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        k.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
+    crate::key::push_hex(&mut k, exact);
     k
 }
 

@@ -1,6 +1,6 @@
 import pytest
 
-from harness import FakeBackend, FakeOpenAI, Loom
+from harness import FakeBackend, FakeOpenAI, Loom, Named
 
 
 @pytest.fixture
@@ -8,6 +8,15 @@ def fake_openai():
     fake = FakeOpenAI()
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def pair():
+    """Two services that answer their names, `a` and `b`."""
+    s = [Named("a"), Named("b")]
+    yield s
+    for x in s:
+        x.close()
 
 
 @pytest.fixture

@@ -5,18 +5,9 @@ budget caps retries; the metrics count them."""
 
 
 import httpx
-import pytest
 
 from conftest import LISTEN
-from harness import closed_port, Loom, Named, metric_value
-
-
-@pytest.fixture
-def pair():
-    s = [Named("a"), Named("b")]
-    yield s
-    for x in s:
-        x.close()
+from harness import Loom, closed_port, metric_value
 
 
 def start(urls, retry: str) -> Loom:

@@ -7,18 +7,9 @@ import json
 from collections import Counter
 
 import httpx
-import pytest
 
 from conftest import LISTEN
-from harness import Loom, Named, http_get, metric_value, wait_until
-
-
-@pytest.fixture
-def pair():
-    s = [Named("a"), Named("b")]
-    yield s
-    for x in s:
-        x.close()
+from harness import Loom, http_get, metric_value, wait_until
 
 
 def start(services, extra: str) -> Loom:
