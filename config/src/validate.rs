@@ -19,15 +19,6 @@ pub fn listen_address(address: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid address {address:?}: expected host:port or :port"))
 }
 
-fn not_yet(found: &mut Found, field: String, what: &str, issue: u32) {
-    found.push((
-        field,
-        format!(
-            "{what} is not implemented in this version of Loom (tracked as issue #{issue}); remove it or disable it"
-        ),
-    ));
-}
-
 /// A similarity threshold is a cosine in (0, 1].
 fn threshold(t: Option<f64>, at: &str, found: &mut Found) {
     if let Some(t) = t
@@ -106,6 +97,7 @@ pub(crate) fn validate(config: &Config) -> Found {
         found.push(("admin.address".into(), e));
     }
     upstreams(config, &mut found);
+    plugins(config, &mut found);
     routes(config, &mut found);
     ai_gateway(&config.ai_gateway, &config.consumers, &mut found);
     consumer_entries(config, &mut found);
@@ -296,7 +288,47 @@ fn listeners(config: &Config, found: &mut Found) {
                 "an https listener needs tls: {cert_file, key_file}".into(),
             )),
             Protocol::Https => {}
-            Protocol::Http3 => not_yet(found, format!("{at}.protocol"), "an HTTP/3 listener", 9),
+            Protocol::Http3 => {
+                if l.tls.is_none() {
+                    found.push((
+                        format!("{at}.tls"),
+                        "an http3 listener needs tls: {cert_file, key_file}".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn plugins(config: &Config, found: &mut Found) {
+    let mut names = HashSet::new();
+    for (i, p) in config.plugins.iter().enumerate() {
+        let at = format!("plugins[{i}]");
+        if p.name.is_empty() {
+            found.push((format!("{at}.name"), "a plugin needs a name".into()));
+        } else if !names.insert(&p.name) {
+            found.push((
+                format!("{at}.name"),
+                format!("duplicate plugin name {:?}", p.name),
+            ));
+        }
+        if p.path.is_empty() {
+            found.push((
+                format!("{at}.path"),
+                "a plugin needs the path of its .wasm file".into(),
+            ));
+        }
+        if p.max_memory.0 < 64 * 1024 {
+            found.push((
+                format!("{at}.max_memory"),
+                "at least one WebAssembly page (64KB)".into(),
+            ));
+        }
+        if p.max_cpu_time.get().is_zero() {
+            found.push((
+                format!("{at}.max_cpu_time"),
+                "must be longer than zero".into(),
+            ));
         }
     }
 }
@@ -641,13 +673,14 @@ fn routes(config: &Config, found: &mut Found) {
                 ));
             }
         }
-        if !r.middleware.plugins.is_empty() {
-            not_yet(
-                found,
-                format!("{at}.middleware.plugins"),
-                "Proxy-Wasm plugins",
-                10,
-            );
+        let plugin_names: HashSet<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
+        for (j, name) in r.middleware.plugins.iter().enumerate() {
+            if !plugin_names.contains(name.as_str()) {
+                found.push((
+                    format!("{at}.middleware.plugins[{j}]"),
+                    format!("no plugin named {name:?} in plugins:"),
+                ));
+            }
         }
     }
 }
@@ -1011,11 +1044,11 @@ ai_gateway:
     }
 
     #[test]
-    fn enabled_unimplemented_sections_are_rejected() {
-        let text = "listeners: [{address: \":8080\", protocol: http3}]\n";
+    fn an_http3_listener_needs_tls() {
+        let text = "listeners: [{address: \":8443\", protocol: http3}]\n";
         let p = problems(text);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].contains("not implemented"), "{}", p[0]);
+        assert!(p[0].contains("listeners[0].tls"), "{}", p[0]);
     }
 
     #[test]

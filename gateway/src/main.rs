@@ -10,6 +10,7 @@ mod auth;
 mod body;
 mod exchange;
 mod grpc_web;
+mod http3;
 mod metrics;
 mod pipeline;
 mod reload;
@@ -255,7 +256,19 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         stores,
     });
 
-    let bound = server::bind(&listeners, &certificates).await?;
+    let mut bound = server::bind(&listeners, &certificates).await?;
+    let limits = server::Limits {
+        grace,
+        header_timeout,
+        max_header_size,
+        connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+    };
+    let quic = http3::bind(&listeners, &certificates, &limits)?;
+    // TLS listeners tell clients where HTTP/3 is served.
+    let alt_svc = http3::alt_svc(&quic);
+    for b in bound.iter_mut().filter(|b| b.tls.is_some()) {
+        b.alt_svc = alt_svc.clone();
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The admin listener stays up while the data plane drains, so readiness
     // can report the drain; it stops last.
@@ -295,12 +308,18 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     for b in &bound {
         tracing::info!(listener = %b.name, address = ?b.listener.local_addr().ok(), workers, "listening");
     }
-    let limits = server::Limits {
-        grace,
-        header_timeout,
-        max_header_size,
-        connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
-    };
+    // HTTP/3 listeners run on this runtime: one QUIC endpoint each.
+    let quic_tasks: Vec<_> = quic
+        .into_iter()
+        .map(|q| {
+            tokio::spawn(http3::serve(
+                shared.clone(),
+                q,
+                stop_rx.clone(),
+                limits.clone(),
+            ))
+        })
+        .collect();
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
         let copies = bound
@@ -341,6 +360,9 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     shared.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    for t in quic_tasks {
+        let _ = t.await;
+    }
     // Writing a large cache takes a while: off the runtime's workers.
     let stores = shared.clone();
     let _ = tokio::task::spawn_blocking(move || stores.stores.save_caches()).await;

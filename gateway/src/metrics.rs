@@ -590,7 +590,10 @@ impl Metrics {
         {
             return String::new();
         }
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        // Metrics that Proxy-Wasm plugins defined.
+        loom_proxy::wasm::render_metrics(&mut text);
+        text
     }
 }
 

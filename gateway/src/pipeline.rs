@@ -6,7 +6,8 @@
 //! 3. route lookup (host, path, method);
 //! 4. route middleware, in order: API-key authentication ([`crate::auth`],
 //!    names the consumer) → the route's rate limit ([`crate::traffic`]) →
-//!    plugins (rejected by the loader until they exist);
+//!    Proxy-Wasm plugins (`phase: before_auth` ones run before
+//!    authentication);
 //! 5. the route's handler: the AI API ([`crate::ai`], which applies the
 //!    consumer's limits and rate limits once it knows the model) or the
 //!    reverse proxy;
@@ -20,7 +21,7 @@ use std::time::Instant;
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use loom_proxy::wasm::{Phase, Stream, Verdict};
 use loom_proxy::{ClientInfo, Upstream};
 
 use crate::body::{Body, json_response};
@@ -29,12 +30,17 @@ use crate::routes::{CompiledRoute, Lookup, RouteKind};
 use crate::state::Shared;
 use crate::{ai, request_id};
 
-/// Serves one request.
-pub async fn handle(
+/// Serves one request, whatever its listener (HTTP/1.1, HTTP/2 or HTTP/3
+/// bodies).
+pub async fn handle<B>(
     shared: Arc<Shared>,
     client: ClientInfo,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<loom_proxy::BoxError>,
+{
     let started = Instant::now();
     let rt = shared.runtime.load_full();
     let id = request_id::for_request(req.headers());
@@ -74,51 +80,229 @@ pub async fn handle(
         Lookup::Found(route) => {
             ex.route = route.id.clone();
             ex.route_metrics = Some(route.metrics.clone());
-            let denied = route.auth.as_ref().and_then(|auth| {
-                match auth.authenticate(req.headers_mut(), rt.accountant.consumers()) {
-                    Ok(consumer) => {
-                        ex.consumer = Some(consumer);
-                        None
+            let plugins = (!route.plugins.is_empty())
+                .then(|| route.plugins.start(stream_info(&req, &client, route, &ex)));
+            let (resp, mut ex) =
+                match admit(&shared, &rt, route, req, &client, ex, plugins.as_ref()).await {
+                    Admitted::Answered(resp, ex) => (resp, Some(ex)),
+                    Admitted::Go(req, ex) => {
+                        let (resp, ex) = match &route.kind {
+                            RouteKind::Ai => ai::handle(&rt, route, req, ex).await,
+                            RouteKind::Proxy(upstream) => {
+                                let mut ex = ex;
+                                let resp =
+                                    proxy_route(&shared, route, upstream, req, client, &mut ex)
+                                        .await;
+                                (resp, Some(ex))
+                            }
+                            RouteKind::Redirect(r) => (r.response(req.uri()), Some(ex)),
+                        };
+                        // A plugin may have answered while the request body streamed.
+                        match plugins.as_ref().and_then(Stream::take_local) {
+                            Some(local) => (local_response(local), ex),
+                            None => (resp, ex),
+                        }
                     }
-                    Err(d) => Some(d.parts(auth.header())),
-                }
-            });
-            // The route's rate limit, once the consumer is known.
-            let limited = match (&denied, &route.rate_limit) {
-                (None, Some(rl)) => {
-                    let consumer = ex.consumer.as_ref().map(|c| c.name.as_str());
-                    rl.admit(req.headers(), &client.ip, consumer).await
-                }
-                _ => None,
-            };
-            if let Some(refusal) = limited {
-                ex.error = Some("rate_limited");
-                shared.metrics.route_limited(&route.id);
-                return finish(refusal, id_header, Some(ex));
-            }
-            match (denied, &route.kind) {
-                (Some((status, message, code)), _) => {
-                    ex.error = Some("unauthorized");
-                    (unauthorized(status, &message, code), Some(ex))
-                }
-                (None, RouteKind::Ai) => ai::handle(&rt, route, req, ex).await,
-                (None, RouteKind::Proxy(upstream)) => {
-                    // A canary takes its share (or the requests that ask for it).
-                    let upstream = match &route.canary {
-                        Some(c) if c.takes(req.headers()) => &c.upstream,
-                        _ => upstream,
-                    };
-                    let mut resp = proxy(&shared, route, upstream, req, client, &mut ex).await;
-                    if let Some(rw) = &route.rewrite {
-                        rw.response.apply(resp.headers_mut());
-                    }
-                    (resp, Some(ex))
-                }
-                (None, RouteKind::Redirect(r)) => (r.response(req.uri()), Some(ex)),
+                };
+            match &plugins {
+                Some(stream) => (plugins_on_response(stream, resp, ex.as_mut()).await, ex),
+                None => (resp, ex),
             }
         }
     };
     finish(resp, id_header, ex)
+}
+
+/// What the middleware decided.
+enum Admitted {
+    /// Answered already (refused, or a plugin's own answer).
+    Answered(Response<Body>, Exchange),
+    /// On to the route's handler.
+    Go(Request<Body>, Exchange),
+}
+
+/// Middleware: plugins before authentication, authentication, the route's
+/// rate limit, plugins after authentication (their body filter included).
+async fn admit<B>(
+    shared: &Arc<Shared>,
+    rt: &crate::state::Runtime,
+    route: &CompiledRoute,
+    mut req: Request<B>,
+    client: &ClientInfo,
+    mut ex: Exchange,
+    plugins: Option<&Stream>,
+) -> Admitted
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<loom_proxy::BoxError>,
+{
+    if let Some(stream) = plugins.filter(|_| route.plugins.has(Phase::BeforeAuth)) {
+        req = match plugins_on_request(stream, req, Phase::BeforeAuth, &mut ex).await {
+            Ok(r) => r,
+            Err(resp) => return Admitted::Answered(resp, ex),
+        };
+    }
+    if let Some(auth) = &route.auth {
+        match auth.authenticate(req.headers_mut(), rt.accountant.consumers()) {
+            Ok(consumer) => {
+                if let Some(stream) = plugins {
+                    stream.set_consumer(&consumer.name);
+                }
+                ex.consumer = Some(consumer);
+            }
+            Err(d) => {
+                let (status, message, code) = d.parts(auth.header());
+                ex.error = Some("unauthorized");
+                return Admitted::Answered(unauthorized(status, &message, code), ex);
+            }
+        }
+    }
+    // The route's rate limit, once the consumer is known.
+    if let Some(rl) = &route.rate_limit {
+        let consumer = ex.consumer.as_ref().map(|c| c.name.as_str());
+        if let Some(refusal) = rl.admit(req.headers(), &client.ip, consumer).await {
+            ex.error = Some("rate_limited");
+            shared.metrics.route_limited(&route.id);
+            return Admitted::Answered(refusal, ex);
+        }
+    }
+    let Some(stream) = plugins else {
+        return Admitted::Go(req.map(|b| b.map_err(Into::into).boxed_unsync()), ex);
+    };
+    if route.plugins.has(Phase::AfterAuth) {
+        req = match plugins_on_request(stream, req, Phase::AfterAuth, &mut ex).await {
+            Ok(r) => r,
+            Err(resp) => return Admitted::Answered(resp, ex),
+        };
+    }
+    Admitted::Go(
+        req.map(|b| stream.request_body(b.map_err(Into::into).boxed_unsync())),
+        ex,
+    )
+}
+
+/// A proxy route: canary share, the forward, response header rewrites.
+async fn proxy_route(
+    shared: &Arc<Shared>,
+    route: &CompiledRoute,
+    upstream: &Arc<Upstream>,
+    req: Request<Body>,
+    client: ClientInfo,
+    ex: &mut Exchange,
+) -> Response<Body> {
+    // A canary takes its share (or the requests that ask for it).
+    let upstream = match &route.canary {
+        Some(c) if c.takes(req.headers()) => &c.upstream,
+        _ => upstream,
+    };
+    let mut resp = proxy(shared, route, upstream, req, client, ex).await;
+    if let Some(rw) = &route.rewrite {
+        rw.response.apply(resp.headers_mut());
+    }
+    resp
+}
+
+/// What plugins may read about a request through properties.
+fn stream_info<B>(
+    req: &Request<B>,
+    client: &ClientInfo,
+    route: &CompiledRoute,
+    ex: &Exchange,
+) -> loom_proxy::wasm::StreamInfo {
+    loom_proxy::wasm::StreamInfo {
+        request_id: ex.request_id.clone(),
+        route: route.id.to_string(),
+        method: req.method().as_str().to_owned(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        host: req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        scheme: client.scheme,
+        protocol: match req.version() {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_3 => "HTTP/3",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        source: Some(client.addr),
+        destination: None,
+        upstream: match &route.kind {
+            RouteKind::Proxy(u) => Some(u.name().to_owned()),
+            _ => None,
+        },
+        consumer: None,
+    }
+}
+
+/// Runs the request-headers callbacks of one phase; an answer in place of
+/// the upstream comes back as `Err`.
+async fn plugins_on_request<B: http_body::Body>(
+    stream: &Stream,
+    req: Request<B>,
+    phase: Phase,
+    ex: &mut Exchange,
+) -> Result<Request<B>, Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let end = http_body::Body::is_end_stream(&body);
+    let (parts, verdict) = stream.request_headers(parts, end, phase).await;
+    match verdict {
+        Verdict::Continue => Ok(Request::from_parts(parts, body)),
+        Verdict::Local(local) => {
+            ex.error = Some("plugin_response");
+            Err(local_response(local))
+        }
+        Verdict::Failed { plugin } => {
+            ex.error = Some("plugin_failed");
+            Err(plugin_failed(&plugin))
+        }
+    }
+}
+
+/// Runs the response callbacks: headers now, the body as it streams.
+async fn plugins_on_response(
+    stream: &Stream,
+    resp: Response<Body>,
+    ex: Option<&mut Exchange>,
+) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let end = http_body::Body::is_end_stream(&body);
+    let (parts, verdict) = stream.response_headers(parts, end).await;
+    match verdict {
+        Verdict::Continue => Response::from_parts(parts, stream.response_body(body)),
+        Verdict::Local(local) => local_response(local),
+        Verdict::Failed { plugin } => {
+            if let Some(ex) = ex {
+                ex.error = Some("plugin_failed");
+            }
+            plugin_failed(&plugin)
+        }
+    }
+}
+
+/// A plugin's own answer (`send_local_response`).
+fn local_response(local: loom_proxy::wasm::LocalResponse) -> Response<Body> {
+    let mut resp = Response::new(crate::body::full(local.body));
+    *resp.status_mut() = local.status;
+    *resp.headers_mut() = local.headers;
+    resp
+}
+
+/// A fail-closed plugin failed: the request fails, in OpenAI's envelope.
+fn plugin_failed(plugin: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {
+        "message": format!("plugin {plugin} failed while handling this request"),
+        "type": "plugin_error", "param": null, "code": "plugin_failed"}});
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 /// The request id on the response, and the status on the exchange.
@@ -194,7 +378,7 @@ async fn proxy(
     shared: &Arc<Shared>,
     route: &CompiledRoute,
     upstream: &Arc<Upstream>,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     client: ClientInfo,
     ex: &mut Exchange,
 ) -> Response<Body> {
@@ -208,7 +392,7 @@ async fn proxy(
         rw.request.apply(req.headers_mut());
     }
     let mut req = match route.max_body {
-        None => req.map(|b| b.map_err(Into::into).boxed_unsync()),
+        None => req,
         Some(limit) => {
             let declared = req
                 .headers()

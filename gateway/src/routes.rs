@@ -4,6 +4,7 @@
 //! A linear scan: route tables are tens of entries, and a scan over a few
 //! string comparisons costs less than building and probing a trie at that size.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
@@ -60,6 +61,8 @@ pub struct CompiledRoute {
     pub shadow: Option<crate::traffic::Shadow>,
     /// The route's request rate limit.
     pub rate_limit: Option<crate::traffic::RouteLimit>,
+    /// The route's Proxy-Wasm plugins, in order.
+    pub plugins: loom_proxy::wasm::Chain,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -87,6 +90,7 @@ impl RouteTable {
         metrics: &crate::metrics::Metrics,
         upstream: impl Fn(&str) -> Option<Arc<Upstream>>,
         shared_redis: Option<&loom_config::RedisStore>,
+        plugins: &HashMap<String, loom_proxy::wasm::Plugin>,
     ) -> anyhow::Result<RouteTable> {
         let mut out = Vec::with_capacity(routes.len());
         for r in routes {
@@ -171,6 +175,17 @@ impl RouteTable {
                     .as_ref()
                     .map(|rl| crate::traffic::RouteLimit::new(&r.id, rl, shared_redis))
                     .transpose()?,
+                plugins: loom_proxy::wasm::Chain::new(
+                    r.middleware
+                        .plugins
+                        .iter()
+                        .map(|name| {
+                            plugins.get(name).cloned().ok_or_else(|| {
+                                anyhow::anyhow!("route {}: unknown plugin {name}", r.id)
+                            })
+                        })
+                        .collect::<anyhow::Result<_>>()?,
+                ),
                 host,
                 path,
                 methods,
@@ -258,6 +273,7 @@ mod tests {
             &crate::metrics::Metrics::new().unwrap(),
             |_| None,
             None,
+            &HashMap::new(),
         )
         .unwrap()
     }

@@ -27,6 +27,8 @@ pub struct Bound {
     pub listener: std::net::TcpListener,
     /// The TLS acceptor of an `https` listener.
     pub tls: Option<TlsAcceptor>,
+    /// `Alt-Svc` for an `https` listener's answers when HTTP/3 is served.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl Bound {
@@ -36,6 +38,7 @@ impl Bound {
             name: self.name.clone(),
             listener: self.listener.try_clone()?,
             tls: self.tls.clone(),
+            alt_svc: self.alt_svc.clone(),
         })
     }
 }
@@ -47,7 +50,10 @@ pub async fn bind(
     certs: &[(String, Arc<Certificates>)],
 ) -> anyhow::Result<Vec<Bound>> {
     let mut out = Vec::with_capacity(listeners.len());
-    for l in listeners {
+    for l in listeners
+        .iter()
+        .filter(|l| l.protocol != loom_config::Protocol::Http3)
+    {
         let addr = loom_config::listen_address(&l.address).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(addr)
             .await
@@ -63,6 +69,7 @@ pub async fn bind(
             name: l.name.clone(),
             listener,
             tls,
+            alt_svc: None,
         });
     }
     Ok(out)
@@ -74,12 +81,17 @@ pub fn certificates(
 ) -> anyhow::Result<Vec<(String, Arc<Certificates>)>> {
     listeners
         .iter()
-        .filter(|l| l.protocol == loom_config::Protocol::Https)
+        .filter(|l| {
+            matches!(
+                l.protocol,
+                loom_config::Protocol::Https | loom_config::Protocol::Http3
+            )
+        })
         .map(|l| {
             let tls = l
                 .tls
                 .as_ref()
-                .with_context(|| format!("listener {}: https needs tls", l.name))?;
+                .with_context(|| format!("listener {}: https and http3 need tls", l.name))?;
             let c = Certificates::load(tls).with_context(|| format!("listener {}", l.name))?;
             Ok((l.name.clone(), c))
         })
@@ -87,10 +99,10 @@ pub fn certificates(
 }
 
 /// Counts a connection in `loom_http_active_connections` while it lives.
-struct Open(prometheus::IntGauge);
+pub struct Open(prometheus::IntGauge);
 
 impl Open {
-    fn new(g: &prometheus::IntGauge) -> Open {
+    pub fn new(g: &prometheus::IntGauge) -> Open {
         g.inc();
         Open(g.clone())
     }
@@ -206,6 +218,7 @@ pub async fn serve(
                 // like a request's headers, so a slow client holds up nobody.
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let alt_svc = b.alt_svc.clone();
                 tokio::spawn(async move {
                     let tls =
                         match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
@@ -221,7 +234,15 @@ pub async fn serve(
                         };
                     let client = ClientInfo::new(peer, "https");
                     let svc = service_fn(move |req| {
-                        pipeline::handle(shared.clone(), client.clone(), req)
+                        let (shared, client, alt_svc) =
+                            (shared.clone(), client.clone(), alt_svc.clone());
+                        async move {
+                            let mut resp = pipeline::handle(shared, client, req).await?;
+                            if let Some(v) = alt_svc {
+                                resp.headers_mut().insert(http::header::ALT_SVC, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
                     });
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), svc)

@@ -448,6 +448,7 @@ impl Runtime {
             .filter(|u| u.checked())
             .map(|u| AbortOnDrop(tokio::spawn(u.clone().run_health_checks())))
             .collect();
+        let plugins = load_plugins(&config.plugins, &upstreams)?;
         let routes = RouteTable::build(
             &config.routes,
             config.ai_gateway.max_body_size.0,
@@ -459,6 +460,7 @@ impl Runtime {
                 .store
                 .as_ref()
                 .and_then(|s| s.redis.as_ref()),
+            &plugins,
         )?;
         let providers =
             Registry::build(&config.ai_gateway, http, stats).context("building providers")?;
@@ -534,6 +536,46 @@ impl Runtime {
 }
 
 /// A background task that ends with its owner.
+/// Loads the configured Proxy-Wasm plugins (compiled code is reused across
+/// reloads; every reload starts new instances).
+fn load_plugins(
+    list: &[loom_config::Plugin],
+    upstreams: &HashMap<String, Arc<Upstream>>,
+) -> anyhow::Result<HashMap<String, loom_proxy::wasm::Plugin>> {
+    use loom_proxy::wasm::{Phase, Plugin, PluginConfig};
+    if list.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let callouts = loom_proxy::wasm::to_upstreams(upstreams.clone());
+    let bytes = |v: &Option<serde_json::Value>| -> bytes::Bytes {
+        match v {
+            None => bytes::Bytes::new(),
+            Some(serde_json::Value::String(s)) => bytes::Bytes::from(s.clone()),
+            Some(other) => bytes::Bytes::from(other.to_string()),
+        }
+    };
+    let mut out = HashMap::new();
+    for p in list {
+        let plugin = Plugin::load(PluginConfig {
+            name: p.name.clone(),
+            path: PathBuf::from(&p.path),
+            config: bytes(&p.config),
+            vm_config: bytes(&p.vm_config),
+            vm_id: p.vm_id.clone().unwrap_or_else(|| p.name.clone()),
+            fail_open: p.fail_open,
+            phase: match p.phase {
+                loom_config::PluginPhase::BeforeAuth => Phase::BeforeAuth,
+                loom_config::PluginPhase::AfterAuth => Phase::AfterAuth,
+            },
+            max_memory: usize::try_from(p.max_memory.0).unwrap_or(usize::MAX),
+            max_cpu_time: p.max_cpu_time.get(),
+            callouts: callouts.clone(),
+        })?;
+        out.insert(p.name.clone(), plugin);
+    }
+    Ok(out)
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -18,6 +18,7 @@ mod health;
 mod retry;
 mod upgrade;
 mod upstream;
+pub mod wasm;
 
 pub use balance::random;
 pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
@@ -50,6 +51,9 @@ pub enum Error {
     /// The request could not be built (a path that is not a valid URI).
     #[error("invalid request: {0}")]
     BadRequest(String),
+    /// A Proxy-Wasm plugin could not be loaded.
+    #[error("plugin {plugin}: {detail}")]
+    Plugin { plugin: String, detail: String },
 }
 
 impl Error {

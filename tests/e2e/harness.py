@@ -348,6 +348,18 @@ class FakeBackend:
             def log_message(self, *args):
                 pass
 
+            def _read_body(self) -> bytes:
+                if self.headers.get("transfer-encoding", "").lower() != "chunked":
+                    return self.rfile.read(int(self.headers.get("content-length", "0")))
+                out = b""
+                while True:
+                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return out
+                    out += self.rfile.read(size)
+                    self.rfile.readline()
+
             def _json(self, status, doc, extra_headers=()):
                 payload = json.dumps(doc).encode()
                 self.send_response(status)
@@ -383,6 +395,13 @@ class FakeBackend:
                 self._json(404, {"error": "not found"})
 
             def do_POST(self):
+                if self.path.startswith("/echo"):
+                    body = self._read_body()
+                    return self._json(
+                        200,
+                        {"method": "POST", "path": self.path, "body": body.decode("utf-8", "replace"),
+                         "headers": {k.lower(): v for k, v in self.headers.items()}},
+                    )
                 h = hashlib.sha256()
                 n = 0
                 if self.headers.get("transfer-encoding", "").lower() == "chunked":

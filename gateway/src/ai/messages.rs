@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use loom_models::anthropic::MessagesRequest;
 use loom_models::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use loom_providers::anthropic::ingress::{self, EventEncoder};
@@ -45,7 +44,7 @@ fn render(err: &ApiError) -> Response<Body> {
 /// Serves `POST /v1/messages`.
 pub async fn handle(
     rt: &Arc<Runtime>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     limit: u64,
     mut ex: Exchange,
     q: &mut Quotas,
@@ -106,7 +105,7 @@ impl From<ApiError> for Stop {
 
 async fn serve(
     rt: &Arc<Runtime>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     limit: u64,
     ex: &mut Exchange,
     q: &mut Quotas,

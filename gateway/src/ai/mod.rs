@@ -18,7 +18,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use loom_accounting::{Admission, UsageRecord};
 use loom_guardrails::Guardrails;
 use loom_models::chat::{ChatRequest, Message, Usage};
@@ -41,7 +40,7 @@ use crate::state::Runtime;
 pub async fn handle(
     rt: &Arc<Runtime>,
     route: &CompiledRoute,
-    req: Request<Incoming>,
+    req: Request<Body>,
     mut ex: Exchange,
 ) -> (Response<Body>, Option<Exchange>) {
     if rt.accountant.records() {
@@ -56,7 +55,7 @@ pub async fn handle(
 async fn serve(
     rt: &Arc<Runtime>,
     route: &CompiledRoute,
-    req: Request<Incoming>,
+    req: Request<Body>,
     ex: Exchange,
     q: &mut Quotas,
 ) -> (Response<Body>, Option<Exchange>) {
@@ -119,7 +118,7 @@ type Outcome = Result<(Response<Body>, Option<Exchange>), (ApiError, Option<Exch
 /// Reads and parses a JSON request body; returns the parsed value and the
 /// bytes it came from.
 async fn parse_body<T: DeserializeOwned>(
-    req: Request<Incoming>,
+    req: Request<Body>,
     limit: u64,
 ) -> Result<(T, Bytes), ApiError> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
@@ -466,7 +465,7 @@ pub(crate) async fn admit(
 
 async fn chat(
     rt: &Arc<Runtime>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     limit: u64,
     mut ex: Exchange,
     q: &mut Quotas,
@@ -703,7 +702,7 @@ fn routing_headers(resp: &mut Response<Body>, target: &Target, attempts: u32) {
 
 async fn completions(
     rt: &Arc<Runtime>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     limit: u64,
     mut ex: Exchange,
     q: &mut Quotas,
@@ -800,7 +799,7 @@ async fn completions(
 
 async fn embeddings(
     rt: &Arc<Runtime>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     limit: u64,
     mut ex: Exchange,
     q: &mut Quotas,
