@@ -211,19 +211,10 @@ fn stream_info<B>(
 ) -> loom_proxy::wasm::StreamInfo {
     loom_proxy::wasm::StreamInfo {
         request_id: ex.request_id.clone(),
-        route: route.id.to_string(),
-        method: req.method().as_str().to_owned(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned(),
-        host: req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
+        route: route.id.clone(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        host: req.headers().get(HOST).cloned(),
         scheme: client.scheme,
         protocol: match req.version() {
             http::Version::HTTP_2 => "HTTP/2",
@@ -234,7 +225,7 @@ fn stream_info<B>(
         source: Some(client.addr),
         destination: None,
         upstream: match &route.kind {
-            RouteKind::Proxy(u) => Some(u.name().to_owned()),
+            RouteKind::Proxy(u) => Some(u.clone()),
             _ => None,
         },
         consumer: None,

@@ -39,8 +39,8 @@ fn bench(c: &mut Criterion) {
     let info = StreamInfo {
         request_id: "0123456789abcdef0123".into(),
         route: "app".into(),
-        method: "GET".into(),
-        path: "/echo".into(),
+        method: http::Method::GET,
+        uri: http::Uri::from_static("/echo"),
         scheme: "http",
         protocol: "HTTP/1.1",
         ..StreamInfo::default()

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use http_body::{Body as _, Frame};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use wasmtime::Store;
 
 use super::abi::{ACTION_CONTINUE, BufferType};
 use super::engine::{self, Cell, Exports, Inner, Plugin, ROOT};
 use super::host::{Dispatch, Host, Io};
-use super::{CallResponse, LocalResponse, Phase, StreamInfo};
+use super::{BoxFuture, CallResponse, LocalResponse, Phase, StreamInfo};
 use crate::{Body, BoxError};
 
 /// The plugins of one route, in order.
@@ -135,7 +135,7 @@ struct Called {
     action: i32,
     dispatched: Vec<Dispatch>,
     resumed: bool,
-    local: Option<LocalResponse>,
+    local: Option<Box<LocalResponse>>,
 }
 
 /// Why a callback gave no outcome.
@@ -311,28 +311,10 @@ impl Stream {
     /// Acts on a callback's outcome: a local answer, a failure, or callouts
     /// to wait for before the stream goes on.
     async fn after(&self, i: usize, called: Result<Called, Stop>, head: &mut Head) -> Verdict {
-        let called = match called {
-            Ok(c) => c,
-            Err(Stop::Skip) => return Verdict::Continue,
-            Err(Stop::Failed(plugin)) => return Verdict::Failed { plugin },
-        };
-        if let Some(l) = called.local {
-            return Verdict::Local(l);
+        match self.settle_now(i, called) {
+            Ok(v) => v,
+            Err((i, called)) => self.wait_for_callouts(i, called.dispatched, head).await,
         }
-        if called.dispatched.is_empty() {
-            return Verdict::Continue;
-        }
-        if called.action == ACTION_CONTINUE || called.resumed {
-            // The stream goes on; the answers reach the filter when they come.
-            let cell = lock(&self.0).slots[i].cell.clone();
-            if let Some(cell) = cell {
-                for d in called.dispatched {
-                    tokio::spawn(deliver_detached(cell.clone(), d));
-                }
-            }
-            return Verdict::Continue;
-        }
-        self.wait_for_callouts(i, called.dispatched, head).await
     }
 
     /// Sends the callouts, hands each answer to the filter, and goes on once
@@ -367,7 +349,7 @@ impl Stream {
                 match called {
                     Ok(c) => {
                         if let Some(l) = c.local {
-                            return Verdict::Local(l);
+                            return Verdict::Local(*l);
                         }
                         pending.extend(c.dispatched);
                         if c.resumed {
@@ -427,126 +409,155 @@ impl Stream {
         if !active {
             return body;
         }
-        struct Wrapped {
-            body: Body,
-            stream: Stream,
-            dir: Dir,
-            ended: bool,
-            trailers: Option<http::HeaderMap>,
-        }
-        let state = Wrapped {
-            body,
+        Filtered {
+            inner: body,
             stream: self.clone(),
             dir,
             ended: false,
             trailers: None,
-        };
-        let frames = futures_util::stream::unfold(state, |mut w| async move {
-            loop {
-                if let Some(t) = w.trailers.take() {
-                    return Some((Ok(Frame::trailers(t)), w));
-                }
-                if w.ended {
-                    return None;
-                }
-                let (data, eos, trailers) = match w.body.frame().await {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => {
-                            let eos = w.body.is_end_stream();
-                            (data, eos, None)
-                        }
-                        Err(frame) => (Bytes::new(), true, frame.into_trailers().ok()),
-                    },
-                    Some(Err(e)) => {
-                        w.ended = true;
-                        return Some((Err(e), w));
-                    }
-                    None => (Bytes::new(), true, None),
-                };
-                w.ended = eos;
-                let out = match w.stream.filter_chunk(w.dir, data, eos).await {
-                    Ok(out) => out,
-                    Err(e) => {
-                        w.ended = true;
-                        return Some((Err(e), w));
-                    }
-                };
-                if let Some(t) = trailers {
-                    w.trailers = Some(w.stream.trailers(w.dir, t));
-                }
-                if !out.is_empty() {
-                    return Some((Ok(Frame::data(out)), w));
-                }
-            }
-        });
-        StreamBody::new(frames).boxed_unsync()
+            waiting: None,
+        }
+        .boxed_unsync()
     }
 
-    /// Runs one chunk through the body callbacks; what comes out goes on.
-    async fn filter_chunk(&self, dir: Dir, mut data: Bytes, eos: bool) -> Result<Bytes, BoxError> {
-        let n = lock(&self.0).slots.len();
-        let order: Vec<usize> = match dir {
-            Dir::Request => (0..n).collect(),
-            Dir::Response => (0..n).rev().collect(),
+    /// One slot's body callback on `data` (with what it held back); `data`
+    /// becomes what goes on. `None` when the slot does not run.
+    fn body_callback(
+        &self,
+        i: usize,
+        dir: Dir,
+        data: &mut Bytes,
+        eos: bool,
+    ) -> Option<Result<Called, Stop>> {
+        let mut st = lock(&self.0);
+        let info = st.info.clone();
+        let slot = &mut st.slots[i];
+        if slot.cell.is_none() || slot.off {
+            return None;
+        }
+        // What the filter sees: the chunk itself, or the chunks it held
+        // back with this one (copied only then).
+        let held = std::mem::take(&mut slot.buffered[dir as usize]);
+        let buf = if held.is_empty() {
+            std::mem::take(data)
+        } else {
+            let mut held = held;
+            held.extend_from_slice(data);
+            held.freeze()
         };
-        for i in order {
-            let called = {
-                let mut st = lock(&self.0);
-                let info = st.info.clone();
-                let slot = &mut st.slots[i];
-                if slot.cell.is_none() || slot.off {
-                    continue;
-                }
-                let mut buf = std::mem::take(&mut slot.buffered[dir as usize]);
-                buf.extend_from_slice(&data);
-                let kind = if dir == Dir::Request {
-                    BufferType::RequestBody
-                } else {
-                    BufferType::ResponseBody
-                };
-                let size = buf.len() as i32;
-                let mut io = Io {
-                    body: Some((kind, buf)),
-                    ..Io::default()
-                };
-                let r = slot.call(&info, &mut io, "on_body", |s, f, ctx| {
-                    let cb = if dir == Dir::Request {
-                        &f.request_body
-                    } else {
-                        &f.response_body
-                    };
-                    cb.as_ref().map_or(Ok(ACTION_CONTINUE), |c| {
-                        c.call(s, (ctx, size, i32::from(eos)))
-                    })
-                });
-                let buf = io.body.take().map(|(_, b)| b).unwrap_or_default();
-                match &r {
-                    Ok(c) if c.action != ACTION_CONTINUE && !eos && c.local.is_none() => {
-                        // Held until the plugin continues or the body ends.
-                        slot.buffered[dir as usize] = buf;
-                        data = Bytes::new();
-                    }
-                    _ => data = buf.freeze(),
-                }
-                r
+        let kind = if dir == Dir::Request {
+            BufferType::RequestBody
+        } else {
+            BufferType::ResponseBody
+        };
+        let size = buf.len() as i32;
+        let mut io = Io {
+            body: Some((kind, buf)),
+            ..Io::default()
+        };
+        let r = slot.call(&info, &mut io, "on_body", |s, f, ctx| {
+            let cb = if dir == Dir::Request {
+                &f.request_body
+            } else {
+                &f.response_body
             };
-            let mut head = Head::None;
-            match self.after(i, called, &mut head).await {
-                Verdict::Continue => {}
-                Verdict::Local(l) => {
-                    tracing::debug!(status = %l.status, "plugin answered during the body");
-                    lock(&self.0).local = Some(l);
-                    return Err("stopped by a plugin's local response".into());
+            cb.as_ref().map_or(Ok(ACTION_CONTINUE), |c| {
+                c.call(s, (ctx, size, i32::from(eos)))
+            })
+        });
+        let buf = io.body.take().map(|(_, b)| b).unwrap_or_default();
+        match &r {
+            Ok(c) if c.action != ACTION_CONTINUE && !eos && c.local.is_none() => {
+                // Held until the plugin continues or the body ends.
+                slot.buffered[dir as usize] = BytesMut::from(buf);
+            }
+            _ => *data = buf,
+        }
+        Some(r)
+    }
+
+    /// A body verdict as the body's outcome.
+    fn body_verdict(&self, v: Verdict) -> Result<(), BoxError> {
+        match v {
+            Verdict::Continue => Ok(()),
+            Verdict::Local(l) => {
+                tracing::debug!(status = %l.status, "plugin answered during the body");
+                lock(&self.0).local = Some(l);
+                Err("stopped by a plugin's local response".into())
+            }
+            Verdict::Failed { plugin } => Err(format!("plugin {plugin} failed").into()),
+        }
+    }
+
+    /// The outcome of a callback when no callout has to be waited for;
+    /// otherwise the callouts to wait for.
+    fn settle_now(
+        &self,
+        i: usize,
+        called: Result<Called, Stop>,
+    ) -> Result<Verdict, (usize, Called)> {
+        let called = match called {
+            Ok(c) => c,
+            Err(Stop::Skip) => return Ok(Verdict::Continue),
+            Err(Stop::Failed(plugin)) => return Ok(Verdict::Failed { plugin }),
+        };
+        if let Some(l) = called.local {
+            return Ok(Verdict::Local(*l));
+        }
+        if called.dispatched.is_empty() {
+            return Ok(Verdict::Continue);
+        }
+        if called.action == ACTION_CONTINUE || called.resumed {
+            let cell = lock(&self.0).slots[i].cell.clone();
+            if let Some(cell) = cell {
+                for d in called.dispatched {
+                    tokio::spawn(deliver_detached(cell.clone(), d));
                 }
-                Verdict::Failed { plugin } => {
-                    return Err(format!("plugin {plugin} failed").into());
+            }
+            return Ok(Verdict::Continue);
+        }
+        Err((i, called))
+    }
+
+    /// Runs one chunk through the body callbacks, from slot `from` on (in
+    /// the direction's order); what comes out goes on. Synchronous unless a
+    /// filter pauses for a callout: then the rest comes as a future.
+    fn filter_chunk(&self, dir: Dir, mut data: Bytes, eos: bool, from: usize) -> Chunk {
+        let n = lock(&self.0).slots.len();
+        for k in from..n {
+            let i = if dir == Dir::Request { k } else { n - 1 - k };
+            let Some(called) = self.body_callback(i, dir, &mut data, eos) else {
+                continue;
+            };
+            match self.settle_now(i, called) {
+                Ok(v) => {
+                    if let Err(e) = self.body_verdict(v) {
+                        return Chunk::Done(Err(e));
+                    }
+                }
+                Err((i, called)) => {
+                    let stream = self.clone();
+                    return Chunk::Wait(Box::pin(async move {
+                        let mut head = Head::None;
+                        let v = stream
+                            .wait_for_callouts(i, called.dispatched, &mut head)
+                            .await;
+                        stream.body_verdict(v)?;
+                        if data.is_empty() && !eos {
+                            return Ok(data);
+                        }
+                        match stream.filter_chunk(dir, data, eos, k + 1) {
+                            Chunk::Done(r) => r,
+                            Chunk::Wait(f) => f.await,
+                        }
+                    }));
                 }
             }
             if data.is_empty() && !eos {
                 break;
             }
         }
-        Ok(data)
+        Chunk::Done(Ok(data))
     }
 
     /// Runs the trailers callbacks; the trailers come back changed.
@@ -563,9 +574,9 @@ impl Stream {
             let count = trailers.len() as i32;
             let mut io = Io::default();
             if dir == Dir::Request {
-                io.request_trailers = Some(trailers);
+                io.request_trailers = Some(Box::new(trailers));
             } else {
-                io.response_trailers = Some(trailers);
+                io.response_trailers = Some(Box::new(trailers));
             }
             let _ = slot.call(&info, &mut io, "on_trailers", |s, f, ctx| {
                 let cb = if dir == Dir::Request {
@@ -580,9 +591,98 @@ impl Stream {
                 .request_trailers
                 .take()
                 .or_else(|| io.response_trailers.take())
+                .map(|t| *t)
                 .unwrap_or_default();
         }
         trailers
+    }
+}
+
+/// What a chunk's pass through the body callbacks gave.
+enum Chunk {
+    Done(Result<Bytes, BoxError>),
+    Wait(BoxFuture<'static, Result<Bytes, BoxError>>),
+}
+
+/// A body run through the plugins' body callbacks. Chunks are filtered as
+/// they are polled, synchronously; only a filter that waits for a callout
+/// makes it hold a future.
+struct Filtered {
+    inner: Body,
+    stream: Stream,
+    dir: Dir,
+    ended: bool,
+    trailers: Option<http::HeaderMap>,
+    waiting: Option<BoxFuture<'static, Result<Bytes, BoxError>>>,
+}
+
+impl http_body::Body for Filtered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if let Some(w) = this.waiting.as_mut() {
+                let out = std::task::ready!(w.as_mut().poll(cx));
+                this.waiting = None;
+                match out {
+                    Ok(data) if !data.is_empty() => {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        this.ended = true;
+                        this.trailers = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+            if let Some(t) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let (data, trailers, done) =
+                match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => (data, None, false),
+                        Err(frame) => (Bytes::new(), frame.into_trailers().ok(), true),
+                    },
+                    Some(Err(e)) => {
+                        this.ended = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => (Bytes::new(), None, true),
+                };
+            let eos = done || this.inner.is_end_stream();
+            this.ended = eos;
+            if let Some(t) = trailers {
+                this.trailers = Some(this.stream.trailers(this.dir, t));
+            }
+            match this.stream.filter_chunk(this.dir, data, eos, 0) {
+                Chunk::Done(Ok(out)) if !out.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                Chunk::Done(Ok(_)) => continue,
+                Chunk::Done(Err(e)) => {
+                    this.ended = true;
+                    this.trailers = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                // A filter waits for a callout: polled from the top.
+                Chunk::Wait(f) => this.waiting = Some(f),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.trailers.is_none() && self.waiting.is_none()
     }
 }
 
@@ -617,7 +717,7 @@ fn deliver(
             a.trailers.len() as i32,
         )
     });
-    io.call = answer;
+    io.call = answer.map(Box::new);
     slot.call(info, io, "on_http_call_response", |s, f, ctx| {
         if let Some(c) = &f.call_response {
             c.call(s, (ctx, token as i32, headers, body, trailers))?;
@@ -646,7 +746,7 @@ pub(crate) async fn deliver_detached(cell: Arc<Cell>, d: Dispatch) {
         )
     });
     let mut io = Io {
-        call: answer,
+        call: answer.map(Box::new),
         ..Io::default()
     };
     let (r, more) = {

@@ -38,14 +38,14 @@ pub(crate) struct Io {
     /// The request head, while it may still change (request headers phase).
     pub request: Option<http::request::Parts>,
     pub response: Option<http::response::Parts>,
-    pub request_trailers: Option<HeaderMap>,
-    pub response_trailers: Option<HeaderMap>,
+    pub request_trailers: Option<Box<HeaderMap>>,
+    pub response_trailers: Option<Box<HeaderMap>>,
     /// The body being filtered (buffered chunks included).
-    pub body: Option<(BufferType, BytesMut)>,
+    pub body: Option<(BufferType, Bytes)>,
     /// The answer delivered to `proxy_on_http_call_response`.
-    pub call: Option<CallResponse>,
+    pub call: Option<Box<CallResponse>>,
     /// Set by `proxy_send_local_response`.
-    pub local: Option<LocalResponse>,
+    pub local: Option<Box<LocalResponse>>,
     /// Set by `proxy_continue_stream`/`proxy_continue_request`.
     pub resumed: bool,
     /// Set by `proxy_close_stream`.
@@ -269,6 +269,12 @@ fn give(c: &mut C<'_>, data: &[u8], ret_ptr: i32, ret_len: i32) -> wasmtime::Res
     Ok(Status::Ok)
 }
 
+/// `len` bytes at `ptr` of `data` (the filter's memory).
+fn slice(data: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    data.get(ptr..ptr.checked_add(len)?)
+}
+
 fn text(c: &C<'_>, ptr: i32, len: i32) -> Option<String> {
     String::from_utf8(read(c, ptr, len)?).ok()
 }
@@ -299,8 +305,8 @@ fn pairs_of(io: &Io, map: MapType) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
             out.push((b":status".to_vec(), r.status.as_str().as_bytes().to_vec()));
             &r.headers
         }
-        MapType::RequestTrailers => io.request_trailers.as_ref()?,
-        MapType::ResponseTrailers => io.response_trailers.as_ref()?,
+        MapType::RequestTrailers => io.request_trailers.as_deref()?,
+        MapType::ResponseTrailers => io.response_trailers.as_deref()?,
         MapType::CallResponseHeaders => {
             let r = io.call.as_ref()?;
             out.push((b":status".to_vec(), r.status.as_str().as_bytes().to_vec()));
@@ -332,15 +338,15 @@ fn authority_of(r: &http::request::Parts) -> String {
 }
 
 fn value_of(io: &Io, map: MapType, key: &str) -> Option<Vec<u8>> {
-    let key = key.to_ascii_lowercase();
     if key.starts_with(':') {
+        let key = key.to_ascii_lowercase();
         return pairs_of(io, map)?
             .into_iter()
             .find(|(k, _)| k == key.as_bytes())
             .map(|(_, v)| v);
     }
     let headers = headers_of(io, map)?;
-    let mut all = headers.get_all(key.as_str()).iter();
+    let mut all = headers.get_all(key).iter();
     let first = all.next()?;
     let mut v = first.as_bytes().to_vec();
     for more in all {
@@ -354,8 +360,8 @@ fn headers_of(io: &Io, map: MapType) -> Option<&HeaderMap> {
     match map {
         MapType::RequestHeaders => io.request.as_ref().map(|r| &r.headers),
         MapType::ResponseHeaders => io.response.as_ref().map(|r| &r.headers),
-        MapType::RequestTrailers => io.request_trailers.as_ref(),
-        MapType::ResponseTrailers => io.response_trailers.as_ref(),
+        MapType::RequestTrailers => io.request_trailers.as_deref(),
+        MapType::ResponseTrailers => io.response_trailers.as_deref(),
         MapType::CallResponseHeaders => io.call.as_ref().map(|r| &r.headers),
         MapType::CallResponseTrailers => io.call.as_ref().map(|r| &r.trailers),
     }
@@ -367,8 +373,8 @@ fn headers_mut(io: &mut Io, map: MapType) -> Option<&mut HeaderMap> {
     match map {
         MapType::RequestHeaders => io.request.as_mut().map(|r| &mut r.headers),
         MapType::ResponseHeaders => io.response.as_mut().map(|r| &mut r.headers),
-        MapType::RequestTrailers => io.request_trailers.as_mut(),
-        MapType::ResponseTrailers => io.response_trailers.as_mut(),
+        MapType::RequestTrailers => io.request_trailers.as_deref_mut(),
+        MapType::ResponseTrailers => io.response_trailers.as_deref_mut(),
         _ => None,
     }
 }
@@ -382,17 +388,17 @@ enum Edit {
 /// Applies one header edit; pseudo-headers change the request line or the
 /// status.
 fn edit(io: &mut Io, map: MapType, key: &[u8], value: &[u8], how: Edit) -> Status {
-    let Ok(key) = std::str::from_utf8(key) else {
-        return Status::BadArgument;
-    };
-    let key = key.to_ascii_lowercase();
-    if let Some(pseudo) = key.strip_prefix(':') {
-        return edit_pseudo(io, map, pseudo, value, how);
+    if let Some(pseudo) = key.strip_prefix(b":") {
+        let Ok(pseudo) = std::str::from_utf8(pseudo) else {
+            return Status::BadArgument;
+        };
+        return edit_pseudo(io, map, &pseudo.to_ascii_lowercase(), value, how);
     }
     let Some(headers) = headers_mut(io, map) else {
         return Status::Ok;
     };
-    let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+    // `from_bytes` lowercases as it parses.
+    let Ok(name) = HeaderName::from_bytes(key) else {
         return Status::BadArgument;
     };
     match how {
@@ -485,23 +491,34 @@ fn property(io: &Io, spec: &Spec, path: &[&str]) -> Option<Vec<u8>> {
         "plugin_root_id" => s(""),
         "request.path" => match &io.request {
             Some(r) => s(path_of(&r.uri)),
-            None => s(&info?.path),
+            None => s(path_of(&info?.uri)),
         },
         "request.url_path" => match &io.request {
             Some(r) => s(r.uri.path()),
-            None => s(info?.path.split('?').next().unwrap_or("")),
+            None => s(info?.uri.path()),
         },
         "request.query" => match &io.request {
             Some(r) => s(r.uri.query().unwrap_or("")),
-            None => s(info?.path.split_once('?').map_or("", |(_, q)| q)),
+            None => s(info?.uri.query().unwrap_or("")),
         },
         "request.method" => match &io.request {
             Some(r) => s(r.method.as_str()),
-            None => s(&info?.method),
+            None => s(info?.method.as_str()),
         },
         "request.host" => match &io.request {
             Some(r) => Some(authority_of(r).into_bytes()),
-            None => s(&info?.host),
+            None => match &info?.host {
+                Some(h) => Some(h.as_bytes().to_vec()),
+                None => Some(
+                    info?
+                        .uri
+                        .authority()
+                        .map(|a| a.as_str())
+                        .unwrap_or("")
+                        .as_bytes()
+                        .to_vec(),
+                ),
+            },
         },
         "request.scheme" => s(scheme_of(io)),
         "request.protocol" => s(info?.protocol),
@@ -511,7 +528,7 @@ fn property(io: &Io, spec: &Spec, path: &[&str]) -> Option<Vec<u8>> {
         "destination.address" => addr(info?.destination),
         "destination.port" => int(i64::from(info?.destination?.port())),
         "route_name" | "xds.route_name" | "loom.route" => s(&info?.route),
-        "cluster_name" | "xds.cluster_name" | "loom.upstream" => s(info?.upstream.as_deref()?),
+        "cluster_name" | "xds.cluster_name" | "loom.upstream" => s(info?.upstream.as_ref()?.name()),
         "loom.consumer" => s(info?.consumer.as_deref()?),
         "response.code" => int(i64::from(io.response.as_ref()?.status.as_u16())),
         _ => None,
@@ -761,11 +778,14 @@ fn maps(l: &mut Linker<Host>) -> wasmtime::Result<()> {
                 let Some(map) = MapType::from_abi(map) else {
                     return ok!(Status::BadArgument);
                 };
-                let (Some(k), Some(v)) = (read(&c, kp, kl), read(&c, vp, vl)) else {
+                let mem = memory(&c)?;
+                // Straight from the filter's memory: no copy but the header's own.
+                let (data, host) = mem.data_and_store_mut(&mut c);
+                let (Some(k), Some(v)) = (slice(data, kp, kl), slice(data, vp, vl)) else {
                     return ok!(Status::InvalidMemoryAccess);
                 };
                 let how = if how == 0 { Edit::Replace } else { Edit::Add };
-                ok!(edit(&mut c.data_mut().io, map, &k, &v, how))
+                ok!(edit(&mut host.io, map, k, v, how))
             },
         )?;
     }
@@ -776,10 +796,12 @@ fn maps(l: &mut Linker<Host>) -> wasmtime::Result<()> {
             let Some(map) = MapType::from_abi(map) else {
                 return ok!(Status::BadArgument);
             };
-            let Some(k) = read(&c, kp, kl) else {
+            let mem = memory(&c)?;
+            let (data, host) = mem.data_and_store_mut(&mut c);
+            let Some(k) = slice(data, kp, kl) else {
                 return ok!(Status::InvalidMemoryAccess);
             };
-            ok!(edit(&mut c.data_mut().io, map, &k, b"", Edit::Remove))
+            ok!(edit(&mut host.io, map, k, b"", Edit::Remove))
         },
     )?;
     Ok(())
@@ -808,7 +830,7 @@ fn buffers(l: &mut Linker<Host>) -> wasmtime::Result<()> {
                     None => return ok!(Status::NotFound),
                 },
                 BufferType::RequestBody | BufferType::ResponseBody => match &h.io.body {
-                    Some((k, b)) if *k == kind => Bytes::copy_from_slice(b),
+                    Some((k, b)) if *k == kind => b.clone(),
                     _ => return ok!(Status::NotFound),
                 },
             };
@@ -845,7 +867,7 @@ fn buffers(l: &mut Linker<Host>) -> wasmtime::Result<()> {
             out.extend_from_slice(&body[..start]);
             out.extend_from_slice(&data);
             out.extend_from_slice(&body[end..]);
-            *body = out;
+            *body = out.freeze();
             ok!(Status::Ok)
         },
     )?;
@@ -1011,11 +1033,11 @@ fn streams(l: &mut Linker<Host>) -> wasmtime::Result<()> {
                     headers.append(k, v);
                 }
             }
-            c.data_mut().io.local = Some(LocalResponse {
+            c.data_mut().io.local = Some(Box::new(LocalResponse {
                 status,
                 headers,
                 body: Bytes::from(body),
-            });
+            }));
             ok!(Status::Ok)
         },
     )?;

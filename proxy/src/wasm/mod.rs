@@ -105,19 +105,19 @@ pub struct LocalResponse {
     pub body: Bytes,
 }
 
-/// What plugins may ask about the request through properties.
+/// What plugins may ask about the request through properties. Built once
+/// per request from cheap clones (shared strings and buffers).
 #[derive(Debug, Clone, Default)]
 pub struct StreamInfo {
     pub request_id: String,
-    pub route: String,
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    pub host: String,
+    pub route: Arc<str>,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub host: Option<http::HeaderValue>,
     pub scheme: &'static str,
     pub protocol: &'static str,
     pub source: Option<SocketAddr>,
     pub destination: Option<SocketAddr>,
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<crate::Upstream>>,
     pub consumer: Option<String>,
 }

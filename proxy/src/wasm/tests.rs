@@ -49,8 +49,8 @@ fn info() -> StreamInfo {
     StreamInfo {
         request_id: "req-1".into(),
         route: "ai".into(),
-        method: "POST".into(),
-        path: "/v1/chat/completions?x=1".into(),
+        method: http::Method::POST,
+        uri: http::Uri::from_static("/v1/chat/completions?x=1"),
         scheme: "http",
         protocol: "HTTP/1.1",
         ..StreamInfo::default()
