@@ -249,11 +249,13 @@ def test_tick_driven_plugin(backend, fake_openai):
     plugins = f"""  - name: tick
     path: {plugin("tick")}
     config: {{period_ms: 20}}"""
-    loom = Loom(with_openai(config(backend.url, plugins, "tick"), fake_openai.url))
+    loom = Loom(with_openai(config(backend.url, plugins, "tick", "tick"), fake_openai.url))
     try:
         first = int(httpx.get(loom.base + "/echo").headers["x-ticks"])
         # The ticks go on without traffic; the count only grows.
         wait_until(lambda: int(httpx.get(loom.base + "/echo").headers["x-ticks"]) >= first + 3, what="ticks")
+        raw = sdk(loom).chat.completions.with_raw_response.create(**CHAT)
+        assert int(raw.headers["x-ticks"]) >= first + 3
     finally:
         loom.stop()
 
