@@ -504,31 +504,23 @@ async fn service(
     loop {
         let every = *period.borrow_and_update();
         // None: nothing to do; Some(None): a tick; Some(Some(q)): queue q.
-        let event: Option<Option<u32>> = match every {
-            Some(p) => tokio::select! {
-                _ = tokio::time::sleep(p) => Some(None),
-                changed = period.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    None
+        let tick = async {
+            match every {
+                Some(p) => tokio::time::sleep(p).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event: Option<Option<u32>> = tokio::select! {
+            _ = tick => Some(None),
+            changed = period.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                q = queued.recv() => match q {
-                    Some(q) => Some(Some(q)),
-                    None => return,
-                },
-            },
-            None => tokio::select! {
-                changed = period.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    None
-                }
-                q = queued.recv() => match q {
-                    Some(q) => Some(Some(q)),
-                    None => return,
-                },
+                None
+            }
+            q = queued.recv() => match q {
+                Some(q) => Some(Some(q)),
+                None => return,
             },
         };
         let Some(cell) = cell.upgrade() else { return };
