@@ -378,11 +378,11 @@ impl Vm {
         io: &mut Io,
         run: impl FnOnce(&mut Store<Host>, &Exports) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
-        std::mem::swap(&mut self.store.data_mut().io, io);
+        io.hand_over(&mut self.store.data_mut().io);
         self.store.data_mut().limits.hit = false;
         self.store.set_epoch_deadline(self.ticks);
         let result = run(&mut self.store, &self.f);
-        std::mem::swap(&mut self.store.data_mut().io, io);
+        self.store.data_mut().io.hand_over(io);
         result.map_err(|e| {
             if std::mem::take(&mut self.store.data_mut().limits.hit) {
                 Fault("stopped: over its memory limit".into())

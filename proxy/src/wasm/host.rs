@@ -55,6 +55,30 @@ pub(crate) struct Io {
     pub props: Option<HashMap<String, Vec<u8>>>,
 }
 
+impl Io {
+    /// Moves what is set here into `to`, leaving this empty. Field by field:
+    /// a whole-struct swap would copy every absent field too, twice per
+    /// callback.
+    pub fn hand_over(&mut self, to: &mut Io) {
+        fn mv<T>(from: &mut Option<T>, to: &mut Option<T>) {
+            if from.is_some() {
+                *to = from.take();
+            }
+        }
+        mv(&mut self.request, &mut to.request);
+        mv(&mut self.response, &mut to.response);
+        mv(&mut self.request_trailers, &mut to.request_trailers);
+        mv(&mut self.response_trailers, &mut to.response_trailers);
+        mv(&mut self.body, &mut to.body);
+        mv(&mut self.call, &mut to.call);
+        mv(&mut self.local, &mut to.local);
+        mv(&mut self.info, &mut to.info);
+        mv(&mut self.props, &mut to.props);
+        to.resumed |= std::mem::take(&mut self.resumed);
+        to.closed |= std::mem::take(&mut self.closed);
+    }
+}
+
 /// The memory ceiling of one instance; remembers a refused growth so that
 /// the failure it causes is reported as the limit, not as a bare trap.
 pub(crate) struct Limits {
