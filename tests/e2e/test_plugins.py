@@ -395,3 +395,30 @@ def test_unknown_imports_and_broken_files_are_refused_at_load(tmp_path, backend,
             assert "plugin odd" in loom.log()
         finally:
             loom.stop()
+
+
+@pytest.mark.parametrize("phase,unauthenticated", [("before_auth", 403), ("after_auth", 401)])
+def test_phase_places_a_plugin_before_or_after_authentication(backend, phase, unauthenticated):
+    loom = Loom(LISTEN + f"""upstreams:
+  - {{name: svc, endpoints: ["{backend.url}"]}}
+plugins:
+  - name: block
+    path: {plugin("block")}
+    phase: {phase}
+    config: {{header: x-block, status: 403}}
+consumers:
+  - {{name: app, keys: ["sk-app-0123456789"]}}
+routes:
+  - id: app
+    path: /*
+    upstream: svc
+    middleware: {{auth: {{type: api_key}}, plugins: [block]}}
+""")
+    try:
+        # No key: before authentication the plugin answers first.
+        assert httpx.get(loom.base + "/echo", headers={"x-block": "1"}).status_code == unauthenticated
+        key = {"x-api-key": "sk-app-0123456789"}
+        assert httpx.get(loom.base + "/echo", headers={"x-block": "1", **key}).status_code == 403
+        assert httpx.get(loom.base + "/echo", headers=key).status_code == 200
+    finally:
+        loom.stop()
