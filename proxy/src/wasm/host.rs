@@ -1314,7 +1314,7 @@ fn wasi(l: &mut Linker<Host>) -> wasmtime::Result<()> {
                 }
                 let mut written = 0u32;
                 for i in 0..n {
-                    let Some(iov) = read(&c, iovs + i * 8, 8) else {
+                    let Some(iov) = read(&c, iovs.wrapping_add(i.wrapping_mul(8)), 8) else {
                         return Ok(ERRNO_BADF);
                     };
                     let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
@@ -1322,7 +1322,7 @@ fn wasi(l: &mut Linker<Host>) -> wasmtime::Result<()> {
                     let Some(data) = read(&c, ptr, len) else {
                         return Ok(ERRNO_BADF);
                     };
-                    written += data.len() as u32;
+                    written = written.saturating_add(data.len() as u32);
                     console(c.data_mut(), &data);
                 }
                 if !write_u32(&mut c, ret, written) {

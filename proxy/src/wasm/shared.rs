@@ -70,7 +70,7 @@ pub fn register_queue(vm_id: &str, name: &str, notify: UnboundedSender<u32>, roo
     let id = match t.queue_names.get(&key) {
         Some(id) => *id,
         None => {
-            t.next_queue += 1;
+            t.next_queue = t.next_queue.wrapping_add(1).max(1);
             let id = t.next_queue;
             t.queue_names.insert(key, id);
             id
