@@ -40,35 +40,9 @@ pub async fn read_limited(req: http::Request<Body>, limit: u64) -> Result<Bytes,
     if declared.is_some_and(|n| n > limit) {
         return Err(ReadError::TooLarge(limit));
     }
-    // Read frame by frame: `Limited` over a boxed body trips rustc's check
-    // that the future is `Send` (rust-lang/rust#102211).
-    let mut body = req.into_body();
-    // The usual body arrives in one chunk: kept as it is, without a copy.
-    let mut first: Option<Bytes> = None;
-    let mut rest: Option<bytes::BytesMut> = None;
-    let mut total = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ReadError::Failed(e.to_string()))?;
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        total += chunk.len() as u64;
-        if total > limit {
-            return Err(ReadError::TooLarge(limit));
-        }
-        if let Some(buf) = rest.as_mut() {
-            buf.extend_from_slice(&chunk);
-        } else if let Some(f) = first.take() {
-            let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).max(total) as usize);
-            buf.extend_from_slice(&f);
-            buf.extend_from_slice(&chunk);
-            rest = Some(buf);
-        } else {
-            first = Some(chunk);
-        }
+    match loom_proxy::collect(req.into_body(), limit, declared.unwrap_or(0)).await {
+        Ok(read) => Ok(read.data),
+        Err(loom_proxy::CollectError::TooLarge) => Err(ReadError::TooLarge(limit)),
+        Err(loom_proxy::CollectError::Failed(e)) => Err(ReadError::Failed(e)),
     }
-    Ok(match rest {
-        Some(buf) => buf.freeze(),
-        None => first.unwrap_or_default(),
-    })
 }

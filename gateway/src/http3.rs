@@ -228,22 +228,13 @@ fn request_body(recv: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>) ->
     StreamBody::new(frames).boxed_unsync()
 }
 
-/// Connection-specific headers HTTP/3 forbids.
-const HOP: [http::header::HeaderName; 4] = [
-    http::header::CONNECTION,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::HeaderName::from_static("keep-alive"),
-];
-
 async fn respond(
     send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
     resp: Response<Body>,
 ) -> Result<(), h3::error::StreamError> {
     let (mut parts, mut body) = resp.into_parts();
-    for h in &HOP {
-        parts.headers.remove(h);
-    }
+    // HTTP/3 forbids connection-specific headers.
+    loom_proxy::strip_hop_by_hop(&mut parts.headers);
     send.send_response(Response::from_parts(parts, ())).await?;
     while let Some(frame) = body.frame().await {
         match frame {

@@ -12,6 +12,7 @@
 
 mod balance;
 mod breaker;
+mod collect;
 mod forward;
 mod headers;
 mod health;
@@ -21,6 +22,7 @@ mod upstream;
 pub mod wasm;
 
 pub use balance::random;
+pub use collect::{CollectError, Collected, collect};
 pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
 pub use headers::strip_hop_by_hop;
 pub use retry::{Failure, MAX_REPLAY, RetryPolicy};

@@ -67,10 +67,6 @@ impl BufferType {
     }
 }
 
-/// `proxy_stream_type_t`, for `proxy_continue_stream`/`proxy_close_stream`.
-pub const STREAM_REQUEST: i32 = 0;
-pub const STREAM_RESPONSE: i32 = 1;
-
 /// `proxy_metric_type_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 
 use super::{BoxFuture, CallResponse, Callouts};
 use crate::{ClientInfo, Forwarder, Upstream};
@@ -53,32 +52,18 @@ impl Callouts for ToUpstreams {
                     .await
                     .map_err(|e| e.to_string())?;
                 let (parts, body) = resp.into_parts();
-                // Read frame by frame: `Limited` over a boxed error trips a
-                // rustc limitation on `Send` futures (rust-lang/rust#102211).
-                let mut body = body;
-                let mut data = bytes::BytesMut::new();
-                let mut trailers = http::HeaderMap::new();
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| e.to_string())?;
-                    match frame.into_data() {
-                        Ok(chunk) => {
-                            if data.len() + chunk.len() > MAX_ANSWER {
-                                return Err("answer too large".to_owned());
-                            }
-                            data.extend_from_slice(&chunk);
-                        }
-                        Err(frame) => {
-                            if let Ok(t) = frame.into_trailers() {
-                                trailers = t;
-                            }
-                        }
-                    }
-                }
+                let read =
+                    crate::collect(body, MAX_ANSWER as u64, 0)
+                        .await
+                        .map_err(|e| match e {
+                            crate::CollectError::TooLarge => "answer too large".to_owned(),
+                            crate::CollectError::Failed(e) => e,
+                        })?;
                 Ok(CallResponse {
                     status: parts.status,
                     headers: parts.headers,
-                    body: data.freeze(),
-                    trailers,
+                    body: read.data,
+                    trailers: read.trailers,
                 })
             };
             tokio::time::timeout(timeout, exchange)

@@ -329,10 +329,7 @@ impl Stream {
         while !pending.is_empty() {
             let answers = join_all(pending.drain(..).map(|d| {
                 let call = callouts.call(&d.upstream, d.request, d.timeout);
-                async move {
-                    let r = tokio::time::timeout(d.timeout, call).await;
-                    (d.token, r.ok().and_then(Result::ok))
-                }
+                async move { (d.token, call.await.ok()) }
             }))
             .await;
             for (token, answer) in answers {
@@ -701,6 +698,18 @@ fn into_response(head: Head) -> http::response::Parts {
     }
 }
 
+/// The sizes `proxy_on_http_call_response` reports: headers (with
+/// `:status`), body, trailers; all zero for a failed call.
+fn answer_sizes(answer: &Option<CallResponse>) -> (i32, i32, i32) {
+    answer.as_ref().map_or((0, 0, 0), |a| {
+        (
+            a.headers.len() as i32 + 1,
+            a.body.len() as i32,
+            a.trailers.len() as i32,
+        )
+    })
+}
+
 /// Hands a callout's answer (or its failure: no headers) to the context
 /// that made it.
 fn deliver(
@@ -710,13 +719,7 @@ fn deliver(
     token: u32,
     answer: Option<CallResponse>,
 ) -> Result<Called, Stop> {
-    let (headers, body, trailers) = answer.as_ref().map_or((0, 0, 0), |a| {
-        (
-            a.headers.len() as i32 + 1,
-            a.body.len() as i32,
-            a.trailers.len() as i32,
-        )
-    });
+    let (headers, body, trailers) = answer_sizes(&answer);
     io.call = answer.map(Box::new);
     slot.call(info, io, "on_http_call_response", |s, f, ctx| {
         if let Some(c) = &f.call_response {
@@ -730,21 +733,11 @@ fn deliver(
 /// context, or by a stream that went on), and hands the answer over.
 pub(crate) async fn deliver_detached(cell: Arc<Cell>, d: Dispatch) {
     let callouts = cell.plugin.spec.callouts.clone();
-    let call = callouts.call(&d.upstream, d.request, d.timeout);
-    let answer = tokio::time::timeout(d.timeout, call)
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let answer = callouts.call(&d.upstream, d.request, d.timeout).await.ok();
     if cell.is_broken() {
         return;
     }
-    let (headers, body, trailers) = answer.as_ref().map_or((0, 0, 0), |a| {
-        (
-            a.headers.len() as i32 + 1,
-            a.body.len() as i32,
-            a.trailers.len() as i32,
-        )
-    });
+    let (headers, body, trailers) = answer_sizes(&answer);
     let mut io = Io {
         call: answer.map(Box::new),
         ..Io::default()

@@ -78,7 +78,8 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 pub trait Callouts: Send + Sync {
     /// Whether `upstream` names something the plugin may call.
     fn knows(&self, upstream: &str) -> bool;
-    /// Sends `request` to `upstream` and reads the whole answer.
+    /// Sends `request` to `upstream` and reads the whole answer, giving up
+    /// (with an error) once `timeout` has passed.
     fn call(
         &self,
         upstream: &str,
