@@ -11,11 +11,16 @@
 #   LOOM_CONFIG=bench/loom-guardrails.yaml CHAT_LUA=bench/chat-2k.lua bench/instructions.sh
 #                                  (every guardrail on, a 2 KB prompt; compare with
 #                                   CHAT_LUA=bench/chat-2k.lua alone)
+#   LOOM_BIN_DIR=/some/dir bench/instructions.sh   (profiling binaries built earlier, for A/B)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --profile profiling -q -p loom-gateway -p loom-bench-upstream
-BIN="$CARGO_TARGET_DIR/profiling"
+if [ -n "${LOOM_BIN_DIR:-}" ]; then
+  BIN="$LOOM_BIN_DIR"
+else
+  cargo build --profile profiling -q -p loom-gateway -p loom-bench-upstream
+  BIN="$CARGO_TARGET_DIR/profiling"
+fi
 OUT=$(mktemp -d)
 "$BIN/loom-bench-upstream" 18000 & UP=$!
 UP2=

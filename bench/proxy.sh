@@ -7,6 +7,7 @@
 # Prints Markdown rows for docs/benchmarks.md.
 #
 #   bench/proxy.sh [DURATION_SECONDS]
+#   LOOM_BIN_DIR=/some/dir bench/proxy.sh   (binaries built earlier, for A/B runs)
 #   (needs wrk, nginx and h2load: apt-get install wrk nginx-light nghttp2-client)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 for tool in wrk nginx h2load; do
   command -v "$tool" >/dev/null || { echo "$tool is needed: apt-get install wrk nginx-light nghttp2-client" >&2; exit 1; }
 done
-cargo build --release -q -p loom-gateway -p loom-bench-upstream
-BIN="$CARGO_TARGET_DIR/release"
+if [ -n "${LOOM_BIN_DIR:-}" ]; then
+  BIN="$LOOM_BIN_DIR"
+else
+  cargo build --release -q -p loom-gateway -p loom-bench-upstream
+  BIN="$CARGO_TARGET_DIR/release"
+fi
 WORK=$(mktemp -d)
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 2;

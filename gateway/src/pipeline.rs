@@ -405,7 +405,7 @@ async fn proxy(
     // gRPC-Web from a browser: sent on as gRPC, answered as gRPC-Web.
     let web = crate::grpc_web::mode(req.headers());
     if let Some(mode) = web {
-        req = match crate::grpc_web::request(req, mode).await {
+        req = match Box::pin(crate::grpc_web::request(req, mode)).await {
             Ok(r) => r,
             Err(e) => {
                 ex.error = Some("bad_request_body");
@@ -416,7 +416,7 @@ async fn proxy(
     // A WebSocket (or other upgrade): forwarded once, then tunnelled.
     let upgrade = loom_proxy::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     if let Some(client_side) = upgrade {
-        let mut resp = match shared.forwarder.forward(upstream, req, client).await {
+        let mut resp = match Box::pin(shared.forwarder.forward(upstream, req, client)).await {
             Ok(r) => r,
             Err(e) => {
                 ex.error = Some("upstream_error");
@@ -443,44 +443,52 @@ async fn proxy(
     let result = if retry.is_none() && shadow.is_none() {
         shared.forwarder.forward(upstream, req, client).await
     } else {
-        // Small body: read it once, for the copy and for the tries.
-        let (parts, body) = req.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                ex.error = Some("bad_request_body");
-                return plain_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not read the request body: {e}"),
-                );
+        // Boxed, as every branch but the plain forward: their futures
+        // would otherwise be carried and copied by every request's.
+        let replayed = Box::pin(async {
+            // Small body: read it once, for the copy and for the tries.
+            let (parts, body) = req.into_parts();
+            let body = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    ex.error = Some("bad_request_body");
+                    return Err(plain_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("could not read the request body: {e}"),
+                    ));
+                }
+            };
+            if let Some(s) = shadow {
+                // Fire and forget: the copy runs on its own task and its answer
+                // is dropped; the primary never waits for it.
+                let mut copy = loom_proxy::rebuild(&parts, body.clone());
+                copy.headers_mut()
+                    .insert(SHADOW, HeaderValue::from_static("1"));
+                let (shared, up, client) = (shared.clone(), s.upstream.clone(), client.clone());
+                let route_id = route.id.clone();
+                tokio::spawn(async move {
+                    let ok = shared.forwarder.forward(&up, copy, client).await.is_ok();
+                    shared.metrics.shadowed(&route_id, ok);
+                });
             }
-        };
-        if let Some(s) = shadow {
-            // Fire and forget: the copy runs on its own task and its answer
-            // is dropped; the primary never waits for it.
-            let mut copy = loom_proxy::rebuild(&parts, body.clone());
-            copy.headers_mut()
-                .insert(SHADOW, HeaderValue::from_static("1"));
-            let (shared, up, client) = (shared.clone(), s.upstream.clone(), client.clone());
-            let route_id = route.id.clone();
-            tokio::spawn(async move {
-                let ok = shared.forwarder.forward(&up, copy, client).await.is_ok();
-                shared.metrics.shadowed(&route_id, ok);
-            });
-        }
-        match retry {
-            Some(policy) => {
-                let (result, retries, exhausted) = shared
-                    .forwarder
-                    .forward_retrying(upstream, &parts, body, client, policy)
-                    .await;
-                shared.metrics.retries(&route.id, retries, exhausted);
-                result
+            match retry {
+                Some(policy) => {
+                    let (result, retries, exhausted) = shared
+                        .forwarder
+                        .forward_retrying(upstream, &parts, body, client, policy)
+                        .await;
+                    shared.metrics.retries(&route.id, retries, exhausted);
+                    Ok(result)
+                }
+                None => {
+                    let req = loom_proxy::rebuild(&parts, body);
+                    Ok(shared.forwarder.forward(upstream, req, client).await)
+                }
             }
-            None => {
-                let req = loom_proxy::rebuild(&parts, body);
-                shared.forwarder.forward(upstream, req, client).await
-            }
+        });
+        match replayed.await {
+            Ok(r) => r,
+            Err(resp) => return resp,
         }
     };
     match result {

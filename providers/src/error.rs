@@ -124,27 +124,20 @@ impl Error {
     }
 
     /// Classifies a transport error of the HTTP client.
-    pub(crate) fn from_transport(provider: &str, err: &hyper_util::client::legacy::Error) -> Error {
-        if err.is_connect() {
-            Error::Connect {
+    pub(crate) fn from_transport(provider: &str, err: loom_proxy::Error) -> Error {
+        match err {
+            loom_proxy::Error::Connect { detail, .. } => Error::Connect {
                 provider: provider.to_owned(),
-                detail: root_cause(err),
-            }
-        } else {
-            Error::Stream {
+                detail,
+            },
+            loom_proxy::Error::Failed { detail, .. } => Error::Stream {
                 provider: provider.to_owned(),
-                detail: root_cause(err),
-            }
+                detail,
+            },
+            other => Error::Stream {
+                provider: provider.to_owned(),
+                detail: other.to_string(),
+            },
         }
     }
-}
-
-/// The innermost cause of an error chain: the useful part of a transport error,
-/// without the URL (which could carry a key in its query string).
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }

@@ -2,12 +2,13 @@
 //! store, HTTP/2 where the server offers it (ALPN), pooled keep-alive
 //! connections.
 //!
-//! This is hyper-util's pooled client used directly rather than through
-//! reqwest. reqwest re-parses every request URL with the `url` crate (with
-//! IDNA) and runs a redirect policy per request: under callgrind on the
-//! `bench/run.sh` chat workload that was 20% of the gateway's instructions per
-//! request, for features a provider call never uses. Here URIs are parsed
-//! once per provider and reused.
+//! This is Loom's own pool ([`loom_proxy::Pool`]) rather than reqwest:
+//! reqwest re-parses every request URL with the `url` crate (with IDNA) and
+//! runs a redirect policy per request: under callgrind on the `bench/run.sh`
+//! chat workload that was 20% of the gateway's instructions per request, for
+//! features a provider call never uses. Here URIs are parsed once per
+//! provider and reused. The pool keeps connections per thread (see its
+//! documentation for why).
 
 use std::time::Duration;
 
@@ -15,38 +16,21 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use loom_proxy::{Pool, PoolBody};
 
 use tokio::time::Instant;
 
 use crate::Error;
 
+/// A provider's response body, streamed from a pooled connection.
+pub(crate) type Incoming = PoolBody<Full<Bytes>>;
+
 /// A cheap-to-clone handle on the connection pools.
-///
-/// Pools are kept per thread: each worker thread of the gateway runs its
-/// own event loop, and a pooled connection's task lives on the loop that
-/// opened it, so a request on another thread would wake that loop for
-/// every read and write. A pool per thread keeps the request, its
-/// connection and their wake-ups on one thread.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    connector: HttpsConnector<HttpConnector>,
-    /// Distinguishes clients (and their pools) on a thread.
-    id: usize,
+    pool: Pool<Full<Bytes>>,
 }
-
-type Pooled = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-thread_local! {
-    static POOLS: std::cell::RefCell<Vec<(usize, Pooled)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl HttpClient {
     /// Builds the client; fails only when no TLS trust store can be loaded.
@@ -67,32 +51,17 @@ impl HttpClient {
             .enable_all_versions()
             .wrap_connector(http);
         Ok(HttpClient {
-            connector,
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        })
-    }
-
-    /// This thread's pool.
-    fn pool(&self) -> Pooled {
-        POOLS.with(|pools| {
-            let mut pools = pools.borrow_mut();
-            if let Some((_, c)) = pools.iter().find(|(id, _)| *id == self.id) {
-                return c.clone();
-            }
-            let c = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_timer(TokioTimer::new())
-                .build(self.connector.clone());
-            pools.push((self.id, c.clone()));
-            c
+            // As many idle connections per provider and thread as hyper's
+            // pool kept by default: no bound.
+            pool: Pool::new(connector, usize::MAX, false),
         })
     }
 
     pub(crate) async fn send(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.pool().request(req).await
+    ) -> Result<Response<Incoming>, loom_proxy::Error> {
+        self.pool.send(req).await
     }
 }
 
@@ -133,7 +102,7 @@ async fn send(
     client
         .send(req)
         .await
-        .map_err(|e| Error::from_transport(provider, &e))
+        .map_err(|e| Error::from_transport(provider, e))
 }
 
 /// The response if its status is a success, else [`Error::Status`] with the
@@ -207,7 +176,7 @@ pub(crate) async fn probe(
         let resp = client
             .send(req)
             .await
-            .map_err(|e| Error::from_transport(provider, &e))?;
+            .map_err(|e| Error::from_transport(provider, e))?;
         // Reachable and accepting the key is what a check asks: a path this
         // provider does not serve (404, 405) still passes; a server error,
         // a refused key or a rate limit does not.

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
+use crate::http::Incoming;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderMap};
 use http::{Response, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::collections::BTreeMap;
 
 use http::header::HeaderName;

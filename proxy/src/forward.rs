@@ -8,14 +8,11 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::InFlight;
 use crate::headers::strip_hop_by_hop;
+use crate::pool::{Pool, PoolBody};
 use crate::retry::{Failure, RetryPolicy};
 use crate::{Error, Upstream};
 use http_body_util::BodyExt;
@@ -53,7 +50,7 @@ impl ClientInfo {
 /// the idle bound, whether it speaks HTTP/2, and its TLS configuration.
 type PoolKey = (usize, Duration, usize, bool, usize);
 
-type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+type Pooled = Pool<Body>;
 
 thread_local! {
     static CLIENTS: std::cell::RefCell<Vec<(PoolKey, Pooled)>> =
@@ -113,13 +110,7 @@ impl Forwarder {
             } else {
                 with.enable_http1().wrap_connector(connector)
             };
-            let c = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(upstream.max_idle)
-                .pool_timer(TokioTimer::new())
-                .http2_only(upstream.h2)
-                .timer(TokioTimer::new())
-                .build(connector);
+            let c = Pool::new(connector, upstream.max_idle, upstream.h2);
             clients.push((key, c.clone()));
             c
         })
@@ -127,14 +118,16 @@ impl Forwarder {
 
     /// Forwards `req` to the next endpoint of `upstream`. The response comes
     /// back once its headers have arrived; its body streams afterwards.
-    pub async fn forward(
-        &self,
-        upstream: &Arc<Upstream>,
+    ///
+    /// (Not an `async fn` of its own: a wrapper future would copy the
+    /// whole of the inner one when first awaited.)
+    pub fn forward<'a>(
+        &'a self,
+        upstream: &'a Arc<Upstream>,
         req: Request<Body>,
         client: ClientInfo,
-    ) -> Result<Response<Body>, Error> {
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'a {
         self.forward_once(upstream, req, client, upstream.timeout)
-            .await
     }
 
     /// Forwards a request whose body is in memory, retrying as `policy`
@@ -273,8 +266,8 @@ impl Forwarder {
             Version::HTTP_11
         };
 
-        let send = self.client(upstream).request(req);
-        let outcome = tokio::time::timeout(timeout, send).await;
+        let pool = self.client(upstream);
+        let outcome = tokio::time::timeout(timeout, pool.send(req)).await;
         let failed = !matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error());
         upstream.observed(endpoint, failed);
         if let Some(a) = admitted {
@@ -286,19 +279,20 @@ impl Forwarder {
                     upstream: upstream.name.clone(),
                 });
             }
-            Ok(Err(e)) if e.is_connect() => {
+            // Named for the upstream rather than the endpoint's address.
+            Ok(Err(Error::Connect { detail, .. })) => {
                 return Err(Error::Connect {
                     upstream: upstream.name.clone(),
+                    detail,
                 });
             }
-            Ok(Err(e)) => {
-                let detail = std::error::Error::source(&e)
-                    .map_or_else(|| e.to_string(), ToString::to_string);
+            Ok(Err(Error::Failed { detail, .. })) => {
                 return Err(Error::Failed {
                     upstream: upstream.name.clone(),
                     detail,
                 });
             }
+            Ok(Err(e)) => return Err(e),
             Ok(Ok(resp)) => resp,
         };
         let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -368,7 +362,7 @@ pub fn rebuild(parts: &http::request::Parts, body: Bytes) -> Request<Body> {
 /// A response body that holds its endpoint's in-flight count until it ends
 /// or is dropped.
 struct Guarded {
-    body: Incoming,
+    body: PoolBody<Body>,
     _guard: InFlight,
 }
 

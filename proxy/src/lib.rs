@@ -16,6 +16,7 @@ mod collect;
 mod forward;
 mod headers;
 mod health;
+pub mod pool;
 mod retry;
 mod upgrade;
 mod upstream;
@@ -25,6 +26,7 @@ pub use balance::random;
 pub use collect::{CollectError, Collected, collect};
 pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
 pub use headers::strip_hop_by_hop;
+pub use pool::{Pool, PoolBody};
 pub use retry::{Failure, MAX_REPLAY, RetryPolicy};
 pub use upgrade::{is_upgrade, tunnel};
 pub use upstream::{EndpointState, Upstream, cookie};
@@ -35,9 +37,9 @@ pub enum Error {
     /// The configured endpoint is not a usable URL.
     #[error("upstream {upstream}: invalid endpoint {endpoint:?}")]
     InvalidEndpoint { upstream: String, endpoint: String },
-    /// No connection could be made.
-    #[error("upstream {upstream} refused the connection")]
-    Connect { upstream: String },
+    /// No connection could be made (refused, unreachable, TLS failure).
+    #[error("upstream {upstream} refused the connection: {detail}")]
+    Connect { upstream: String, detail: String },
     /// The upstream did not send response headers in time.
     #[error("upstream {upstream} timed out")]
     Timeout { upstream: String },

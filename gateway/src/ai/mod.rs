@@ -510,7 +510,17 @@ async fn chat(
         Ok(checked) => checked,
         Err(e) => return Err((e, Some(ex))),
     };
-    let (cache_status, mut saver) = match cache::begin(rt, &ex, directive, &chat, &applied).await {
+    // Boxed, and only with a cache: the lookup's future (embedding, vector
+    // store) is tens of kilobytes that every request's future would carry
+    // and move otherwise.
+    let looked_up = match rt.cache {
+        Some(_) => Box::pin(cache::begin(rt, &ex, directive, &chat, &applied)).await,
+        None => cache::Begin::Go {
+            status: None,
+            saver: None,
+        },
+    };
+    let (cache_status, mut saver) = match looked_up {
         cache::Begin::Hit(hit) => {
             // A hit calls no provider and costs no tokens: it is neither
             // routed nor admitted against the consumer's limits.

@@ -89,7 +89,7 @@ impl Anthropic {
         &self,
         body: Bytes,
         deadline: Instant,
-    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+    ) -> Result<http::Response<crate::http::Incoming>, Error> {
         crate::http::post(
             &self.client,
             &self.name,

@@ -106,7 +106,7 @@ impl Gemini {
         uri: &Uri,
         body: &impl serde::Serialize,
         deadline: Instant,
-    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+    ) -> Result<http::Response<crate::http::Incoming>, Error> {
         let body = serde_json::to_vec(body).map_err(|e| Error::Unsupported(e.to_string()))?;
         crate::http::post(
             &self.client,
