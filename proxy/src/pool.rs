@@ -103,14 +103,32 @@ struct Idle<B> {
     since: Instant,
 }
 
-/// One pool's connections on one thread, by origin.
-struct Lists<B> {
-    by_origin: Vec<(Origin, Vec<Idle<B>>)>,
+impl<B> Idle<B> {
+    /// Still open and not idle for too long.
+    fn alive(&self, now: Instant) -> bool {
+        !self.sender.is_closed() && now.duration_since(self.since) <= IDLE_TIMEOUT
+    }
 }
+
+/// One pool's connections on one thread, by origin.
+type Lists<B> = Vec<(Origin, Vec<Idle<B>>)>;
 
 thread_local! {
     /// Every pool's lists on this thread, by pool id (each a `Lists<B>`).
     static LISTS: RefCell<Vec<(usize, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on pool `id`'s lists on this thread, if it has any.
+fn with_lists<B: 'static, R>(id: usize, f: impl FnOnce(&mut Lists<B>) -> R) -> Option<R> {
+    LISTS.with(|lists| {
+        let mut lists = lists.borrow_mut();
+        let mine = lists
+            .iter_mut()
+            .find(|(i, _)| *i == id)?
+            .1
+            .downcast_mut::<Lists<B>>()?;
+        Some(f(mine))
+    })
 }
 
 impl<B> Pool<B>
@@ -211,22 +229,15 @@ where
 
     /// A pooled connection to `origin` that can take a request now.
     fn checkout(&self, origin: &Origin) -> Option<Sender<B>> {
-        let id = self.settings.id;
-        LISTS.with(|lists| {
-            let mut lists = lists.borrow_mut();
-            let mine = lists
-                .iter_mut()
-                .find(|(i, _)| *i == id)?
-                .1
-                .downcast_mut::<Lists<B>>()?;
-            let list = &mut mine.by_origin.iter_mut().find(|(o, _)| o == origin)?.1;
+        with_lists::<B, _>(self.settings.id, |mine| {
+            let list = &mut mine.iter_mut().find(|(o, _)| o == origin)?.1;
             let now = Instant::now();
             // Newest first: the connection most likely still open.
             let mut i = list.len();
             while i > 0 {
                 i -= 1;
                 let idle = &mut list[i];
-                if idle.sender.is_closed() || now.duration_since(idle.since) > IDLE_TIMEOUT {
+                if !idle.alive(now) {
                     // The last entry (already seen) takes its place.
                     list.swap_remove(i);
                     continue;
@@ -243,6 +254,7 @@ where
             }
             None
         })
+        .flatten()
     }
 
     /// Opens a connection to `origin`; an HTTP/2 one is also shared
@@ -275,7 +287,7 @@ where
                 }
             });
             sender.ready().await.map_err(|e| unreachable(origin, &e))?;
-            self.keep(origin, Sender::H2(sender.clone()));
+            keep(&self.settings, origin, Sender::H2(sender.clone()));
             return Ok(Sender::H2(sender));
         }
         let (sender, conn) = http1::Builder::new()
@@ -290,22 +302,10 @@ where
         Ok(Sender::H1(sender))
     }
 
-    /// Puts a connection in this thread's list for `origin`.
-    fn keep(&self, origin: &Origin, sender: Sender<B>) {
-        keep(&self.settings, origin, sender);
-    }
-
     /// Drops this thread's connections to `origin` that turned out closed.
     fn forget_closed(&self, origin: &Origin) {
-        let id = self.settings.id;
-        LISTS.with(|lists| {
-            let mut lists = lists.borrow_mut();
-            if let Some(mine) = lists
-                .iter_mut()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, l)| l.downcast_mut::<Lists<B>>())
-                && let Some((_, list)) = mine.by_origin.iter_mut().find(|(o, _)| o == origin)
-            {
+        with_lists::<B, _>(self.settings.id, |mine| {
+            if let Some((_, list)) = mine.iter_mut().find(|(o, _)| o == origin) {
                 list.retain(|idle| !idle.sender.is_closed());
             }
         });
@@ -322,12 +322,7 @@ fn keep<B: 'static>(settings: &Arc<Settings>, origin: &Origin, sender: Sender<B>
         let (mine, new) = match lists.iter().position(|(i, _)| *i == id) {
             Some(at) => (&mut lists[at].1, false),
             None => {
-                lists.push((
-                    id,
-                    Box::new(Lists::<B> {
-                        by_origin: Vec::new(),
-                    }),
-                ));
+                lists.push((id, Box::new(Lists::<B>::new())));
                 let last = lists.len() - 1;
                 (&mut lists[last].1, true)
             }
@@ -335,12 +330,12 @@ fn keep<B: 'static>(settings: &Arc<Settings>, origin: &Origin, sender: Sender<B>
         let Some(mine) = mine.downcast_mut::<Lists<B>>() else {
             return false;
         };
-        let list = match mine.by_origin.iter().position(|(o, _)| o == origin) {
-            Some(at) => &mut mine.by_origin[at].1,
+        let list = match mine.iter().position(|(o, _)| o == origin) {
+            Some(at) => &mut mine[at].1,
             None => {
-                mine.by_origin.push((origin.clone(), Vec::new()));
-                let last = mine.by_origin.len() - 1;
-                &mut mine.by_origin[last].1
+                mine.push((origin.clone(), Vec::new()));
+                let last = mine.len() - 1;
+                &mut mine[last].1
             }
         };
         let bounded = matches!(sender, Sender::H1(_));
@@ -372,18 +367,9 @@ async fn sweep<B: 'static>(id: usize, settings: Weak<Settings>) {
             return;
         }
         let now = Instant::now();
-        LISTS.with(|lists| {
-            let mut lists = lists.borrow_mut();
-            if let Some(mine) = lists
-                .iter_mut()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, l)| l.downcast_mut::<Lists<B>>())
-            {
-                for (_, list) in &mut mine.by_origin {
-                    list.retain(|idle| {
-                        !idle.sender.is_closed() && now.duration_since(idle.since) <= IDLE_TIMEOUT
-                    });
-                }
+        with_lists::<B, _>(id, |mine| {
+            for (_, list) in mine {
+                list.retain(|idle| idle.alive(now));
             }
         });
     }
