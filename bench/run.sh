@@ -4,6 +4,7 @@
 # Prints a Markdown table for docs/benchmarks.md.
 #
 #   bench/run.sh [DURATION_SECONDS]      (needs wrk: apt-get install wrk)
+#   LOOM_BIN_DIR=/some/dir bench/run.sh  (binaries built earlier, for A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
@@ -12,8 +13,12 @@ THREADS=2
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release -q -p loom-gateway -p loom-bench-upstream
-BIN="$CARGO_TARGET_DIR/release"
+if [ -n "${LOOM_BIN_DIR:-}" ]; then
+  BIN="$LOOM_BIN_DIR"
+else
+  cargo build --release -q -p loom-gateway -p loom-bench-upstream
+  BIN="$CARGO_TARGET_DIR/release"
+fi
 "$BIN/loom-bench-upstream" 18000 & UP=$!
 "$BIN/loom" serve --config bench/loom-bench.yaml & LOOM=$!
 trap 'kill $UP $LOOM 2>/dev/null || true' EXIT

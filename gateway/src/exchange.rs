@@ -9,9 +9,15 @@ use http::Method;
 use crate::metrics::RouteSeries;
 use crate::state::Shared;
 
+thread_local! {
+    /// The route name of a request no route matched, shared on each thread
+    /// rather than allocated per request.
+    static NO_ROUTE: Arc<str> = Arc::from("-");
+}
+
 /// One request in flight.
 pub struct Exchange {
-    pub request_id: String,
+    pub request_id: crate::request_id::RequestId,
     pub route: Arc<str>,
     pub method: Method,
     pub path: String,
@@ -35,7 +41,7 @@ impl Exchange {
     /// Starts tracking a request.
     pub fn new(
         shared: Arc<Shared>,
-        request_id: String,
+        request_id: crate::request_id::RequestId,
         method: Method,
         path: String,
         started: Instant,
@@ -43,7 +49,7 @@ impl Exchange {
         shared.metrics.in_flight.inc();
         Exchange {
             request_id,
-            route: Arc::from("-"),
+            route: NO_ROUTE.with(Arc::clone),
             method,
             path,
             started,

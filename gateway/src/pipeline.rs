@@ -44,7 +44,7 @@ where
     let started = Instant::now();
     let rt = shared.runtime.load_full();
     let id = request_id::for_request(req.headers());
-    let id_header = HeaderValue::from_str(&id).ok();
+    let id_header = id.header().clone();
     let host = req
         .headers()
         .get(HOST)
@@ -210,7 +210,7 @@ fn stream_info<B>(
     ex: &Exchange,
 ) -> loom_proxy::wasm::StreamInfo {
     loom_proxy::wasm::StreamInfo {
-        request_id: ex.request_id.clone(),
+        request_id: ex.request_id.as_str().to_owned(),
         route: route.id.clone(),
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -299,12 +299,10 @@ fn plugin_failed(plugin: &str) -> Response<Body> {
 /// The request id on the response, and the status on the exchange.
 fn finish(
     mut resp: Response<Body>,
-    id_header: Option<HeaderValue>,
+    id_header: HeaderValue,
     ex: Option<Exchange>,
 ) -> Result<Response<Body>, Infallible> {
-    if let Some(v) = id_header {
-        resp.headers_mut().insert(request_id::HEADER, v);
-    }
+    resp.headers_mut().insert(request_id::HEADER, id_header);
     if let Some(mut ex) = ex {
         ex.status = resp.status().as_u16();
     }
@@ -373,9 +371,8 @@ async fn proxy(
     client: ClientInfo,
     ex: &mut Exchange,
 ) -> Response<Body> {
-    if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
-        req.headers_mut().insert(request_id::HEADER, v);
-    }
+    req.headers_mut()
+        .insert(request_id::HEADER, ex.request_id.header().clone());
     if let Some(rw) = &route.rewrite {
         if let Some(uri) = rw.uri(req.uri()) {
             *req.uri_mut() = uri;

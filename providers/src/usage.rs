@@ -4,49 +4,74 @@
 //! only needs its `usage`. Deserialising the whole body to find it (even
 //! skipping unknown fields) cost about 13,000 instructions per request on a
 //! typical pretty-printed OpenAI answer under callgrind (`bench/instructions.sh`),
-//! 16% of a chat request. [`usage_of`] instead walks the body once, jumping
-//! through strings with `memchr`, checks that objects and arrays balance, and
-//! deserialises only the top-level `usage` value.
+//! 16% of a chat request. [`usage_of`] instead walks the body once, eight
+//! bytes at a time between structural characters and through strings with
+//! `memchr`, checks that objects and arrays balance, and reads only the
+//! top-level `usage` value with a reader that knows its few counts. With
+//! serde reading the `usage` object and a byte-at-a-time walk, the same
+//! answer cost 14,600 instructions (18% of a chat request); with this
+//! module about 3,000 (docs/benchmarks.md, session 7).
 
 use loom_models::chat::{CompletionTokensDetails, PromptTokensDetails, Usage};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Counts {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    total_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<Cached>,
-    #[serde(default)]
-    completion_tokens_details: Option<Reasoning>,
-}
-
-#[derive(Deserialize)]
-struct Cached {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Reasoning {
-    #[serde(default)]
-    reasoning_tokens: Option<u64>,
-}
 
 /// The `usage` of a JSON object. Fails when the body is not a complete JSON
-/// object (unbalanced brackets, an unterminated string, a truncated body).
+/// object (unbalanced brackets, an unterminated string, a truncated body),
+/// or when a count of `usage` is not a whole number.
 pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
-    let value = match top_level_value(body, b"usage")? {
-        None => return Ok(None),
-        Some(at) => &body[at..],
+    let Some(at) = top_level_value(body, b"usage")? else {
+        return Ok(None);
     };
-    let mut de = serde_json::Deserializer::from_slice(value);
-    let counts: Option<Counts> = Deserialize::deserialize(&mut de).map_err(|e| e.to_string())?;
-    Ok(counts.map(into_usage))
+    let mut r = Reader { b: body, i: at };
+    r.ws();
+    if r.literal(b"null") {
+        return Ok(None);
+    }
+    let mut u = Usage::default();
+    let mut total = None;
+    r.object(|r, key| {
+        match key {
+            b"prompt_tokens" => u.prompt_tokens = r.count(key)?.unwrap_or(0),
+            b"completion_tokens" => u.completion_tokens = r.count(key)?.unwrap_or(0),
+            b"total_tokens" => total = r.count(key)?,
+            b"prompt_tokens_details" => {
+                let mut cached = None;
+                if r.details(|r, k| {
+                    match k {
+                        b"cached_tokens" => cached = r.count(k)?,
+                        _ => r.skip()?,
+                    }
+                    Ok(())
+                })? {
+                    u.prompt_tokens_details = Some(PromptTokensDetails {
+                        cached_tokens: cached,
+                        ..PromptTokensDetails::default()
+                    });
+                }
+            }
+            b"completion_tokens_details" => {
+                let mut reasoning = None;
+                if r.details(|r, k| {
+                    match k {
+                        b"reasoning_tokens" => reasoning = r.count(k)?,
+                        _ => r.skip()?,
+                    }
+                    Ok(())
+                })? {
+                    u.completion_tokens_details = Some(CompletionTokensDetails {
+                        reasoning_tokens: reasoning,
+                        ..CompletionTokensDetails::default()
+                    });
+                }
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    u.total_tokens = match total {
+        Some(t) if t > 0 => t,
+        _ => u.prompt_tokens + u.completion_tokens,
+    };
+    Ok(Some(u))
 }
 
 /// Where the value of top-level `key` starts, after checking the body's shape.
@@ -61,17 +86,12 @@ fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
     let mut depth = 0usize;
     let mut found = None;
     let mut i = start;
-    while i < body.len() {
-        let b = body[i];
-        if !STRUCTURAL[usize::from(b)] {
-            i += 1;
-            continue;
-        }
-        match b {
+    while let Some(at) = next_structural(body, i) {
+        match body[at] {
             b'"' => {
-                let end = string_end(body, i + 1).ok_or("unterminated string")?;
+                let end = string_end(body, at + 1).ok_or("unterminated string")?;
                 // A key of the top-level object: a string at depth 1 followed by ':'.
-                if depth == 1 && found.is_none() && &body[i + 1..end] == key {
+                if depth == 1 && found.is_none() && &body[at + 1..end] == key {
                     let mut j = end + 1;
                     while j < body.len() && body[j].is_ascii_whitespace() {
                         j += 1;
@@ -87,7 +107,7 @@ fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
             _ => {
                 depth = depth.checked_sub(1).ok_or("unbalanced brackets")?;
                 if depth == 0 {
-                    let rest = &body[i + 1..];
+                    let rest = &body[at + 1..];
                     if !rest.iter().all(u8::is_ascii_whitespace) {
                         return Err("trailing characters after the JSON object".to_owned());
                     }
@@ -95,7 +115,7 @@ fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
                 }
             }
         }
-        i += 1;
+        i = at + 1;
     }
     Err("truncated JSON object".to_owned())
 }
@@ -111,20 +131,47 @@ const STRUCTURAL: [bool; 256] = {
     t
 };
 
-/// Index of the quote that closes the string whose content starts at `from`.
-/// Keys and short values end within a few bytes, where a plain loop beats
-/// setting up a vectorised search; longer strings use `memchr`.
-fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
-    let short_end = body.len().min(from + 16);
-    while from < short_end {
-        match body[from] {
-            b'"' => return Some(from),
-            b'\\' => from += 2,
-            _ => from += 1,
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `v` that is zero; exact for the lowest one,
+/// which is the only one read.
+fn zeros(v: u64) -> u64 {
+    v.wrapping_sub(ONES) & !v & HIGHS
+}
+
+/// `byte` in every byte of a word.
+const fn splat(byte: u8) -> u64 {
+    byte as u64 * ONES
+}
+
+/// Index of the first quote or bracket at or after `from`. Eight bytes at a
+/// time: most of a pretty-printed answer between those characters is
+/// indentation and short values, which a byte-at-a-time loop paid about
+/// five instructions a byte for.
+fn next_structural(body: &[u8], from: usize) -> Option<usize> {
+    let tail = body.get(from..)?;
+    let (words, rest) = tail.as_chunks::<8>();
+    for (n, w) in words.iter().enumerate() {
+        let w = u64::from_le_bytes(*w);
+        // `[` and `]` differ from `{` and `}` only in bit 5.
+        let folded = w | splat(0x20);
+        let hits =
+            zeros(w ^ splat(b'"')) | zeros(folded ^ splat(b'{')) | zeros(folded ^ splat(b'}'));
+        if hits != 0 {
+            return Some(from + n * 8 + (hits.trailing_zeros() / 8) as usize);
         }
     }
+    let done = from + words.len() * 8;
+    rest.iter()
+        .position(|&b| STRUCTURAL[usize::from(b)])
+        .map(|p| done + p)
+}
+
+/// Index of the quote that closes the string whose content starts at `from`.
+fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
     loop {
-        let at = from + memchr::memchr2(b'"', b'\\', body.get(from..)?)?;
+        let at = from + quote_or_backslash(body.get(from..)?)?;
         if body[at] == b'"' {
             return Some(at);
         }
@@ -132,22 +179,163 @@ fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
     }
 }
 
-fn into_usage(c: Counts) -> Usage {
-    let mut u = Usage::new(c.prompt_tokens, c.completion_tokens);
-    if c.total_tokens > 0 {
-        u.total_tokens = c.total_tokens;
+/// Index of the first `"` or `\\` in `s`. Keys and short values end within
+/// a few words, checked eight bytes at a time (a byte loop cost about 100
+/// instructions per key); past 32 bytes a string is long text, where
+/// `memchr`'s vectorised search pays for its set-up.
+fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    let (words, _) = s.as_chunks::<8>();
+    for (n, w) in words.iter().take(4).enumerate() {
+        let w = u64::from_le_bytes(*w);
+        let hits = zeros(w ^ splat(b'"')) | zeros(w ^ splat(b'\\'));
+        if hits != 0 {
+            return Some(n * 8 + (hits.trailing_zeros() / 8) as usize);
+        }
     }
-    u.prompt_tokens_details = c.prompt_tokens_details.map(|d| PromptTokensDetails {
-        cached_tokens: d.cached_tokens,
-        ..PromptTokensDetails::default()
-    });
-    u.completion_tokens_details = c
-        .completion_tokens_details
-        .map(|d| CompletionTokensDetails {
-            reasoning_tokens: d.reasoning_tokens,
-            ..CompletionTokensDetails::default()
+    let done = words.len().min(4) * 8;
+    memchr::memchr2(b'"', b'\\', &s[done..]).map(|p| done + p)
+}
+
+/// Reads the `usage` value of a body whose shape [`top_level_value`] has
+/// checked: objects of counts, nested one level for the details.
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn ws(&mut self) {
+        while self.b.get(self.i).is_some_and(u8::is_ascii_whitespace) {
+            self.i += 1;
+        }
+    }
+
+    /// Takes `byte` after any whitespace.
+    fn eat(&mut self, byte: u8) -> bool {
+        self.ws();
+        let ok = self.b.get(self.i) == Some(&byte);
+        self.i += usize::from(ok);
+        ok
+    }
+
+    /// Takes `word` (`null`, say) when it comes next.
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let ok = self.b.get(self.i..).is_some_and(|r| r.starts_with(word));
+        if ok {
+            self.i += word.len();
+        }
+        ok
+    }
+
+    /// Each member of an object: `field` gets the raw key (escapes
+    /// unresolved: no key Loom reads has any) and must consume the value.
+    fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, &'a [u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if !self.eat(b'{') {
+            return Err("`usage` is not an object".to_owned());
+        }
+        if self.eat(b'}') {
+            return Ok(());
+        }
+        loop {
+            if !self.eat(b'"') {
+                return Err("malformed `usage` object".to_owned());
+            }
+            let end = string_end(self.b, self.i).ok_or("unterminated string")?;
+            let key = &self.b[self.i..end];
+            self.i = end + 1;
+            if !self.eat(b':') {
+                return Err("malformed `usage` object".to_owned());
+            }
+            self.ws();
+            field(self, key)?;
+            if self.eat(b',') {
+                continue;
+            }
+            if self.eat(b'}') {
+                return Ok(());
+            }
+            return Err("malformed `usage` object".to_owned());
+        }
+    }
+
+    /// A details object, or `null` (then `false`).
+    fn details(
+        &mut self,
+        field: impl FnMut(&mut Self, &'a [u8]) -> Result<(), String>,
+    ) -> Result<bool, String> {
+        if self.literal(b"null") {
+            return Ok(false);
+        }
+        self.object(field).map(|()| true)
+    }
+
+    /// A whole number of tokens, or `null`.
+    fn count(&mut self, key: &[u8]) -> Result<Option<u64>, String> {
+        if self.literal(b"null") {
+            return Ok(None);
+        }
+        let digits = self.b[self.i..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let text = &self.b[self.i..self.i + digits];
+        self.i += digits;
+        let whole = !text.is_empty()
+            && !matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E' | b'-' | b'+'));
+        let n = text.iter().try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
         });
-    u
+        match n {
+            Some(n) if whole => Ok(Some(n)),
+            _ => Err(format!(
+                "usage.{} is not a whole number of tokens",
+                String::from_utf8_lossy(key)
+            )),
+        }
+    }
+
+    /// Passes over one value of any kind (its shape was checked by the scan).
+    fn skip(&mut self) -> Result<(), String> {
+        match self.b.get(self.i) {
+            Some(b'"') => {
+                self.i = string_end(self.b, self.i + 1).ok_or("unterminated string")? + 1;
+            }
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                let mut i = self.i;
+                loop {
+                    let at = next_structural(self.b, i).ok_or("truncated JSON object")?;
+                    match self.b[at] {
+                        b'"' => {
+                            i = string_end(self.b, at + 1).ok_or("unterminated string")? + 1;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        _ => depth = depth.checked_sub(1).ok_or("unbalanced brackets")?,
+                    }
+                    i = at + 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                self.i = i;
+            }
+            _ => {
+                // A number or a literal: up to the next delimiter.
+                while self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
+                {
+                    self.i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +379,71 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_same_structural_bytes_as_a_plain_scan() {
+        let naive = |b: &[u8], from: usize| {
+            b[from..]
+                .iter()
+                .position(|&c| STRUCTURAL[usize::from(c)])
+                .map(|p| from + p)
+        };
+        // Every structural byte at every offset of two words and a tail,
+        // among bytes one bit away from them (`;`, `=`, `Z`, `\\`, 0xDB, 0xFD).
+        for background in [b' ', b'a', b';', b'=', b'Z', b'\\', 0xDB, 0xFD, 0x7F, 0x00] {
+            for c in [b'"', b'{', b'}', b'[', b']'] {
+                for len in [0, 1, 7, 8, 9, 16, 19] {
+                    for at in 0..len {
+                        let mut body = vec![background; len];
+                        body[at] = c;
+                        for from in 0..=len {
+                            assert_eq!(
+                                next_structural(&body, from),
+                                naive(&body, from),
+                                "{body:?} from {from}"
+                            );
+                        }
+                    }
+                    assert_eq!(next_structural(&vec![background; len], 0), None);
+                }
+            }
+            for c in [b'"', b'\\'].into_iter().filter(|_| background != b'\\') {
+                for len in [1, 7, 8, 9, 31, 32, 33, 40, 70] {
+                    for at in 0..len {
+                        let mut s = vec![background; len];
+                        s[at] = c;
+                        assert_eq!(quote_or_backslash(&s), Some(at), "{s:?}");
+                    }
+                    assert_eq!(quote_or_backslash(&vec![background; len]), None);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reads_counts_and_refuses_what_is_not_a_count() {
+        let pretty = b"{\n  \"usage\" : {\n    \"prompt_tokens\" : 12 ,\n    \"extra\": {\"a\": [1, {\"b\": \"}\"}]},\n    \"note\": \"x\\\"y\",\n    \"completion_tokens_details\": null,\n    \"completion_tokens\": 5\n  }\n}\n";
+        let u = usage_of(pretty).unwrap().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (12, 5, 17)
+        );
+        assert_eq!(u.completion_tokens_details, None);
+        let u = usage_of(br#"{"usage":{}}"#).unwrap().unwrap();
+        assert_eq!((u.prompt_tokens, u.total_tokens), (0, 0));
+        for bad in [
+            br#"{"usage":{"prompt_tokens":1.5}}"#.as_slice(),
+            br#"{"usage":{"prompt_tokens":-1}}"#,
+            br#"{"usage":{"prompt_tokens":"3"}}"#,
+            br#"{"usage":{"prompt_tokens":1e3}}"#,
+            br#"{"usage":{"prompt_tokens":99999999999999999999999}}"#,
+            br#"{"usage":{"prompt_tokens_details":{"cached_tokens":true}}}"#,
+            br#"{"usage":3}"#,
+            br#"{"usage":[1]}"#,
+        ] {
+            assert!(usage_of(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn rejects_truncated_and_unbalanced_bodies() {
         let whole =
             br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
@@ -204,6 +457,41 @@ mod tests {
         assert!(usage_of(br#"{"a":1}}"#).is_err());
         assert!(usage_of(br#"{"a":"unterminated}"#).is_err());
         assert!(usage_of(br#"{"a":1} x"#).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_serde_on_any_usage(
+            prompt in 0u64..u64::from(u32::MAX),
+            completion in 0u64..1_000_000,
+            cached in proptest::option::of(0u64..1000),
+            reasoning in proptest::option::of(0u64..1000),
+            text in ".{0,40}",
+            pretty: bool,
+        ) {
+            let mut usage = serde_json::json!({
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "note": text,
+            });
+            if let Some(c) = cached {
+                usage["prompt_tokens_details"] = serde_json::json!({"audio_tokens": 0, "cached_tokens": c});
+            }
+            if let Some(r) = reasoning {
+                usage["completion_tokens_details"] = serde_json::json!({"reasoning_tokens": r, "x": [text]});
+            }
+            let answer = serde_json::json!({"id": text, "choices": [{"message": {"content": text}}], "usage": usage});
+            let body = if pretty {
+                serde_json::to_vec_pretty(&answer).unwrap()
+            } else {
+                serde_json::to_vec(&answer).unwrap()
+            };
+            let u = usage_of(&body).unwrap().unwrap();
+            proptest::prop_assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (prompt, completion, prompt + completion));
+            proptest::prop_assert_eq!(u.prompt_tokens_details.and_then(|d| d.cached_tokens), cached);
+            proptest::prop_assert_eq!(u.completion_tokens_details.and_then(|d| d.reasoning_tokens), reasoning);
+        }
     }
 
     #[test]
