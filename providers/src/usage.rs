@@ -5,12 +5,13 @@
 //! skipping unknown fields) cost about 13,000 instructions per request on a
 //! typical pretty-printed OpenAI answer under callgrind (`bench/instructions.sh`),
 //! 16% of a chat request. [`usage_of`] instead walks the body once, eight
-//! bytes at a time between structural characters and through strings with
-//! `memchr`, checks that objects and arrays balance, and reads only the
+//! bytes at a time (through long strings with `memchr`), checks that
+//! objects and arrays balance, and reads only the
 //! top-level `usage` value with a reader that knows its few counts. With
-//! serde reading the `usage` object and a byte-at-a-time walk, the same
-//! answer cost 14,600 instructions (18% of a chat request); with this
-//! module about 3,000 (docs/benchmarks.md, session 7).
+//! serde reading the `usage` object and a byte-at-a-time walk, the recorded
+//! answer cost 14,600 instructions (18% of a chat request); with this module
+//! about 10,500, most of it skipping the answer's strings
+//! (docs/benchmarks.md, session 7).
 
 use loom_models::chat::{CompletionTokensDetails, PromptTokensDetails, Usage};
 
