@@ -28,6 +28,8 @@ use crate::{ChunkStream, CompletionStream, Error, Reply};
 #[derive(Debug)]
 pub struct Provider {
     name: String,
+    /// The name as a header value (`x-loom-provider`), made once.
+    name_header: Option<http::HeaderValue>,
     kind: ProviderKind,
     adapter: Adapter,
     stats: Arc<ProviderStats>,
@@ -45,6 +47,11 @@ impl Provider {
     /// Its configured name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its name as a header value, when the name can be one.
+    pub fn name_header(&self) -> Option<&http::HeaderValue> {
+        self.name_header.as_ref()
     }
 
     /// Its type.
@@ -215,6 +222,7 @@ impl Registry {
             );
             providers.push(Arc::new(Provider {
                 name: p.name.clone(),
+                name_header: http::HeaderValue::from_str(&p.name).ok(),
                 kind: p.kind,
                 adapter,
                 stats: provider_stats,

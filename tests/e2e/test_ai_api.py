@@ -153,6 +153,15 @@ def test_malformed_json_is_400(loom_ai):
     assert_envelope(post(loom_ai, b'{"model": "gpt-4o", "messages": ['), 400)
 
 
+def test_body_that_is_not_utf8_is_400(loom_ai):
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "caf\xe9"}]}'
+    err = assert_envelope(post(loom_ai, body), 400)
+    assert "not UTF-8" in err["message"] and str(body.index(b"\xe9")) in err["message"]
+    # UTF-8 text, escaped or not, still passes.
+    ok = post(loom_ai, '{"model": "gpt-4o", "messages": [{"role": "user", "content": "café \\u00e9 ✓"}]}'.encode())
+    assert ok.status_code == 200, ok.text
+
+
 def test_missing_fields_are_400_naming_the_parameter(loom_ai):
     assert_envelope(post(loom_ai, b'{"model": "gpt-4o"}'), 400, param="messages")
     assert_envelope(post(loom_ai, b'{"messages": [{"role":"user","content":"x"}]}'), 400, param="model")

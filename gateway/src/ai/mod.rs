@@ -139,7 +139,17 @@ async fn parse_body<T: DeserializeOwned>(
             ));
         }
     };
-    let value = serde_json::from_slice(&bytes).map_err(|e| {
+    // UTF-8 checked once for the whole body: parsing from `&str` then takes
+    // every key and string as it is, where parsing from bytes validated
+    // each one again (a third of `ChatRequest`'s parse under callgrind).
+    let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::Invalid {
+        message: format!(
+            "Invalid request body: not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ),
+        param: None,
+    })?;
+    let value = serde_json::from_str(text).map_err(|e| {
         let msg = e.to_string();
         let param = msg
             .strip_prefix("missing field `")
@@ -470,7 +480,10 @@ async fn chat(
     mut ex: Exchange,
     q: &mut Quotas,
 ) -> Outcome {
-    let directive = cache::Directive::of(req.headers());
+    let directive = match rt.cache {
+        Some(_) => cache::Directive::of(req.headers()),
+        None => cache::Directive::default(),
+    };
     let (mut chat, original): (ChatRequest, Bytes) = match parse_body(req, limit).await {
         Ok(c) => c,
         Err(e) => return Err((e, Some(ex))),
@@ -701,8 +714,8 @@ fn routing_headers(resp: &mut Response<Body>, target: &Target, attempts: u32) {
     const ATTEMPTS: HeaderName = HeaderName::from_static("x-loom-attempts");
     let h = resp.headers_mut();
     h.reserve(3);
-    if let Ok(v) = HeaderValue::from_str(target.provider.name()) {
-        h.insert(PROVIDER, v);
+    if let Some(v) = target.provider.name_header() {
+        h.insert(PROVIDER, v.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&target.model) {
         h.insert(MODEL, v);
