@@ -6,7 +6,13 @@
 # connections: wrk for HTTP/1.1, h2load for HTTP/2 (h2c, prior knowledge).
 # Prints Markdown rows for docs/benchmarks.md.
 #
+# HTTP/1.1 is measured in rounds (direct, Loom, NGINX, again), each
+# comparison within its own round, and the median Loom/NGINX ratio printed
+# last: on a shared 2-core machine throughput drifts between runs by more
+# than the difference being measured.
+#
 #   bench/proxy.sh [DURATION_SECONDS]
+#   ROUNDS=5 bench/proxy.sh 8                (more rounds; default 3)
 #   LOOM_BIN_DIR=/some/dir bench/proxy.sh   (binaries built earlier, for A/B runs)
 #   (needs wrk, nginx and h2load: apt-get install wrk nginx-light nghttp2-client)
 set -euo pipefail
@@ -85,18 +91,29 @@ h2() {
   echo "$(awk '/finished in/ {print $4}' <<<"$out" | tr -d ',') $(awk '/time for request/ {print $6}' <<<"$out")"
 }
 
-direct=$(wrk1 http://127.0.0.1:18000/plain/hello)
-loom=$(wrk1 http://127.0.0.1:18080/plain/hello "$LOOM")
-ngx=$(wrk1 http://127.0.0.1:18081/plain/hello $(nginx_pids))
+ROUNDS="${ROUNDS:-3}"
+echo
+echo "| round | HTTP/1.1, 64 connections | requests/s | p50 | p99 | CPU µs/request | RSS KB |"
+echo "|---|---|---|---|---|---|---|"
+ratios=() lower_p99=0
+ms() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) print v + 0; else if (v ~ /us$/) print v / 1000; else print v * 1000 }'; }
+for round in $(seq "$ROUNDS"); do
+  direct=$(wrk1 http://127.0.0.1:18000/plain/hello)
+  loom=$(wrk1 http://127.0.0.1:18080/plain/hello "$LOOM")
+  ngx=$(wrk1 http://127.0.0.1:18081/plain/hello $(nginx_pids))
+  read -r r a b c d <<<"$direct"; echo "| $round | direct | $r | $a | $b | - | - |"
+  read -r lr a lp99 c d <<<"$loom"; echo "| $round | through Loom | $lr | $a | $lp99 | $c | $d |"
+  read -r nr a np99 c d <<<"$ngx"; echo "| $round | through NGINX 1.22 (2 workers) | $nr | $a | $np99 | $c | $d |"
+  ratios+=("$(awk -v a="$lr" -v b="$nr" 'BEGIN {printf "%.0f", a / b * 100}')")
+  awk -v a="$(ms "$lp99")" -v b="$(ms "$np99")" 'BEGIN {exit !(a < b)}' && lower_p99=$((lower_p99 + 1))
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+echo
+echo "Loom/NGINX HTTP/1.1 throughput by round: ${ratios[*]} (%); median $(median "${ratios[@]}")%." \
+  "Loom's p99 lower than NGINX's in $lower_p99 of $ROUNDS rounds."
+
 loom_h2=$(h2 http://127.0.0.1:18080/plain/hello)
 ngx_h2=$(h2 http://127.0.0.1:18082/plain/hello)
-
-echo
-echo "| HTTP/1.1, 64 connections | requests/s | p50 | p99 | CPU µs/request | RSS KB |"
-echo "|---|---|---|---|---|---|"
-read -r r a b c d <<<"$direct"; echo "| direct | $r | $a | $b | - | - |"
-read -r r a b c d <<<"$loom"; echo "| through Loom | $r | $a | $b | $c | $d |"
-read -r r a b c d <<<"$ngx"; echo "| through NGINX 1.22 (2 workers) | $r | $a | $b | $c | $d |"
 echo
 echo "| HTTP/2 (h2c), 64 connections × 10 streams | requests/s | mean request time |"
 echo "|---|---|---|"
