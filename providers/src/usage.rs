@@ -35,14 +35,7 @@ pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
             b"completion_tokens" => u.completion_tokens = r.count(key)?.unwrap_or(0),
             b"total_tokens" => total = r.count(key)?,
             b"prompt_tokens_details" => {
-                let mut cached = None;
-                if r.details(|r, k| {
-                    match k {
-                        b"cached_tokens" => cached = r.count(k)?,
-                        _ => r.skip()?,
-                    }
-                    Ok(())
-                })? {
+                if let Some(cached) = r.detail(b"cached_tokens")? {
                     u.prompt_tokens_details = Some(PromptTokensDetails {
                         cached_tokens: cached,
                         ..PromptTokensDetails::default()
@@ -50,14 +43,7 @@ pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
                 }
             }
             b"completion_tokens_details" => {
-                let mut reasoning = None;
-                if r.details(|r, k| {
-                    match k {
-                        b"reasoning_tokens" => reasoning = r.count(k)?,
-                        _ => r.skip()?,
-                    }
-                    Ok(())
-                })? {
+                if let Some(reasoning) = r.detail(b"reasoning_tokens")? {
                     u.completion_tokens_details = Some(CompletionTokensDetails {
                         reasoning_tokens: reasoning,
                         ..CompletionTokensDetails::default()
@@ -262,15 +248,22 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A details object, or `null` (then `false`).
-    fn details(
-        &mut self,
-        field: impl FnMut(&mut Self, &'a [u8]) -> Result<(), String>,
-    ) -> Result<bool, String> {
+    /// The one count Loom keeps of a details object (`cached_tokens`,
+    /// `reasoning_tokens`); `None` when the object is `null`.
+    fn detail(&mut self, name: &[u8]) -> Result<Option<Option<u64>>, String> {
         if self.literal(b"null") {
-            return Ok(false);
+            return Ok(None);
         }
-        self.object(field).map(|()| true)
+        let mut n = None;
+        self.object(|r, key| {
+            if key == name {
+                n = r.count(key)?;
+            } else {
+                r.skip()?;
+            }
+            Ok(())
+        })?;
+        Ok(Some(n))
     }
 
     /// A whole number of tokens, or `null`.
