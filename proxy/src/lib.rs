@@ -14,6 +14,7 @@ mod balance;
 mod breaker;
 mod collect;
 mod forward;
+mod h1;
 mod headers;
 mod health;
 pub mod pool;

@@ -13,7 +13,9 @@
 //! A thread's lists hold connections its event loop opened, so a
 //! connection's reads and writes are woken on the thread that uses it.
 //! HTTP/2 connections (configured, or chosen by ALPN) are shared by every
-//! request of their thread.
+//! request of their thread. Plain-HTTP/1.1 requests with small bodies are
+//! sent on connections driven by the request's own task (`h1`); the rest
+//! on hyper's connections.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -30,12 +32,15 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::Error;
+use crate::forward::BoxError;
+use crate::h1;
 
 /// How long a connection may sit unused before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -87,6 +92,8 @@ type Origin = (bool, Authority);
 enum Sender<B> {
     H1(http1::SendRequest<B>),
     H2(http2::SendRequest<B>),
+    /// Driven by the task of the request it carries.
+    Inline(h1::Conn),
 }
 
 impl<B> Sender<B> {
@@ -94,6 +101,7 @@ impl<B> Sender<B> {
         match self {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
+            Sender::Inline(c) => c.is_closed(),
         }
     }
 }
@@ -172,9 +180,12 @@ where
         {
             req.headers_mut().insert(HOST, v);
         }
+        if !https && !self.settings.h2_only && sent_whole(&req) {
+            return self.send_inline(origin, uri, req).await;
+        }
         let mut fresh = false;
         loop {
-            let sender = match self.checkout(&origin) {
+            let sender = match self.checkout(&origin, false) {
                 Some(s) => s,
                 None => {
                     fresh = true;
@@ -199,7 +210,9 @@ where
                                     origin,
                                     settings: self.settings.clone(),
                                 });
-                            return Ok(resp.map(|body| PoolBody { body, back }));
+                            return Ok(resp.map(|body| PoolBody {
+                                inner: Inner::Hyper { body, back },
+                            }));
                         }
                         Err(mut e) => match e.take_message() {
                             Some(r) if !fresh => req = r,
@@ -212,7 +225,9 @@ where
                     *req.uri_mut() = uri.clone();
                     match s.try_send_request(req).await {
                         Ok(resp) => {
-                            return Ok(resp.map(|body| PoolBody { body, back: None }));
+                            return Ok(resp.map(|body| PoolBody {
+                                inner: Inner::Hyper { body, back: None },
+                            }));
                         }
                         Err(mut e) => match e.take_message() {
                             Some(r) if !fresh => {
@@ -223,12 +238,76 @@ where
                         },
                     }
                 }
+                // (Never checked out for a request that is not sent inline.)
+                Sender::Inline(_) => {}
             }
         }
     }
 
-    /// A pooled connection to `origin` that can take a request now.
-    fn checkout(&self, origin: &Origin) -> Option<Sender<B>> {
+    /// Sends a request whose body is small enough to hold on a connection
+    /// this task drives itself (see `h1`). A reused connection found
+    /// closed before any answer arrived takes an idempotent request to a
+    /// new one.
+    async fn send_inline(
+        &self,
+        origin: Origin,
+        uri: Uri,
+        req: Request<B>,
+    ) -> Result<Response<PoolBody<B>>, Error> {
+        let (parts, body) = req.into_parts();
+        let body = whole(body).await?;
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let wire = h1::encode(&parts.method, target, &parts.headers, &body);
+        let head_request = parts.method == http::Method::HEAD;
+        let mut fresh = false;
+        loop {
+            let mut conn = match self.checkout(&origin, true) {
+                Some(Sender::Inline(c)) => c,
+                _ => {
+                    fresh = true;
+                    Box::pin(self.connect_inline(&origin, &uri)).await?
+                }
+            };
+            match conn.exchange(&wire, head_request).await {
+                Ok(head) => {
+                    let body = head.body(conn);
+                    let mut resp = Response::new(PoolBody {
+                        inner: Inner::Inline {
+                            body,
+                            origin,
+                            settings: self.settings.clone(),
+                        },
+                    });
+                    *resp.status_mut() = head.status;
+                    *resp.version_mut() = head.version;
+                    *resp.headers_mut() = head.headers;
+                    return Ok(resp);
+                }
+                Err(h1::Failure::Closed(_)) if !fresh && h1::idempotent(&parts.method) => {}
+                Err(h1::Failure::Closed(detail) | h1::Failure::Broken(detail)) => {
+                    return Err(Error::Failed {
+                        upstream: origin.1.to_string(),
+                        detail,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A new plain-TCP connection for [`Pool::send_inline`].
+    async fn connect_inline(&self, origin: &Origin, uri: &Uri) -> Result<h1::Conn, Error> {
+        match self.dial(origin, uri).await? {
+            MaybeHttpsStream::Http(io) => Ok(h1::Conn::new(io.into_inner())),
+            MaybeHttpsStream::Https(_) => Err(Error::Connect {
+                upstream: origin.1.to_string(),
+                detail: "TLS where plain HTTP was asked for".to_owned(),
+            }),
+        }
+    }
+
+    /// A pooled connection to `origin` that can take a request now: one
+    /// driven inline if `inline`, else one of hyper's.
+    fn checkout(&self, origin: &Origin, inline: bool) -> Option<Sender<B>> {
         with_lists::<B, _>(self.settings.id, |mine| {
             let list = &mut mine.iter_mut().find(|(o, _)| o == origin)?.1;
             let now = Instant::now();
@@ -243,6 +322,9 @@ where
                     continue;
                 }
                 match &idle.sender {
+                    Sender::Inline(_) if inline => return Some(list.swap_remove(i).sender),
+                    Sender::Inline(_) => {}
+                    _ if inline => {}
                     Sender::H2(s) => {
                         idle.since = now;
                         return Some(Sender::H2(s.clone()));
@@ -260,20 +342,7 @@ where
     /// Opens a connection to `origin`; an HTTP/2 one is also shared
     /// through this thread's list right away.
     async fn connect(&self, origin: &Origin, uri: &Uri) -> Result<Sender<B>, Error> {
-        let mut connector = self.settings.connector.clone();
-        let target = Uri::builder()
-            .scheme(uri.scheme_str().unwrap_or("http"))
-            .authority(origin.1.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(|e| unreachable(origin, &*e))?;
-        let io = connector
-            .call(target)
-            .await
-            .map_err(|e| unreachable(origin, &*e))?;
+        let io = self.dial(origin, uri).await?;
         let h2 = self.settings.h2_only || io.connected().is_negotiated_h2();
         if h2 {
             let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -300,6 +369,28 @@ where
             }
         });
         Ok(Sender::H1(sender))
+    }
+
+    /// Opens a transport (TCP, then TLS for `https`) to `origin`.
+    async fn dial(
+        &self,
+        origin: &Origin,
+        uri: &Uri,
+    ) -> Result<MaybeHttpsStream<TokioIo<TcpStream>>, Error> {
+        let mut connector = self.settings.connector.clone();
+        let target = Uri::builder()
+            .scheme(uri.scheme_str().unwrap_or("http"))
+            .authority(origin.1.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(|e| unreachable(origin, &*e))?;
+        connector
+            .call(target)
+            .await
+            .map_err(|e| unreachable(origin, &*e))
     }
 
     /// Drops this thread's connections to `origin` that turned out closed.
@@ -338,7 +429,7 @@ fn keep<B: 'static>(settings: &Arc<Settings>, origin: &Origin, sender: Sender<B>
                 &mut mine[last].1
             }
         };
-        let bounded = matches!(sender, Sender::H1(_));
+        let bounded = !matches!(sender, Sender::H2(_));
         if !bounded || list.len() < settings.max_idle {
             list.push(Idle {
                 sender,
@@ -386,21 +477,51 @@ struct Back<B> {
 /// end, the connection goes back to the pool of the thread that read it;
 /// dropped before its end, the connection is closed.
 pub struct PoolBody<B: 'static> {
-    body: Incoming,
-    back: Option<Back<B>>,
+    inner: Inner<B>,
+}
+
+enum Inner<B: 'static> {
+    /// From one of hyper's connections.
+    Hyper {
+        body: Incoming,
+        back: Option<Back<B>>,
+    },
+    /// From a connection this task reads itself.
+    Inline {
+        body: h1::Body,
+        origin: Origin,
+        settings: Arc<Settings>,
+    },
 }
 
 impl<B: 'static> PoolBody<B> {
     fn release(&mut self) {
-        if let Some(b) = self.back.take() {
-            keep(&b.settings, &b.origin, Sender::H1(b.sender));
+        match &mut self.inner {
+            Inner::Hyper { back, .. } => {
+                if let Some(b) = back.take() {
+                    keep(&b.settings, &b.origin, Sender::H1(b.sender));
+                }
+            }
+            Inner::Inline {
+                body,
+                origin,
+                settings,
+            } => {
+                if let Some(conn) = body.take_reusable() {
+                    keep(settings, origin, Sender::<B>::Inline(conn));
+                }
+            }
         }
     }
 }
 
 impl<B: 'static> Drop for PoolBody<B> {
     fn drop(&mut self) {
-        if self.back.is_some() && http_body::Body::is_end_stream(&self.body) {
+        let ended = match &self.inner {
+            Inner::Hyper { body, back } => back.is_some() && http_body::Body::is_end_stream(body),
+            Inner::Inline { body, .. } => body.is_end_stream(),
+        };
+        if ended {
             self.release();
         }
     }
@@ -408,13 +529,16 @@ impl<B: 'static> Drop for PoolBody<B> {
 
 impl<B: 'static> http_body::Body for PoolBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = match &mut self.inner {
+            Inner::Hyper { body, .. } => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Inner::Inline { body, .. } => body.poll_frame(cx).map_err(BoxError::from),
+        };
         if let Poll::Ready(None) = polled {
             self.release();
         }
@@ -422,17 +546,55 @@ impl<B: 'static> http_body::Body for PoolBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Inline { body, .. } => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Inline { body, .. } => body.size_hint(),
+        }
     }
 }
 
 impl<B: 'static> std::fmt::Debug for PoolBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolBody").finish_non_exhaustive()
+    }
+}
+
+/// Whether `req` goes on a connection driven inline: its body is known to
+/// be small enough to hold whole, and it asks for no protocol upgrade
+/// (the tunnel of an upgrade needs hyper's connection).
+fn sent_whole<B: http_body::Body>(req: &Request<B>) -> bool {
+    let body = req.body();
+    let small = body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= h1::MAX_INLINE_BODY);
+    small && !crate::forward::is_upgrade_headers(req.headers())
+}
+
+/// Reads a (small) request body whole.
+async fn whole<B>(body: B) -> Result<Bytes, Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    match body.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(Error::BadRequest(format!(
+            "the request body could not be read: {}",
+            e.into()
+        ))),
     }
 }
 
@@ -572,6 +734,257 @@ mod tests {
         assert_eq!(get(&pool, addr).await, "2");
         assert_eq!(get(&pool, addr).await, "3");
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// What a raw upstream does with one request: answer these bytes (then
+    /// close the connection if `close`), or close without answering.
+    enum Act {
+        Answer(Vec<u8>, bool),
+        Hang,
+    }
+
+    /// A loopback upstream written on raw sockets, for answers hyper's
+    /// server would not send: `act(connection, request, head)` decides
+    /// each answer (both numbered from 1). Returns the address and the
+    /// count of connections accepted.
+    async fn raw_server(
+        act: impl Fn(usize, usize, &str) -> Act + Send + Sync + 'static,
+    ) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let act = Arc::new(act);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let conn = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let act = act.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut n = 0;
+                    loop {
+                        // One request: its head, then a body of its length.
+                        let end = loop {
+                            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < end + len {
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        }
+                        buf.drain(..end + len);
+                        n += 1;
+                        match act(conn, n, &head) {
+                            Act::Hang => return,
+                            Act::Answer(bytes, close) => {
+                                if stream.write_all(&bytes).await.is_err() || close {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn answer(s: &str) -> Act {
+        Act::Answer(s.as_bytes().to_vec(), false)
+    }
+
+    async fn call(
+        pool: &Pool<Full<Bytes>>,
+        method: http::Method,
+        addr: std::net::SocketAddr,
+        body: &'static str,
+    ) -> Result<(Response<()>, Vec<u8>, Option<http::HeaderMap>), String> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}/x"))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let resp = pool.send(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.map_err(|e| e.to_string())?;
+        let trailers = collected.trailers().cloned();
+        Ok((
+            Response::from_parts(parts, ()),
+            collected.to_bytes().to_vec(),
+            trailers,
+        ))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn chunked_and_sized_answers_keep_their_connection() {
+        let (addr, accepted) = raw_server(|_, n, head| {
+            assert!(head.starts_with("get /x http/1.1\r\n"), "{head}");
+            assert!(head.contains("\r\nhost: 127.0.0.1:"), "{head}");
+            if n % 2 == 1 {
+                answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n2;x=y\r\nef\r\n0\r\nX-Sum: 6\r\n\r\n")
+            } else {
+                answer("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-N: 2\r\n\r\nxyz")
+            }
+        })
+        .await;
+        let pool = pool();
+        for _ in 0..3 {
+            let (resp, body, trailers) = call(&pool, http::Method::GET, addr, "").await.unwrap();
+            assert_eq!(body, b"abcdef");
+            assert_eq!(trailers.unwrap()["x-sum"], "6");
+            assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+            let (resp, body, _) = call(&pool, http::Method::GET, addr, "").await.unwrap();
+            assert_eq!(body, b"xyz");
+            assert_eq!(resp.headers()["x-n"], "2");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn posts_carry_their_body_with_its_length() {
+        let (addr, _) = raw_server(|_, _, head| {
+            assert!(head.starts_with("post /x http/1.1\r\n"), "{head}");
+            assert!(head.contains("\r\ncontent-length: 7\r\n"), "{head}");
+            answer("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+        })
+        .await;
+        let (resp, body, _) = call(&pool(), http::Method::POST, addr, "{\"a\":1}")
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        assert_eq!(body, b"ok");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reused_connection_closed_unanswered_resends_only_idempotent_requests() {
+        // Each connection answers its first request and closes on its
+        // second without a word, as an upstream whose idle timeout fired.
+        let act = |conn: usize, n: usize, _: &str| {
+            if n == 1 {
+                Act::Answer(
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{conn}").into_bytes(),
+                    false,
+                )
+            } else {
+                Act::Hang
+            }
+        };
+        let (addr, accepted) = raw_server(act).await;
+        let pool = pool();
+        assert_eq!(
+            call(&pool, http::Method::GET, addr, "").await.unwrap().1,
+            b"1"
+        );
+        // Sent again on a new connection.
+        assert_eq!(
+            call(&pool, http::Method::GET, addr, "").await.unwrap().1,
+            b"2"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // A POST might have been acted on: not sent again.
+        let err = call(&pool, http::Method::POST, addr, "{}")
+            .await
+            .unwrap_err();
+        assert!(err.contains("closed before an answer"), "{err}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_body_cut_short_is_an_error_and_its_connection_is_not_kept() {
+        let (addr, accepted) = raw_server(|conn, _, _| {
+            if conn == 1 {
+                Act::Answer(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+                    true,
+                )
+            } else {
+                answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            }
+        })
+        .await;
+        let pool = pool();
+        let err = call(&pool, http::Method::GET, addr, "").await.unwrap_err();
+        assert!(err.contains("before the response body ended"), "{err}");
+        assert_eq!(
+            call(&pool, http::Method::GET, addr, "").await.unwrap().1,
+            b"ok"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn answers_without_a_length_end_with_their_connection() {
+        let (addr, accepted) = raw_server(|conn, _, _| {
+            Act::Answer(
+                format!("HTTP/1.1 200 OK\r\n\r\nbody of {conn}").into_bytes(),
+                true,
+            )
+        })
+        .await;
+        let pool = pool();
+        assert_eq!(
+            call(&pool, http::Method::GET, addr, "").await.unwrap().1,
+            b"body of 1"
+        );
+        assert_eq!(
+            call(&pool, http::Method::GET, addr, "").await.unwrap().1,
+            b"body of 2"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn head_and_interim_answers_are_framed_right() {
+        let (addr, accepted) = raw_server(|_, _, head| {
+            if head.starts_with("head ") {
+                answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            } else {
+                answer("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+            }
+        })
+        .await;
+        let pool = pool();
+        let (resp, body, _) = call(&pool, http::Method::HEAD, addr, "").await.unwrap();
+        assert_eq!(resp.headers()["content-length"], "5");
+        assert!(body.is_empty());
+        let (resp, body, _) = call(&pool, http::Method::DELETE, addr, "").await.unwrap();
+        assert_eq!(resp.status(), 204);
+        assert!(body.is_empty());
+        assert_eq!(
+            call(&pool, http::Method::HEAD, addr, "")
+                .await
+                .unwrap()
+                .0
+                .status(),
+            200
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_malformed_answer_is_an_error_naming_what_was_wrong() {
+        let (addr, _) =
+            raw_server(|_, _, _| answer("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")).await;
+        let err = call(&pool(), http::Method::GET, addr, "")
+            .await
+            .unwrap_err();
+        assert!(err.contains("invalid Content-Length"), "{err}");
     }
 
     #[tokio::test(flavor = "current_thread")]
