@@ -361,7 +361,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, St
             keep_alive = false;
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for what Loom adds (the request id, a provider's headers)
+        // without growing the map, which rehashes every entry.
+        let mut headers = HeaderMap::with_capacity(count + 4);
         for &(ns, ne, vs, ve) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| "invalid header name".to_owned())?;

@@ -577,13 +577,12 @@ async fn chat(
         } else {
             // Unchanged by mapping or guardrails: the client's bytes go upstream as they are.
             let original = (passthrough && target.model == client_model).then(|| original.clone());
-            failover::within(
-                router,
-                target.provider.name(),
-                target.provider.chat(&chat, original),
-            )
-            .await
-            .map(|r| Answer::Whole(Box::new(r)))
+            // Pinned where it is made: the provider call's future is several
+            // kilobytes, which passing it by value copied twice per request.
+            let call = std::pin::pin!(target.provider.chat(&chat, original));
+            failover::within(router, target.provider.name(), call)
+                .await
+                .map(|r| Answer::Whole(Box::new(r)))
         };
         let answer = match outcome {
             Ok(answer) => answer,
