@@ -131,3 +131,87 @@ routes:
         assert httpx.get(loom.base + "/echo").json()["path"] == "/base/echo"
     finally:
         loom.stop()
+
+
+class RawUpstream:
+    """An HTTP/1.1 upstream on raw sockets, for answers a framework would
+    not send: a chunked body with trailers, a body that ends with the
+    connection, and a connection closed right after its answer without a
+    word (an idle timeout that fired)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                path = head.split(b" ")[1].decode()
+                if path == "/chunked":
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+                        b"6\r\nhello \r\n5;ext=1\r\nworld\r\n0\r\nx-checksum: 11\r\n\r\n"
+                    )
+                elif path == "/until-close":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nread to the end")
+                    return
+                elif path == "/then-close":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    return
+                else:
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+
+    def close(self):
+        self.sock.close()
+
+
+def test_upstream_framings_and_closed_keepalive_connections():
+    up = RawUpstream()
+    loom = Loom(proxy_config(up.url))
+    try:
+        with httpx.Client(base_url=loom.base) as client:
+            for _ in range(3):
+                r = client.get("/chunked")
+                assert r.status_code == 200
+                assert r.text == "hello world"
+            for _ in range(3):
+                r = client.get("/until-close")
+                assert r.status_code == 200
+                assert r.text == "read to the end"
+            # The upstream closes each connection after its answer, without
+            # saying so: every GET still gets its answer.
+            for _ in range(5):
+                r = client.get("/then-close")
+                assert r.status_code == 200
+                assert r.text == "ok"
+        # The chunked answers shared one connection, which the first
+        # until-close answer then ended; every later answer ended its own.
+        assert up.connections == 1 + 2 + 5
+    finally:
+        loom.stop()
+        up.close()
