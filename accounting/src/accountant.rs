@@ -601,18 +601,9 @@ fn window(rate: Option<Rate>) -> String {
 /// [`human`] into `buf`, without allocating or the formatting machinery
 /// (it runs for every rate-limited response).
 pub fn human_into(d: Duration, buf: &mut [u8; 32]) -> &[u8] {
-    fn push(buf: &mut [u8; 32], at: &mut usize, mut n: u64, unit: &[u8]) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for &b in digits[i..].iter().chain(unit) {
+    fn push(buf: &mut [u8; 32], at: &mut usize, n: u64, unit: &[u8]) {
+        let mut digits = itoa::Buffer::new();
+        for &b in digits.format(n).as_bytes().iter().chain(unit) {
             if let Some(slot) = buf.get_mut(*at) {
                 *slot = b;
                 *at += 1;

@@ -197,26 +197,12 @@ pub(crate) fn encode(method: &Method, target: &str, headers: &HeaderMap, body: &
     );
     if !body.is_empty() || !bodiless {
         out.extend_from_slice(b"content-length: ");
-        push_decimal(&mut out, body.len() as u64);
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// A response head, and how its body is framed.
@@ -788,8 +774,5 @@ mod tests {
         assert_eq!(wire, b"GET / HTTP/1.1\r\n\r\n");
         let wire = encode(&Method::PUT, "/", &HeaderMap::new(), b"");
         assert_eq!(wire, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
-        let mut out = Vec::new();
-        push_decimal(&mut out, 18_446_744_073_709_551_615);
-        assert_eq!(out, b"18446744073709551615");
     }
 }
