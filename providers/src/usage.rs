@@ -4,65 +4,29 @@
 //! only needs its `usage`. Deserialising the whole body to find it (even
 //! skipping unknown fields) cost about 13,000 instructions per request on a
 //! typical pretty-printed OpenAI answer under callgrind (`bench/instructions.sh`),
-//! 16% of a chat request. [`usage_of`] instead walks the body once, eight
-//! bytes at a time (through long strings with `memchr`), checks that
-//! objects and arrays balance, and reads only the
-//! top-level `usage` value with a reader that knows its few counts. With
-//! serde reading the `usage` object and a byte-at-a-time walk, the recorded
-//! answer cost 14,600 instructions (18% of a chat request); with this module
-//! about 10,500, most of it skipping the answer's strings
-//! (docs/benchmarks.md, session 7).
+//! 16% of a chat request. [`usage_of`] instead walks the body's structural
+//! bytes once ([`blocks`]: the quotes that open strings and the brackets
+//! outside them, found 64 bytes at a time), checks that objects and arrays
+//! balance, and reads the few counts of the top-level `usage` as it passes
+//! them. Earlier versions, on the recorded answer: serde for `usage` after a
+//! byte-at-a-time walk, 14,600 instructions; a walk eight bytes at a time
+//! with a separate reader for `usage`, 10,500 (docs/benchmarks.md, sessions
+//! 7 and 9).
 
+mod blocks;
+
+use blocks::{Event, Structure};
 use loom_models::chat::{CompletionTokensDetails, PromptTokensDetails, Usage};
 
 /// The `usage` of a JSON object. Fails when the body is not a complete JSON
 /// object (unbalanced brackets, an unterminated string, a truncated body),
 /// or when a count of `usage` is not a whole number.
+///
+/// One walk over the body's structural bytes ([`Structure`]) checks its
+/// shape and reads the counts as it passes them: the keys of the top-level
+/// object (depth 1), those of `usage` (depth 2) and those of its details
+/// objects (depth 3).
 pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
-    let Some(at) = top_level_value(body, b"usage")? else {
-        return Ok(None);
-    };
-    let mut r = Reader { b: body, i: at };
-    r.ws();
-    if r.literal(b"null") {
-        return Ok(None);
-    }
-    let mut u = Usage::default();
-    let mut total = None;
-    r.object(|r, key| {
-        match key {
-            b"prompt_tokens" => u.prompt_tokens = r.count(key)?.unwrap_or(0),
-            b"completion_tokens" => u.completion_tokens = r.count(key)?.unwrap_or(0),
-            b"total_tokens" => total = r.count(key)?,
-            b"prompt_tokens_details" => {
-                if let Some(cached) = r.detail(b"cached_tokens")? {
-                    u.prompt_tokens_details = Some(PromptTokensDetails {
-                        cached_tokens: cached,
-                        ..PromptTokensDetails::default()
-                    });
-                }
-            }
-            b"completion_tokens_details" => {
-                if let Some(reasoning) = r.detail(b"reasoning_tokens")? {
-                    u.completion_tokens_details = Some(CompletionTokensDetails {
-                        reasoning_tokens: reasoning,
-                        ..CompletionTokensDetails::default()
-                    });
-                }
-            }
-            _ => r.skip()?,
-        }
-        Ok(())
-    })?;
-    u.total_tokens = match total {
-        Some(t) if t > 0 => t,
-        _ => u.prompt_tokens + u.completion_tokens,
-    };
-    Ok(Some(u))
-}
-
-/// Where the value of top-level `key` starts, after checking the body's shape.
-fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
     let start = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -71,52 +35,185 @@ fn top_level_value(body: &[u8], key: &[u8]) -> Result<Option<usize>, String> {
         return Err("the answer is not a JSON object".to_owned());
     }
     let mut depth = 0usize;
-    let mut found = None;
-    let mut i = start;
-    while let Some(at) = next_structural(body, i) {
-        match body[at] {
-            b'"' => {
-                let end = string_end(body, at + 1).ok_or("unterminated string")?;
-                // A key of the top-level object: a string at depth 1 followed by ':'.
-                if depth == 1 && found.is_none() && &body[at + 1..end] == key {
-                    let mut j = end + 1;
-                    while j < body.len() && body[j].is_ascii_whitespace() {
-                        j += 1;
-                    }
-                    if body.get(j) == Some(&b':') {
-                        found = Some(j + 1);
+    let mut state = State::Seek;
+    let mut detail = Detail::None;
+    let mut u = Usage::default();
+    let mut total = None;
+    let mut structure = Structure::new(body, start);
+    for event in structure.by_ref() {
+        match event {
+            Event::String(at) => match (depth, state) {
+                // Most keys are not `usage`: a prefix test passes them by.
+                (1, State::Seek) if names(body, at, b"usage") => {
+                    if let Some((b"usage", v)) = member(body, at) {
+                        state = if literal(body, v, b"null") {
+                            State::Null
+                        } else if body.get(v) == Some(&b'{') {
+                            State::Inside
+                        } else {
+                            return Err("`usage` is not an object".to_owned());
+                        };
                     }
                 }
-                i = end + 1;
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            _ => {
+                (2, State::Inside) => {
+                    detail = Detail::None;
+                    let Some((key, v)) = member(body, at) else {
+                        continue;
+                    };
+                    match key {
+                        b"prompt_tokens" => u.prompt_tokens = count(body, v, key)?.unwrap_or(0),
+                        b"completion_tokens" => {
+                            u.completion_tokens = count(body, v, key)?.unwrap_or(0);
+                        }
+                        b"total_tokens" => total = count(body, v, key)?,
+                        b"prompt_tokens_details" if details(body, v)? => {
+                            u.prompt_tokens_details = Some(PromptTokensDetails::default());
+                            detail = Detail::Prompt;
+                        }
+                        b"prompt_tokens_details" => u.prompt_tokens_details = None,
+                        b"completion_tokens_details" if details(body, v)? => {
+                            u.completion_tokens_details = Some(CompletionTokensDetails::default());
+                            detail = Detail::Completion;
+                        }
+                        b"completion_tokens_details" => u.completion_tokens_details = None,
+                        _ => {}
+                    }
+                }
+                (3, State::Inside) => {
+                    let wanted: &[u8] = match detail {
+                        Detail::None => continue,
+                        Detail::Prompt => b"cached_tokens",
+                        Detail::Completion => b"reasoning_tokens",
+                    };
+                    if !names(body, at, wanted) {
+                        continue;
+                    }
+                    let Some((key, v)) = member(body, at) else {
+                        continue;
+                    };
+                    let n = count(body, v, key)?;
+                    if let Some(d) = u.prompt_tokens_details.as_mut()
+                        && detail == Detail::Prompt
+                    {
+                        d.cached_tokens = n;
+                    }
+                    if let Some(d) = u.completion_tokens_details.as_mut()
+                        && detail == Detail::Completion
+                    {
+                        d.reasoning_tokens = n;
+                    }
+                }
+                _ => {}
+            },
+            Event::Open(_) => depth += 1,
+            Event::Close(at) => {
                 depth = depth.checked_sub(1).ok_or("unbalanced brackets")?;
+                if depth == 1 && state == State::Inside {
+                    state = State::Read;
+                }
                 if depth == 0 {
                     let rest = &body[at + 1..];
                     if !rest.iter().all(u8::is_ascii_whitespace) {
                         return Err("trailing characters after the JSON object".to_owned());
                     }
-                    return Ok(found);
+                    if state != State::Read {
+                        return Ok(None);
+                    }
+                    u.total_tokens = match total {
+                        Some(t) if t > 0 => t,
+                        _ => u.prompt_tokens + u.completion_tokens,
+                    };
+                    return Ok(Some(u));
                 }
             }
         }
-        i = at + 1;
     }
-    Err("truncated JSON object".to_owned())
+    Err(if structure.in_string() {
+        "unterminated string".to_owned()
+    } else {
+        "truncated JSON object".to_owned()
+    })
 }
 
-/// Bytes the scan stops at outside strings: quotes and brackets.
-const STRUCTURAL: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'"' as usize] = true;
-    t[b'{' as usize] = true;
-    t[b'}' as usize] = true;
-    t[b'[' as usize] = true;
-    t[b']' as usize] = true;
-    t
-};
+/// How far the walk has got with `usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not met yet.
+    Seek,
+    /// `"usage": null`.
+    Null,
+    /// In the `usage` object (depth 2 and below).
+    Inside,
+    /// Past the end of the `usage` object.
+    Read,
+}
+
+/// Which details object of `usage` the walk is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    None,
+    Prompt,
+    Completion,
+}
+
+/// The key of an object member whose key string opens at `at`, and where
+/// its value starts; `None` for a string that is not a key (a value: no `:`
+/// follows it). Keys are taken raw: no key Loom reads has escapes.
+fn member(body: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let end = string_end(body, at + 1)?;
+    let colon = skip_ws(body, end + 1);
+    (body.get(colon) == Some(&b':')).then(|| (&body[at + 1..end], skip_ws(body, colon + 1)))
+}
+
+/// Whether the string that opens at `at` is exactly `name`.
+fn names(body: &[u8], at: usize, name: &[u8]) -> bool {
+    body.get(at + 1..)
+        .is_some_and(|s| s.starts_with(name) && s.get(name.len()) == Some(&b'"'))
+}
+
+/// The first index at or after `i` that is not JSON whitespace.
+fn skip_ws(body: &[u8], mut i: usize) -> usize {
+    while body.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// Whether `word` (`null`, say) starts at `i`.
+fn literal(body: &[u8], i: usize, word: &[u8]) -> bool {
+    body.get(i..).is_some_and(|r| r.starts_with(word))
+}
+
+/// Whether the details value at `i` is an object (`false`: `null`).
+fn details(body: &[u8], i: usize) -> Result<bool, String> {
+    match body.get(i) {
+        Some(b'{') => Ok(true),
+        _ if literal(body, i, b"null") => Ok(false),
+        _ => Err("a details member of `usage` is not an object".to_owned()),
+    }
+}
+
+/// The whole number of tokens at `i` (or `null`), for member `key`.
+fn count(body: &[u8], i: usize, key: &[u8]) -> Result<Option<u64>, String> {
+    if literal(body, i, b"null") {
+        return Ok(None);
+    }
+    let rest = body.get(i..).unwrap_or_default();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let text = &rest[..digits];
+    let whole =
+        !text.is_empty() && !matches!(rest.get(digits), Some(b'.' | b'e' | b'E' | b'-' | b'+'));
+    let n = text.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    });
+    match n {
+        Some(n) if whole => Ok(Some(n)),
+        _ => Err(format!(
+            "usage.{} is not a whole number of tokens",
+            String::from_utf8_lossy(key)
+        )),
+    }
+}
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -130,29 +227,6 @@ fn zeros(v: u64) -> u64 {
 /// `byte` in every byte of a word.
 const fn splat(byte: u8) -> u64 {
     byte as u64 * ONES
-}
-
-/// Index of the first quote or bracket at or after `from`. Eight bytes at a
-/// time: most of a pretty-printed answer between those characters is
-/// indentation and short values, which a byte-at-a-time loop paid about
-/// five instructions a byte for.
-fn next_structural(body: &[u8], from: usize) -> Option<usize> {
-    let tail = body.get(from..)?;
-    let (words, rest) = tail.as_chunks::<8>();
-    for (n, w) in words.iter().enumerate() {
-        let w = u64::from_le_bytes(*w);
-        // `[` and `]` differ from `{` and `}` only in bit 5.
-        let folded = w | splat(0x20);
-        let hits =
-            zeros(w ^ splat(b'"')) | zeros(folded ^ splat(b'{')) | zeros(folded ^ splat(b'}'));
-        if hits != 0 {
-            return Some(from + n * 8 + (hits.trailing_zeros() / 8) as usize);
-        }
-    }
-    let done = from + words.len() * 8;
-    rest.iter()
-        .position(|&b| STRUCTURAL[usize::from(b)])
-        .map(|p| done + p)
 }
 
 /// Index of the quote that closes the string whose content starts at `from`.
@@ -181,155 +255,6 @@ fn quote_or_backslash(s: &[u8]) -> Option<usize> {
     }
     let done = words.len().min(4) * 8;
     memchr::memchr2(b'"', b'\\', &s[done..]).map(|p| done + p)
-}
-
-/// Reads the `usage` value of a body whose shape [`top_level_value`] has
-/// checked: objects of counts, nested one level for the details.
-struct Reader<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    /// Takes `byte` after any whitespace.
-    fn eat(&mut self, byte: u8) -> bool {
-        self.ws();
-        let ok = self.b.get(self.i) == Some(&byte);
-        self.i += usize::from(ok);
-        ok
-    }
-
-    /// Takes `word` (`null`, say) when it comes next.
-    fn literal(&mut self, word: &[u8]) -> bool {
-        let ok = self.b.get(self.i..).is_some_and(|r| r.starts_with(word));
-        if ok {
-            self.i += word.len();
-        }
-        ok
-    }
-
-    /// Each member of an object: `field` gets the raw key (escapes
-    /// unresolved: no key Loom reads has any) and must consume the value.
-    fn object(
-        &mut self,
-        mut field: impl FnMut(&mut Self, &'a [u8]) -> Result<(), String>,
-    ) -> Result<(), String> {
-        if !self.eat(b'{') {
-            return Err("`usage` is not an object".to_owned());
-        }
-        if self.eat(b'}') {
-            return Ok(());
-        }
-        loop {
-            if !self.eat(b'"') {
-                return Err("malformed `usage` object".to_owned());
-            }
-            let end = string_end(self.b, self.i).ok_or("unterminated string")?;
-            let key = &self.b[self.i..end];
-            self.i = end + 1;
-            if !self.eat(b':') {
-                return Err("malformed `usage` object".to_owned());
-            }
-            self.ws();
-            field(self, key)?;
-            if self.eat(b',') {
-                continue;
-            }
-            if self.eat(b'}') {
-                return Ok(());
-            }
-            return Err("malformed `usage` object".to_owned());
-        }
-    }
-
-    /// The one count Loom keeps of a details object (`cached_tokens`,
-    /// `reasoning_tokens`); `None` when the object is `null`.
-    fn detail(&mut self, name: &[u8]) -> Result<Option<Option<u64>>, String> {
-        if self.literal(b"null") {
-            return Ok(None);
-        }
-        let mut n = None;
-        self.object(|r, key| {
-            if key == name {
-                n = r.count(key)?;
-            } else {
-                r.skip()?;
-            }
-            Ok(())
-        })?;
-        Ok(Some(n))
-    }
-
-    /// A whole number of tokens, or `null`.
-    fn count(&mut self, key: &[u8]) -> Result<Option<u64>, String> {
-        if self.literal(b"null") {
-            return Ok(None);
-        }
-        let digits = self.b[self.i..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let text = &self.b[self.i..self.i + digits];
-        self.i += digits;
-        let whole = !text.is_empty()
-            && !matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E' | b'-' | b'+'));
-        let n = text.iter().try_fold(0u64, |n, d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        });
-        match n {
-            Some(n) if whole => Ok(Some(n)),
-            _ => Err(format!(
-                "usage.{} is not a whole number of tokens",
-                String::from_utf8_lossy(key)
-            )),
-        }
-    }
-
-    /// Passes over one value of any kind (its shape was checked by the scan).
-    fn skip(&mut self) -> Result<(), String> {
-        match self.b.get(self.i) {
-            Some(b'"') => {
-                self.i = string_end(self.b, self.i + 1).ok_or("unterminated string")? + 1;
-            }
-            Some(b'{' | b'[') => {
-                let mut depth = 0usize;
-                let mut i = self.i;
-                loop {
-                    let at = next_structural(self.b, i).ok_or("truncated JSON object")?;
-                    match self.b[at] {
-                        b'"' => {
-                            i = string_end(self.b, at + 1).ok_or("unterminated string")? + 1;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        _ => depth = depth.checked_sub(1).ok_or("unbalanced brackets")?,
-                    }
-                    i = at + 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                self.i = i;
-            }
-            _ => {
-                // A number or a literal: up to the next delimiter.
-                while self
-                    .b
-                    .get(self.i)
-                    .is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
-                {
-                    self.i += 1;
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -373,32 +298,10 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_same_structural_bytes_as_a_plain_scan() {
-        let naive = |b: &[u8], from: usize| {
-            b[from..]
-                .iter()
-                .position(|&c| STRUCTURAL[usize::from(c)])
-                .map(|p| from + p)
-        };
-        // Every structural byte at every offset of two words and a tail,
-        // among bytes one bit away from them (`;`, `=`, `Z`, `\\`, 0xDB, 0xFD).
+    fn finds_the_first_quote_or_backslash() {
+        // Each at every offset of four words and a tail, among bytes one bit
+        // away from them.
         for background in [b' ', b'a', b';', b'=', b'Z', b'\\', 0xDB, 0xFD, 0x7F, 0x00] {
-            for c in [b'"', b'{', b'}', b'[', b']'] {
-                for len in [0, 1, 7, 8, 9, 16, 19] {
-                    for at in 0..len {
-                        let mut body = vec![background; len];
-                        body[at] = c;
-                        for from in 0..=len {
-                            assert_eq!(
-                                next_structural(&body, from),
-                                naive(&body, from),
-                                "{body:?} from {from}"
-                            );
-                        }
-                    }
-                    assert_eq!(next_structural(&vec![background; len], 0), None);
-                }
-            }
             for c in [b'"', b'\\'].into_iter().filter(|_| background != b'\\') {
                 for len in [1, 7, 8, 9, 31, 32, 33, 40, 70] {
                     for at in 0..len {
@@ -432,6 +335,8 @@ mod tests {
             br#"{"usage":{"prompt_tokens_details":{"cached_tokens":true}}}"#,
             br#"{"usage":3}"#,
             br#"{"usage":[1]}"#,
+            br#"{"usage":{"prompt_tokens_details":5}}"#,
+            br#"{"usage":{"completion_tokens_details":[]}}"#,
         ] {
             assert!(usage_of(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
