@@ -10,6 +10,7 @@ mod auth;
 mod body;
 mod exchange;
 mod grpc_web;
+mod http1;
 mod http3;
 mod metrics;
 mod pipeline;

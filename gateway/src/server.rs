@@ -15,9 +15,9 @@ use loom_proxy::ClientInfo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::pipeline;
 use crate::state::Shared;
 use crate::tls::Certificates;
+use crate::{http1, pipeline};
 use tokio_rustls::TlsAcceptor;
 
 /// A bound listener. Every worker thread accepts on its own copy of the
@@ -155,6 +155,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
 
+    let settings = http1::Settings {
+        header_timeout,
+        max_header_size,
+    };
     let mut accepts = tokio::task::JoinSet::new();
     for b in bound {
         let shared = shared.clone();
@@ -198,19 +202,17 @@ pub async fn serve(
                 let open = Open::new(&shared.metrics.connections);
                 let shared = shared.clone();
                 let Some(acceptor) = b.tls.clone() else {
+                    // Cleartext: Loom's own HTTP/1.1 connection, which hands
+                    // itself to hyper for HTTP/2 and upgrades.
                     let client = ClientInfo::new(peer, "http");
-                    let svc = service_fn(move |req| {
-                        pipeline::handle(shared.clone(), client.clone(), req)
-                    });
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let watched = graceful.watcher().watch(conn);
+                    let handoff = http1::Handoff {
+                        builder: builder.clone(),
+                        watcher: graceful.watcher(),
+                    };
+                    let stop = stop.clone();
                     tokio::spawn(async move {
                         let _held = (permit, open);
-                        if let Err(e) = watched.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
+                        http1::serve(stream, shared, client, settings, handoff, stop).await;
                     });
                     continue;
                 };

@@ -335,6 +335,7 @@ class FakeBackend:
     POST /upload        streams the body, answers its length and sha256
     GET  /download?mb=N streams N MiB of a known pattern
     GET  /hang          never answers (until close)
+    HEAD /...           a JSON head (content-length 123) without a body
     """
 
     def __init__(self):
@@ -393,6 +394,13 @@ class FakeBackend:
                     fake.hang.wait(30)
                     return self._json(200, {})
                 self._json(404, {"error": "not found"})
+
+            def do_HEAD(self):
+                # The head a GET of /echo would get, without its body.
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "123")
+                self.end_headers()
 
             def do_POST(self):
                 if self.path.startswith("/echo"):
