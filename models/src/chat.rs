@@ -159,11 +159,40 @@ pub enum Role {
 }
 
 /// Message content: plain text or a list of typed parts (text, images, audio, files).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
+}
+
+/// By the value's JSON type. serde's `untagged` would buffer every
+/// message's content into an intermediate value and copy it again.
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = Content;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Content, E> {
+                Ok(Content::Text(s.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Content, E> {
+                Ok(Content::Text(s))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Content, A::Error> {
+                Vec::<ContentPart>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Content::Parts)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
 }
 
 /// One part of a multi-part message.
@@ -416,6 +445,31 @@ pub struct FunctionCallDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_is_text_or_parts_by_its_json_type() {
+        let text: Content = serde_json::from_str(r#""hi \"there\"""#).unwrap();
+        assert_eq!(text, Content::Text("hi \"there\"".into()));
+        let parts: Content =
+            serde_json::from_str(r#"[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"https://x/y.png"},"z":1}]"#)
+                .unwrap();
+        let Content::Parts(p) = parts else {
+            panic!("not parts")
+        };
+        assert_eq!(
+            (p[0].text.as_deref(), p[1].extra["z"].as_i64()),
+            (Some("a"), Some(1))
+        );
+        assert_eq!(p[1].image_url.as_ref().unwrap().url, "https://x/y.png");
+        // From a `Value` too (flattened and buffered contexts).
+        let v: Content = serde_json::from_value(serde_json::json!("x")).unwrap();
+        assert_eq!(v, Content::Text("x".into()));
+        let e = serde_json::from_str::<Content>("3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a string or an array of content parts"), "{e}");
+        assert!(serde_json::from_str::<Content>(r#"[{"text":"no type"}]"#).is_err());
+    }
     use serde_json::json;
 
     #[test]

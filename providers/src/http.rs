@@ -75,10 +75,12 @@ pub(crate) async fn post(
     body: Bytes,
     deadline: Instant,
 ) -> Result<Response<Incoming>, Error> {
-    let call = async {
+    // Pinned where it is made: moving the call's future into the timeout
+    // would copy all of it.
+    let call = std::pin::pin!(async {
         let resp = send(client, provider, uri, headers, body).await?;
         checked(provider, resp).await
-    };
+    });
     match tokio::time::timeout_at(deadline, call).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout {
@@ -146,11 +148,13 @@ pub(crate) async fn fetch(
     body: Bytes,
     deadline: Instant,
 ) -> Result<Bytes, Error> {
-    let call = async {
+    // Pinned where it is made: moving the call's future into the timeout
+    // would copy all of it, twice.
+    let call = std::pin::pin!(async {
         let resp = send(client, provider, uri, headers, body).await?;
         let resp = checked(provider, resp).await?;
         read_body(provider, resp).await
-    };
+    });
     match tokio::time::timeout_at(deadline, call).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout {
@@ -200,7 +204,8 @@ pub(crate) async fn collect(
     resp: Response<Incoming>,
     deadline: Instant,
 ) -> Result<Bytes, Error> {
-    match tokio::time::timeout_at(deadline, read_body(provider, resp)).await {
+    let read = std::pin::pin!(read_body(provider, resp));
+    match tokio::time::timeout_at(deadline, read).await {
         Err(_) => Err(Error::Timeout {
             provider: provider.to_owned(),
         }),

@@ -267,7 +267,10 @@ impl Forwarder {
         };
 
         let pool = self.client(upstream);
-        let outcome = tokio::time::timeout(timeout, pool.send(req)).await;
+        // Pinned where it is made: the exchange's future is large, and
+        // moving it into the timeout copied it twice per request.
+        let send = std::pin::pin!(pool.send(req));
+        let outcome = tokio::time::timeout(timeout, send).await;
         let failed = !matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error());
         upstream.observed(endpoint, failed);
         if let Some(a) = admitted {

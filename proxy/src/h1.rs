@@ -347,9 +347,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, St
             keep_alive = false;
         }
         let head = buf.split_to(len).freeze();
-        // Room for what Loom adds (the request id, a provider's headers)
-        // without growing the map, which rehashes every entry.
-        let mut headers = HeaderMap::with_capacity(count + 4);
+        // Room for what Loom adds (the request id, a routing header)
+        // without growing the map, which rehashes every entry. Kept small
+        // on purpose: past six entries the map's table is over a kilobyte,
+        // which glibc's allocator serves from its slow path.
+        let mut headers = HeaderMap::with_capacity(count + 2);
         for &(ns, ne, vs, ve) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| "invalid header name".to_owned())?;

@@ -519,9 +519,15 @@ async fn chat(
         }
         Ok(_) => {}
     }
-    let (mut chat, applied) = match guard::check(policy, chat, &ex).await {
-        Ok(checked) => checked,
-        Err(e) => return Err((e, Some(ex))),
+    // Without guardrails the request is not moved through the check's
+    // future (a copy of it each way).
+    let (mut chat, applied) = if policy.is_empty() {
+        (chat, guard::Applied::unchecked(policy))
+    } else {
+        match guard::check(policy, chat, &ex).await {
+            Ok(checked) => checked,
+            Err(e) => return Err((e, Some(ex))),
+        }
     };
     // Boxed, and only with a cache: the lookup's future (embedding, vector
     // store) is tens of kilobytes that every request's future would carry
@@ -719,7 +725,18 @@ fn routing_headers(resp: &mut Response<Body>, target: &Target, attempts: u32) {
     if let Ok(v) = HeaderValue::from_str(&target.model) {
         h.insert(MODEL, v);
     }
-    h.insert(ATTEMPTS, HeaderValue::from(attempts));
+    // Static values for the usual counts: `HeaderValue::from(u32)` allocates.
+    const COUNTS: [HeaderValue; 4] = [
+        HeaderValue::from_static("0"),
+        HeaderValue::from_static("1"),
+        HeaderValue::from_static("2"),
+        HeaderValue::from_static("3"),
+    ];
+    let count = match COUNTS.get(attempts as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(attempts),
+    };
+    h.insert(ATTEMPTS, count);
 }
 
 async fn completions(
