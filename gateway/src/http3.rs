@@ -208,20 +208,51 @@ async fn request(shared: Arc<Shared>, client: ClientInfo, req: Request<()>, stre
     }
 }
 
+type Recv = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+
+/// The request stream's receiving half. A request the route answers
+/// without reading its body to the end (a `GET` whose client has not yet
+/// closed its side) asks the client to stop sending with `H3_NO_ERROR`,
+/// as RFC 9114 §4.1.2 says: quinn's own default, code 0, is an error to
+/// HTTP/3 clients.
+struct Reading {
+    recv: Recv,
+    /// A read is in flight: h3-quinn has lent the stream to it, and
+    /// stopping it now would find no stream (its code unwraps).
+    busy: bool,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if !self.busy {
+            self.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
+}
+
 /// The request body as it arrives, trailers included.
-fn request_body(recv: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>) -> Body {
-    let frames = futures_util::stream::unfold(Some(recv), |state| async move {
-        let mut recv = state?;
-        match recv.recv_data().await {
+fn request_body(recv: Recv) -> Body {
+    let start = Reading { recv, busy: false };
+    let frames = futures_util::stream::unfold(Some(start), |state| async move {
+        let mut reading = state?;
+        reading.busy = true;
+        let read = reading.recv.recv_data().await;
+        reading.busy = false;
+        match read {
             Ok(Some(mut chunk)) => {
                 let data = chunk.copy_to_bytes(chunk.remaining());
-                Some((Ok(Frame::data(data)), Some(recv)))
+                Some((Ok(Frame::data(data)), Some(reading)))
             }
-            Ok(None) => match recv.recv_trailers().await {
-                Ok(Some(t)) => Some((Ok(Frame::trailers(t)), None)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e.into()), None)),
-            },
+            Ok(None) => {
+                reading.busy = true;
+                let trailers = reading.recv.recv_trailers().await;
+                reading.busy = false;
+                match trailers {
+                    Ok(Some(t)) => Some((Ok(Frame::trailers(t)), None)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e.into()), None)),
+                }
+            }
             Err(e) => Some((Err(e.into()), None)),
         }
     });
