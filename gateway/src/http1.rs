@@ -403,11 +403,7 @@ impl Conn {
         let mut keep_alive = wants.keep_alive;
         self.wbuf.clear();
         let w = &mut self.wbuf;
-        w.extend_from_slice(b"HTTP/1.1 ");
-        w.extend_from_slice(status.as_str().as_bytes());
-        w.push(b' ');
-        w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        w.extend_from_slice(b"\r\n");
+        status_line(w, status);
         let mut declared: Option<u64> = None;
         let mut dated = false;
         for (name, value) in &parts.headers {
@@ -572,11 +568,8 @@ impl Conn {
     async fn refuse(mut self, status: StatusCode) {
         self.wbuf.clear();
         let w = &mut self.wbuf;
-        w.extend_from_slice(b"HTTP/1.1 ");
-        w.extend_from_slice(status.as_str().as_bytes());
-        w.push(b' ');
-        w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        w.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+        status_line(w, status);
+        w.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
         date(w);
         w.extend_from_slice(b"\r\n\r\n");
         if self.io.write_all(&self.wbuf).await.is_ok() {
@@ -610,6 +603,15 @@ enum Framing {
     Chunked,
     /// By closing the connection (an HTTP/1.0 client, length unknown).
     UntilClose,
+}
+
+/// `HTTP/1.1 200 OK` and its line end.
+fn status_line(w: &mut Vec<u8>, status: StatusCode) {
+    w.extend_from_slice(b"HTTP/1.1 ");
+    w.extend_from_slice(status.as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    w.extend_from_slice(b"\r\n");
 }
 
 fn length_header(w: &mut Vec<u8>, n: u64) {
