@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap};
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use loom_proxy::{Pool, PoolBody};
 
@@ -215,34 +215,17 @@ pub(crate) async fn collect(
 
 /// Reads a whole response body; no deadline of its own.
 async fn read_body(provider: &str, resp: Response<Incoming>) -> Result<Bytes, Error> {
-    // The usual answer arrives in one frame and is kept as it is;
-    // `BodyExt::collect` queued every frame in a list of its own first.
-    let mut body = resp.into_body();
-    let mut first: Option<Bytes> = None;
-    let mut rest: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::Stream {
+    // The usual answer arrives in one frame and is kept as it is.
+    match loom_proxy::collect(resp.into_body(), u64::MAX, 0).await {
+        Ok(read) => Ok(read.data),
+        Err(e) => Err(Error::Stream {
             provider: provider.to_owned(),
-            detail: e.to_string(),
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers: nothing a JSON answer needs
-        };
-        match (rest.as_mut(), first.take()) {
-            (Some(buf), _) => buf.extend_from_slice(&data),
-            (None, Some(f)) => {
-                let mut buf = BytesMut::with_capacity(f.len() + data.len());
-                buf.extend_from_slice(&f);
-                buf.extend_from_slice(&data);
-                rest = Some(buf);
-            }
-            (None, None) => first = Some(data),
-        }
+            detail: match e {
+                loom_proxy::CollectError::Failed(detail) => detail,
+                loom_proxy::CollectError::TooLarge => "answer too large".to_owned(),
+            },
+        }),
     }
-    Ok(match rest {
-        Some(buf) => buf.freeze(),
-        None => first.unwrap_or_default(),
-    })
 }
 
 /// Builds the header map of a provider: fixed headers, then the configured

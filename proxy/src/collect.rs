@@ -1,11 +1,9 @@
 //! Reading a whole body into memory, bounded: for the AI handlers' JSON
-//! requests and for plugin callout answers.
+//! requests, providers' whole answers and plugin callout answers.
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body_util::BodyExt;
-
-use crate::Body;
 
 /// A body read whole, with its trailers (empty when it had none).
 pub struct Collected {
@@ -29,7 +27,12 @@ pub enum CollectError {
 /// over a boxed body trips rustc's check that the caller's future is `Send`
 /// (rust-lang/rust#102211). The usual body arrives in one chunk and is kept
 /// as it is, without a copy.
-pub async fn collect(mut body: Body, limit: u64, expected: u64) -> Result<Collected, CollectError> {
+pub async fn collect<B>(body: B, limit: u64, expected: u64) -> Result<Collected, CollectError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     let mut trailers = HeaderMap::new();

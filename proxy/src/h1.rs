@@ -301,12 +301,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, St
             );
             count += 1;
             if h.name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or("invalid Content-Length")?;
+                let n = content_length(h.value).ok_or("invalid Content-Length")?;
                 if length.is_some_and(|l| l != n) {
                     return Err("conflicting Content-Length headers".to_owned());
                 }
@@ -370,8 +365,19 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, St
     }
 }
 
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// The value of a `Content-Length` header: digits only (no sign, no list),
+/// surrounding whitespace allowed.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The comma-separated tokens of a header value (`Connection`,
+/// `Transfer-Encoding`, `TE`), trimmed, empty ones left out.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -569,6 +575,29 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_tokens_are_trimmed_and_lengths_are_digits_only() {
+        let t: Vec<&[u8]> = tokens(b" keep-alive ,Upgrade,, close").collect();
+        assert_eq!(t, [&b"keep-alive"[..], b"Upgrade", b"close"]);
+        assert_eq!(content_length(b" 42 "), Some(42));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1,1",
+            b"1 2",
+            b"0x10",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(
+                content_length(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     fn head(raw: &str, head_request: bool) -> Result<Option<Head>, String> {
         parse_head(&mut BytesMut::from(raw), head_request)

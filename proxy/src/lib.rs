@@ -26,6 +26,7 @@ pub mod wasm;
 pub use balance::random;
 pub use collect::{CollectError, Collected, collect};
 pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
+pub use h1::{content_length, tokens as header_tokens};
 pub use headers::strip_hop_by_hop;
 pub use pool::{Pool, PoolBody};
 pub use retry::{Failure, MAX_REPLAY, RetryPolicy};
