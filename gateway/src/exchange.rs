@@ -23,8 +23,8 @@ pub struct Exchange {
     pub path: String,
     pub started: Instant,
     pub status: u16,
-    pub provider: Option<String>,
-    pub model: Option<String>,
+    pub provider: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
     pub tokens: Option<(u64, u64)>,
     /// Why the request failed, as a short label, when it did.
     pub error: Option<&'static str>,

@@ -5,6 +5,10 @@ use serde_json::Value;
 
 use crate::Extra;
 
+pub mod head;
+
+pub use head::ChatHead;
+
 /// `POST /v1/chat/completions` request body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {

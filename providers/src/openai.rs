@@ -180,12 +180,13 @@ impl OpenAi {
         })
     }
 
-    pub(crate) async fn chat(
-        &self,
-        req: &ChatRequest,
-        original: Option<Bytes>,
-    ) -> Result<Reply, Error> {
-        self.whole(Endpoint::Chat, &req.model, original, req).await
+    pub(crate) async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
+        self.whole(Endpoint::Chat, &req.model, None, req).await
+    }
+
+    /// A chat completion from the client's own bytes (see `Provider::chat_relayed`).
+    pub(crate) async fn chat_relayed(&self, model: &str, body: Bytes) -> Result<Reply, Error> {
+        self.whole(Endpoint::Chat, model, Some(body), &()).await
     }
 
     pub(crate) async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {

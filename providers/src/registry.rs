@@ -27,7 +27,7 @@ use crate::{ChunkStream, CompletionStream, Error, Reply};
 /// One configured provider.
 #[derive(Debug)]
 pub struct Provider {
-    name: String,
+    name: Arc<str>,
     /// The name as a header value (`x-loom-provider`), made once.
     name_header: Option<http::HeaderValue>,
     kind: ProviderKind,
@@ -46,6 +46,12 @@ enum Adapter {
 impl Provider {
     /// Its configured name.
     pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its configured name, shared (for what outlives a borrow of the
+    /// provider, such as a request's access-log fields).
+    pub fn shared_name(&self) -> &Arc<str> {
         &self.name
     }
 
@@ -97,15 +103,32 @@ impl Provider {
         result
     }
 
-    /// A chat completion. `original` is the client's body when `req` is
-    /// exactly what it says: providers that speak the same format send it
-    /// as is instead of serialising `req` again.
-    pub async fn chat(&self, req: &ChatRequest, original: Option<Bytes>) -> Result<Reply, Error> {
+    /// A chat completion.
+    pub async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
         match &self.adapter {
-            Adapter::OpenAi(a) => a.chat(req, original).await,
+            Adapter::OpenAi(a) => a.chat(req).await,
             Adapter::Anthropic(a) => a.chat(req).await,
             Adapter::Gemini(a) => a.chat(req).await,
             Adapter::Mock(m) => m.chat(req).await,
+        }
+    }
+
+    /// Whether this provider speaks OpenAI's chat format, so that a client's
+    /// request can go to it byte for byte ([`Provider::chat_relayed`]).
+    pub fn relays_chat(&self) -> bool {
+        matches!(self.adapter, Adapter::OpenAi(_))
+    }
+
+    /// A chat completion whose request is the client's body, sent as it is:
+    /// nothing is parsed or serialised again. Only for a provider that
+    /// [relays chat](Provider::relays_chat) and a body naming `model`.
+    pub async fn chat_relayed(&self, model: &str, body: Bytes) -> Result<Reply, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.chat_relayed(model, body).await,
+            _ => Err(Error::Unsupported(format!(
+                "provider {} does not take OpenAI chat requests as they are",
+                self.name
+            ))),
         }
     }
 
@@ -161,10 +184,11 @@ impl Provider {
 }
 
 /// A provider chosen for a request, with the model name to send it.
+/// Cloned per attempt: the name is shared, not copied.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub provider: Arc<Provider>,
-    pub model: String,
+    pub model: Arc<str>,
 }
 
 /// The providers of one configuration.
@@ -172,7 +196,7 @@ pub struct Target {
 pub struct Registry {
     providers: Vec<Arc<Provider>>,
     /// Model → (provider index, upstream model), in priority order.
-    by_model: HashMap<String, Vec<(usize, String)>>,
+    by_model: HashMap<String, Vec<(usize, Arc<str>)>>,
     /// Providers with no `models:` list, in priority order: they serve any other model.
     catch_all: Vec<usize>,
     cards: Vec<ModelCard>,
@@ -221,7 +245,7 @@ impl Registry {
                 breaker.min_requests,
             );
             providers.push(Arc::new(Provider {
-                name: p.name.clone(),
+                name: Arc::from(p.name.as_str()),
                 name_header: http::HeaderValue::from_str(&p.name).ok(),
                 kind: p.kind,
                 adapter,
@@ -231,12 +255,15 @@ impl Registry {
         priority.sort();
         let order: Vec<usize> = priority.into_iter().map(|(_, i)| i).collect();
 
-        let mut by_model: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+        let mut by_model: HashMap<String, Vec<(usize, Arc<str>)>> = HashMap::new();
         let mut cards = Vec::new();
         for &i in &order {
             let p = &cfg.providers[i];
             for m in &p.models {
-                by_model.entry(m.clone()).or_default().push((i, m.clone()));
+                by_model
+                    .entry(m.clone())
+                    .or_default()
+                    .push((i, Arc::from(m.as_str())));
                 cards.push(ModelCard::new(m.clone(), p.name.clone()));
             }
         }
@@ -246,7 +273,7 @@ impl Registry {
                 if let Some(upstream) = per_provider.get(&cfg.providers[i].name)
                     && !list.iter().any(|(j, _)| *j == i)
                 {
-                    list.push((i, upstream.clone()));
+                    list.push((i, Arc::from(upstream.as_str())));
                 }
             }
             list.sort_by_key(|(i, _)| order.iter().position(|o| o == i));
@@ -283,7 +310,7 @@ impl Registry {
                 .iter()
                 .map(|&i| Target {
                     provider: self.providers[i].clone(),
-                    model: model.to_owned(),
+                    model: Arc::from(model),
                 })
                 .collect(),
         };
@@ -356,10 +383,7 @@ model_mapping:
 "#,
         );
         let c = r.candidates("gpt-4").unwrap();
-        let names: Vec<(&str, &str)> = c
-            .iter()
-            .map(|t| (t.provider.name(), t.model.as_str()))
-            .collect();
+        let names: Vec<(&str, &str)> = c.iter().map(|t| (t.provider.name(), &*t.model)).collect();
         assert_eq!(
             names,
             [("a", "gpt-4"), ("b", "gpt-4"), ("any", "big-local")]

@@ -162,6 +162,36 @@ def test_body_that_is_not_utf8_is_400(loom_ai):
     assert ok.status_code == 200, ok.text
 
 
+def test_unchanged_chat_is_relayed_byte_for_byte(loom_ai, fake_openai):
+    # Odd spacing, key order, content parts, and a parameter Loom does not
+    # read (mistyped, so the provider would refuse it): the body goes upstream
+    # exactly as sent, and the provider is the one to check it.
+    raw = (
+        b'{ "messages" : [ {"role":"user","content":[{"type":"text","text":"hi \\u00e9"}]} ],\n'
+        b'  "temperature": "warm", "model":"gpt-4o", "max_tokens": 7 }'
+    )
+    resp = post(loom_ai, raw)
+    assert resp.status_code == 200, resp.text
+    assert fake_openai.requests[-1]["raw"] == raw
+    assert resp.json()["usage"]["total_tokens"] == 29
+
+
+def test_what_loom_reads_is_checked_before_anything_is_sent(loom_ai, fake_openai):
+    before = len(fake_openai.requests)
+    for body, param in [
+        (b'{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"stream":"yes"}', None),
+        (b'{"model":"gpt-4o","messages":[{"content":"x"}]}', "role"),
+        (b'{"model":"gpt-4o","messages":[{"role":"user","content":5}]}', None),
+        (b'{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"max_tokens":-1}', None),
+        (b'{"model":7,"messages":[{"role":"user","content":"x"}]}', None),
+    ]:
+        assert_envelope(post(loom_ai, body), 400, param=param)
+    # A mapped model is rewritten, so the whole request is read and checked.
+    err = assert_envelope(post(loom_ai, b'{"model":"smart","messages":[{"role":"user","content":"x"}],"temperature":"warm"}'), 400)
+    assert "warm" in err["message"]
+    assert len(fake_openai.requests) == before
+
+
 def test_missing_fields_are_400_naming_the_parameter(loom_ai):
     assert_envelope(post(loom_ai, b'{"model": "gpt-4o"}'), 400, param="messages")
     assert_envelope(post(loom_ai, b'{"messages": [{"role":"user","content":"x"}]}'), 400, param="model")

@@ -469,8 +469,8 @@ impl Recorder {
 /// chunks in OpenAI's shape. Records the request as a cache hit.
 pub fn respond(hit: Hit, ex: &mut Exchange, stream: bool, wants_usage: bool) -> Response<Body> {
     let answer = &hit.answer;
-    ex.provider = Some("cache".to_owned());
-    ex.model = Some(answer.response.model.clone());
+    ex.provider = Some(std::sync::Arc::from("cache"));
+    ex.model = Some(std::sync::Arc::from(answer.response.model.as_str()));
     ex.tokens = Some((0, 0));
     if let Some(acc) = &ex.account {
         let consumer = ex

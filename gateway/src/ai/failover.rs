@@ -62,7 +62,7 @@ impl<'a> Tries<'a> {
             backoff(self.attempts).await;
         }
         self.attempts += 1;
-        ex.provider = Some(target.provider.name().to_owned());
+        ex.provider = Some(target.provider.shared_name().clone());
         self.called = Instant::now();
         target
     }

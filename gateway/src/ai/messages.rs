@@ -142,16 +142,16 @@ async fn serve(
     let router = router(rt, &ex.route);
     let plan = plan(rt, router, &msg.model, 0, Some(msg.max_tokens))?;
     admit(rt, ex, q, &original, &msg.model, Some(msg.max_tokens)).await?;
-    let client_model = msg.model.clone();
+    let client_model: std::sync::Arc<str> = std::sync::Arc::from(msg.model.as_str());
     ex.model = Some(client_model.clone());
     let mut tries = Tries::new(router, &plan);
     loop {
         let target = tries.next(ex).await;
         let outcome = if target.provider.is_anthropic() && native_ok {
-            let body = if target.model == client_model {
+            let body = if *target.model == *client_model {
                 original.clone()
             } else {
-                msg.model.clone_from(&target.model);
+                msg.model.replace_range(.., &target.model);
                 Bytes::from(
                     serde_json::to_vec(&msg).map_err(|e| ApiError::invalid(e.to_string(), None))?,
                 )
@@ -173,7 +173,7 @@ async fn serve(
             let Some(chat) = chat.as_mut() else {
                 continue;
             };
-            chat.model.clone_from(&target.model);
+            chat.model.replace_range(.., &target.model);
             if stream {
                 failover::within(
                     router,
@@ -183,13 +183,9 @@ async fn serve(
                 .await
                 .map(Answer::Chunks)
             } else {
-                failover::within(
-                    router,
-                    target.provider.name(),
-                    target.provider.chat(chat, None),
-                )
-                .await
-                .map(|r| Answer::Chat(Box::new(r)))
+                failover::within(router, target.provider.name(), target.provider.chat(chat))
+                    .await
+                    .map(|r| Answer::Chat(Box::new(r)))
             }
         };
         let answer = match outcome {
@@ -279,8 +275,8 @@ enum Source {
 
 struct Call {
     provider: Arc<Provider>,
-    client_model: String,
-    provider_model: String,
+    client_model: std::sync::Arc<str>,
+    provider_model: std::sync::Arc<str>,
     called: Instant,
     /// The client's request, to count the prompt if usage never arrives.
     request: Bytes,

@@ -20,7 +20,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use loom_accounting::{Admission, UsageRecord};
 use loom_guardrails::Guardrails;
-use loom_models::chat::{ChatRequest, Message, Usage};
+use loom_models::chat::{ChatHead, ChatRequest, Message, Usage};
 use loom_models::completions::CompletionRequest;
 use loom_models::embeddings::EmbeddingRequest;
 use loom_models::models_list::ModelList;
@@ -115,12 +115,28 @@ fn endpoint(path: &str) -> &str {
 
 type Outcome = Result<(Response<Body>, Option<Exchange>), (ApiError, Option<Exchange>)>;
 
-/// Reads and parses a JSON request body; returns the parsed value and the
-/// bytes it came from.
-async fn parse_body<T: DeserializeOwned>(
-    req: Request<Body>,
-    limit: u64,
-) -> Result<(T, Bytes), ApiError> {
+/// A request body read whole and known to be UTF-8 text.
+pub(crate) struct JsonText(Bytes);
+
+impl JsonText {
+    /// The body as text.
+    pub fn text(&self) -> &str {
+        // SAFETY: `read_json` checked these bytes with `str::from_utf8`, and
+        // `Bytes` never changes its contents.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The body as bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+/// Reads a JSON request body: content type (→ 415), size (→ 413), UTF-8
+/// (→ 400), checked once for the whole body: parsing from `&str` then takes
+/// every key and string as it is, where parsing from bytes validated each
+/// one again (a third of `ChatRequest`'s parse under callgrind).
+async fn read_json(req: Request<Body>, limit: u64) -> Result<JsonText, ApiError> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         const JSON: &[u8] = b"application/json";
         let v = ct.as_bytes().trim_ascii_start();
@@ -139,17 +155,21 @@ async fn parse_body<T: DeserializeOwned>(
             ));
         }
     };
-    // UTF-8 checked once for the whole body: parsing from `&str` then takes
-    // every key and string as it is, where parsing from bytes validated
-    // each one again (a third of `ChatRequest`'s parse under callgrind).
-    let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::Invalid {
-        message: format!(
-            "Invalid request body: not UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        ),
-        param: None,
-    })?;
-    let value = serde_json::from_str(text).map_err(|e| {
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        return Err(ApiError::Invalid {
+            message: format!(
+                "Invalid request body: not UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+            param: None,
+        });
+    }
+    Ok(JsonText(bytes))
+}
+
+/// Parses a request body; a failure is a 400 naming the missing field.
+fn decode<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, ApiError> {
+    serde_json::from_str(text).map_err(|e| {
         let msg = e.to_string();
         let param = msg
             .strip_prefix("missing field `")
@@ -159,8 +179,18 @@ async fn parse_body<T: DeserializeOwned>(
             message: format!("Invalid request body: {msg}"),
             param,
         }
-    })?;
-    Ok((value, bytes))
+    })
+}
+
+/// Reads and parses a JSON request body; returns the parsed value and the
+/// bytes it came from.
+async fn parse_body<T: DeserializeOwned>(
+    req: Request<Body>,
+    limit: u64,
+) -> Result<(T, Bytes), ApiError> {
+    let body = read_json(req, limit).await?;
+    let value = decode(body.text())?;
+    Ok((value, body.0))
 }
 
 /// The router of `route`: its own when it overrides the strategy.
@@ -484,11 +514,21 @@ async fn chat(
         Some(_) => cache::Directive::of(req.headers()),
         None => cache::Directive::default(),
     };
-    let (mut chat, original): (ChatRequest, Bytes) = match parse_body(req, limit).await {
-        Ok(c) => c,
+    let body = match read_json(req, limit).await {
+        Ok(b) => b,
         Err(e) => return Err((e, Some(ex))),
     };
-    if chat.messages.is_empty() {
+    // What routing, limits and accounting decide with. The whole request is
+    // parsed only when a stage reads or rewrites it: guardrails, the cache,
+    // a token cap to write in, a stream, a mapped model, or a provider that
+    // does not speak OpenAI's format. Otherwise the client's bytes go
+    // upstream as they are, and the provider checks what Loom did not read.
+    let head: ChatHead = match decode(body.text()) {
+        Ok(h) => h,
+        Err(e) => return Err((e, Some(ex))),
+    };
+    let original = body.bytes();
+    if head.messages.count == 0 {
         return Err((
             ApiError::invalid(
                 "`messages` must contain at least one message",
@@ -497,7 +537,7 @@ async fn chat(
             Some(ex),
         ));
     }
-    let stream = chat.is_stream();
+    let stream = head.is_stream();
     if stream && !rt.streaming_enabled {
         return Err((
             ApiError::invalid("Streaming is disabled on this gateway", Some("stream")),
@@ -505,36 +545,47 @@ async fn chat(
         ));
     }
     let policy = guard::policy(rt, &ex);
-    let mut capped = false;
-    match token_cap(&policy, &original, &chat.model, chat.max_output_tokens()) {
+    // No budget asked for: the cap becomes the budget.
+    let capped = match token_cap(&policy, original, &head.model, head.max_output_tokens()) {
         Err(e) => return Err((e, Some(ex))),
-        Ok(Some(cap)) if chat.max_output_tokens().is_none() => {
-            // No budget asked for: the cap becomes the budget.
+        Ok(cap) => cap.filter(|_| head.max_output_tokens().is_none()),
+    };
+    let max_output = head.max_output_tokens().or(capped);
+    let mut full: Option<ChatRequest> = None;
+    if capped.is_some() || !policy.is_empty() || rt.cache.is_some() || stream {
+        let chat = match whole_request(&mut full, &body) {
+            Ok(c) => c,
+            Err(e) => return Err((e, Some(ex))),
+        };
+        if let Some(cap) = capped {
             if uses_max_completion_tokens(&chat.model) {
                 chat.max_completion_tokens = Some(cap);
             } else {
                 chat.max_tokens = Some(cap);
             }
-            capped = true;
         }
-        Ok(_) => {}
     }
     // Without guardrails the request is not moved through the check's
     // future (a copy of it each way).
-    let (mut chat, applied) = if policy.is_empty() {
-        (chat, guard::Applied::unchecked(policy))
-    } else {
-        match guard::check(policy, chat, &ex).await {
-            Ok(checked) => checked,
+    let applied = match full.take() {
+        Some(chat) if !policy.is_empty() => match guard::check(policy, chat, &ex).await {
+            Ok((chat, applied)) => {
+                full = Some(chat);
+                applied
+            }
             Err(e) => return Err((e, Some(ex))),
+        },
+        other => {
+            full = other;
+            guard::Applied::unchecked(policy)
         }
     };
     // Boxed, and only with a cache: the lookup's future (embedding, vector
     // store) is tens of kilobytes that every request's future would carry
     // and move otherwise.
-    let looked_up = match rt.cache {
-        Some(_) => Box::pin(cache::begin(rt, &ex, directive, &chat, &applied)).await,
-        None => cache::Begin::Go {
+    let looked_up = match (&rt.cache, &full) {
+        (Some(_), Some(chat)) => Box::pin(cache::begin(rt, &ex, directive, chat, &applied)).await,
+        _ => cache::Begin::Go {
             status: None,
             saver: None,
         },
@@ -543,52 +594,73 @@ async fn chat(
         cache::Begin::Hit(hit) => {
             // A hit calls no provider and costs no tokens: it is neither
             // routed nor admitted against the consumer's limits.
-            let wants_usage = chat.wants_stream_usage();
-            let resp = cache::respond(hit, &mut ex, stream, wants_usage);
+            let resp = cache::respond(hit, &mut ex, stream, head.wants_stream_usage());
             return Ok((resp, Some(ex)));
         }
         cache::Begin::Go { status, saver } => (status, saver),
     };
-    let prompt_chars: usize = chat.messages.iter().map(Message::text_len).sum();
+    // Guardrails may have rewritten the text: measured after them.
+    let prompt_chars = full.as_ref().map_or(head.messages.text_len, |c| {
+        c.messages.iter().map(Message::text_len).sum()
+    });
     let router = router(rt, &ex.route);
-    let plan = match plan(
-        rt,
-        router,
-        &chat.model,
-        prompt_chars,
-        chat.max_output_tokens(),
-    ) {
+    let plan = match plan(rt, router, &head.model, prompt_chars, max_output) {
         Ok(p) => p,
         Err(e) => return Err((e, Some(ex))),
     };
-    if let Err(e) = admit(rt, &ex, q, &original, &chat.model, chat.max_output_tokens()).await {
+    if let Err(e) = admit(rt, &ex, q, original, &head.model, max_output).await {
         return Err((e, Some(ex)));
     }
-    let client_model = chat.model.clone();
+    let wants_usage = head.wants_stream_usage();
+    let client_model: Arc<str> = Arc::from(head.model.as_ref());
     ex.model = Some(client_model.clone());
-    let wants_usage = chat.wants_stream_usage();
-    let passthrough = !applied.changed && !capped;
+    let passthrough = !applied.changed && capped.is_none();
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
-        chat.model.clone_from(&target.model);
-        let outcome = if stream {
-            failover::within(
+        // The client's bytes go upstream as they are when nothing changed
+        // them and the provider speaks their format.
+        let relay = passthrough
+            && !stream
+            && *target.model == *client_model
+            && target.provider.relays_chat();
+        let chat = if relay {
+            None
+        } else {
+            match whole_request(&mut full, &body) {
+                Ok(chat) => {
+                    chat.model.replace_range(.., &target.model);
+                    Some(chat)
+                }
+                Err(e) => return Err((e, Some(ex))),
+            }
+        };
+        let outcome = match chat {
+            Some(chat) if stream => failover::within(
                 router,
                 target.provider.name(),
-                failover::first_event(target.provider.chat_stream(&mut chat)),
+                failover::first_event(target.provider.chat_stream(chat)),
             )
             .await
-            .map(Answer::Stream)
-        } else {
-            // Unchanged by mapping or guardrails: the client's bytes go upstream as they are.
-            let original = (passthrough && target.model == client_model).then(|| original.clone());
-            // Pinned where it is made: the provider call's future is several
-            // kilobytes, which passing it by value copied twice per request.
-            let call = std::pin::pin!(target.provider.chat(&chat, original));
-            failover::within(router, target.provider.name(), call)
-                .await
-                .map(|r| Answer::Whole(Box::new(r)))
+            .map(Answer::Stream),
+            // Pinned where they are made: a provider call's future is
+            // several kilobytes, which passing it by value copied twice.
+            Some(chat) => {
+                let call = std::pin::pin!(target.provider.chat(chat));
+                failover::within(router, target.provider.name(), call)
+                    .await
+                    .map(|r| Answer::Whole(Box::new(r)))
+            }
+            None => {
+                let call = std::pin::pin!(
+                    target
+                        .provider
+                        .chat_relayed(&target.model, original.clone())
+                );
+                failover::within(router, target.provider.name(), call)
+                    .await
+                    .map(|r| Answer::Whole(Box::new(r)))
+            }
         };
         let answer = match outcome {
             Ok(answer) => answer,
@@ -606,7 +678,7 @@ async fn chat(
                 let call = Streamed {
                     client_model,
                     wants_usage,
-                    request: original,
+                    request: original.clone(),
                     recorder: saver.take().map(cache::Saver::recorder),
                 };
                 (streamed(ex, &tries, &target, call, events, &applied), None)
@@ -622,13 +694,24 @@ async fn chat(
                     );
                 }
                 (
-                    whole(&mut ex, &tries, &target, &client_model, &original, *reply),
+                    whole(&mut ex, &tries, &target, &client_model, original, *reply),
                     Some(ex),
                 )
             }
         };
         cache::mark(&mut resp, cache_status);
         return Ok((resp, ex));
+    }
+}
+
+/// The whole chat request, parsed from `body` the first time a stage needs it.
+fn whole_request<'c>(
+    full: &'c mut Option<ChatRequest>,
+    body: &JsonText,
+) -> Result<&'c mut ChatRequest, ApiError> {
+    match full {
+        Some(chat) => Ok(chat),
+        None => Ok(full.insert(decode(body.text())?)),
     }
 }
 
@@ -663,7 +746,7 @@ fn whole(
 
 /// What a stream's relay needs besides its provider.
 struct Streamed {
-    client_model: String,
+    client_model: Arc<str>,
     wants_usage: bool,
     /// The client's request body, to count the prompt if usage never arrives.
     request: Bytes,
@@ -785,7 +868,7 @@ async fn completions(
     if let Err(e) = admit(rt, &ex, q, &original, &body.model, body.max_tokens).await {
         return Err((e, Some(ex)));
     }
-    let client_model = body.model.clone();
+    let client_model: Arc<str> = Arc::from(body.model.as_str());
     ex.model = Some(client_model.clone());
     let wants_usage = body
         .stream_options
@@ -795,7 +878,7 @@ async fn completions(
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
-        body.model.clone_from(&target.model);
+        body.model.replace_range(.., &target.model);
         if stream {
             let started = failover::first_event(target.provider.completions_stream(&mut body));
             match failover::within(router, target.provider.name(), started).await {
@@ -815,7 +898,7 @@ async fn completions(
                 },
             }
         }
-        let unchanged = (target.model == client_model && !rewritten).then(|| original.clone());
+        let unchanged = (*target.model == *client_model && !rewritten).then(|| original.clone());
         match failover::within(
             router,
             target.provider.name(),
@@ -858,13 +941,13 @@ async fn embeddings(
     if let Err(e) = admit(rt, &ex, q, &original, &body.model, None).await {
         return Err((e, Some(ex)));
     }
-    let client_model = body.model.clone();
+    let client_model: Arc<str> = Arc::from(body.model.as_str());
     ex.model = Some(client_model.clone());
     let mut tries = failover::Tries::new(router, &plan);
     loop {
         let target = tries.next(&mut ex).await;
-        body.model.clone_from(&target.model);
-        let unchanged = (target.model == client_model).then(|| original.clone());
+        body.model.replace_range(.., &target.model);
+        let unchanged = (*target.model == *client_model).then(|| original.clone());
         match failover::within(
             router,
             target.provider.name(),

@@ -83,9 +83,9 @@ impl Event for CompletionResponse {
 /// The provider call behind a stream.
 pub struct Call {
     pub provider: Arc<Provider>,
-    pub client_model: String,
+    pub client_model: std::sync::Arc<str>,
     /// The model the provider was asked for (what it bills).
-    pub provider_model: String,
+    pub provider_model: std::sync::Arc<str>,
     pub called: Instant,
     pub wants_usage: bool,
     /// The client's request body, to count the prompt if usage never arrives.
