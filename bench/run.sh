@@ -4,6 +4,10 @@
 # Prints a Markdown table for docs/benchmarks.md.
 #
 #   bench/run.sh [DURATION_SECONDS]      (needs wrk: apt-get install wrk)
+#   ROUNDS=5 bench/run.sh 10             (several rounds, each direct then
+#                                         through Loom; the median ratio is
+#                                         printed: one round on a shared
+#                                         2-core machine varies by ±5 points)
 #   LOOM_BIN_DIR=/some/dir bench/run.sh  (binaries built earlier, for A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,18 +60,29 @@ row() { # label direct-result loom-result
   echo "| $1 | $drps | $dp50 | $dp99 | $lrps | $lp50 | $lp99 | $ratio | $cpu_us |"
 }
 
-chat_direct=$(run chat http://127.0.0.1:18000/v1/chat/completions bench/chat.lua)
-chat_loom=$(run chat http://127.0.0.1:18080/v1/chat/completions bench/chat.lua)
-plain_direct=$(run plain http://127.0.0.1:18000/plain/hello)
-plain_loom=$(run plain http://127.0.0.1:18080/plain/hello)
-load_rss=$(awk '/VmHWM/ {print $2}' "/proc/$LOOM/status")
-
+ROUNDS="${ROUNDS:-1}"
 echo
-echo "$(date -u +%Y-%m-%d) · $(nproc) cores · wrk -t$THREADS -c$CONNS -d${DURATION}s · $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "$(date -u +%Y-%m-%d) · $(nproc) cores · wrk -t$THREADS -c$CONNS -d${DURATION}s · $ROUNDS round(s) · $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
 echo "| workload | direct req/s | direct p50 | direct p99 | Loom req/s | Loom p50 | Loom p99 | Loom/direct | Loom CPU µs/req |"
 echo "|---|---|---|---|---|---|---|---|---|"
-row "chat completion (non-stream)" "$chat_direct" "$chat_loom"
-row "proxy route GET" "$plain_direct" "$plain_loom"
+chat_ratios=() plain_ratios=()
+ratio_of() { read -r d _ <<<"$1"; read -r l _ <<<"$2"; awk -v a="$l" -v b="$d" 'BEGIN {printf "%.1f", a / b * 100}'; }
+for _ in $(seq "$ROUNDS"); do
+  chat_direct=$(run chat http://127.0.0.1:18000/v1/chat/completions bench/chat.lua)
+  chat_loom=$(run chat http://127.0.0.1:18080/v1/chat/completions bench/chat.lua)
+  plain_direct=$(run plain http://127.0.0.1:18000/plain/hello)
+  plain_loom=$(run plain http://127.0.0.1:18080/plain/hello)
+  row "chat completion (non-stream)" "$chat_direct" "$chat_loom"
+  row "proxy route GET" "$plain_direct" "$plain_loom"
+  chat_ratios+=("$(ratio_of "$chat_direct" "$chat_loom")")
+  plain_ratios+=("$(ratio_of "$plain_direct" "$plain_loom")")
+done
+load_rss=$(awk '/VmHWM/ {print $2}' "/proc/$LOOM/status")
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo
+if [ "$ROUNDS" -gt 1 ]; then
+  echo "Loom/direct by round: chat ${chat_ratios[*]} (median $(median "${chat_ratios[@]}")%), proxy route ${plain_ratios[*]} (median $(median "${plain_ratios[@]}")%)"
+  echo
+fi
 echo "Loom RSS: idle $((idle_rss / 1024)) MB, peak under load $((load_rss / 1024)) MB"
