@@ -7,7 +7,7 @@ use crate::Extra;
 
 pub mod head;
 
-pub use head::{ChatHead, HeadError};
+pub use head::ChatHead;
 
 /// `POST /v1/chat/completions` request body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

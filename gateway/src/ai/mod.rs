@@ -523,15 +523,9 @@ async fn chat(
     // a token cap to write in, a stream, a mapped model, or a provider that
     // does not speak OpenAI's format. Otherwise the client's bytes go
     // upstream as they are, and the provider checks what Loom did not read.
-    let head = match ChatHead::parse(body.text()) {
+    let head: ChatHead = match decode(body.text()) {
         Ok(h) => h,
-        Err(e) => {
-            let invalid = ApiError::Invalid {
-                message: format!("Invalid request body: {e}"),
-                param: e.missing_field().map(str::to_owned),
-            };
-            return Err((invalid, Some(ex)));
-        }
+        Err(e) => return Err((e, Some(ex))),
     };
     let original = body.bytes();
     if head.messages.count == 0 {
