@@ -25,7 +25,9 @@ use loom_models::chat::{CompletionTokensDetails, PromptTokensDetails, Usage};
 /// One walk over the body's structural bytes ([`Structure`]) checks its
 /// shape and reads the counts as it passes them: the keys of the top-level
 /// object (depth 1), those of `usage` (depth 2) and those of its details
-/// objects (depth 3).
+/// objects (depth 3). Strings anywhere else (the answer's messages, tool
+/// calls, log probabilities) are not visited one by one: only brackets are,
+/// to keep the depth.
 pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
     let start = body
         .iter()
