@@ -65,20 +65,9 @@ pub struct ChatRequest {
     pub extra: Extra,
 }
 
+/// (Whether a stream, and with its usage, is read from the request's
+/// [`ChatHead`], which every chat request has.)
 impl ChatRequest {
-    /// Whether the client asked for a server-sent-event stream.
-    pub fn is_stream(&self) -> bool {
-        self.stream.unwrap_or(false)
-    }
-
-    /// Whether the client asked for the final usage chunk of a stream.
-    pub fn wants_stream_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
-    }
-
     /// The completion-length cap the client set, whichever field it used.
     pub fn max_output_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -504,8 +493,11 @@ mod tests {
             "some_future_parameter": {"nested": [1, 2, 3]}
         });
         let req: ChatRequest = serde_json::from_value(body.clone()).unwrap();
-        assert!(req.is_stream());
-        assert!(req.wants_stream_usage());
+        assert_eq!(req.stream, Some(true));
+        assert_eq!(
+            req.stream_options.as_ref().and_then(|o| o.include_usage),
+            Some(true)
+        );
         assert_eq!(req.max_output_tokens(), Some(100));
         assert_eq!(req.messages[1].text(), "What is this?");
         for m in &req.messages {

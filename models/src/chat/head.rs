@@ -205,9 +205,9 @@ impl<'de> Deserialize<'de> for Messages {
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Messages, A::Error> {
                 let mut out = Messages::default();
-                while let Some(m) = seq.next_element::<MessageText>()? {
+                while let Some(Measured(len, _)) = seq.next_element::<Measured<MessageShape>>()? {
                     out.count += 1;
-                    out.text_len += m.content.map_or(0, |c| c.0);
+                    out.text_len += len.unwrap_or(0);
                 }
                 Ok(out)
             }
@@ -216,49 +216,72 @@ impl<'de> Deserialize<'de> for Messages {
     }
 }
 
-/// One message: its content's text length; its `role` must be a string;
-/// every other member is skipped. An object only, as `Message` is.
-struct MessageText {
-    content: Option<ContentLen>,
+/// An object with a required string member and an optional member whose
+/// text is measured: a message (`role`, `content`) or a content part
+/// (`type`, `text`). Objects only, each member at most once, as `Message`
+/// and `ContentPart` read them; other members are skipped.
+trait Shape {
+    const WHAT: &'static str;
+    const REQUIRED: &'static str;
+    const MEASURED: &'static str;
+    /// The measured member's value, read for its length.
+    type Measure: for<'de> Deserialize<'de> + Into<usize>;
 }
 
-impl<'de> Deserialize<'de> for MessageText {
+/// A message: its `role` must be a string; its content's text length.
+struct MessageShape;
+
+impl Shape for MessageShape {
+    const WHAT: &'static str = "a message";
+    const REQUIRED: &'static str = "role";
+    const MEASURED: &'static str = "content";
+    type Measure = ContentLen;
+}
+
+/// A content part: it must say its `type`; the length of its `text`.
+struct PartShape;
+
+impl Shape for PartShape {
+    const WHAT: &'static str = "a content part";
+    const REQUIRED: &'static str = "type";
+    const MEASURED: &'static str = "text";
+    type Measure = Len;
+}
+
+/// The measured member's length, if the object has it (and it is not null).
+struct Measured<S>(Option<usize>, std::marker::PhantomData<S>);
+
+impl<'de, S: Shape> Deserialize<'de> for Measured<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Map;
-        impl<'de> Visitor<'de> for Map {
-            type Value = MessageText;
+        struct Map<S>(std::marker::PhantomData<S>);
+        impl<'de, S: Shape> Visitor<'de> for Map<S> {
+            type Value = Measured<S>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a message")
+                f.write_str(S::WHAT)
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MessageText, A::Error> {
-                let (mut role, mut content) = (false, None);
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Measured<S>, A::Error> {
+                let (mut required, mut measured) = (false, None);
                 while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    match key.as_ref() {
-                        "role" => {
-                            once(role, "role")?;
-                            map.next_value::<Len>()?;
-                            role = true;
-                        }
-                        "content" => {
-                            once(content.is_some(), "content")?;
-                            content = Some(map.next_value::<Option<ContentLen>>()?);
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
+                    if key == S::REQUIRED {
+                        once(required, S::REQUIRED)?;
+                        map.next_value::<Len>()?;
+                        required = true;
+                    } else if key == S::MEASURED {
+                        once(measured.is_some(), S::MEASURED)?;
+                        measured = Some(map.next_value::<Option<S::Measure>>()?.map(Into::into));
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
                     }
                 }
-                if !role {
-                    return Err(de::Error::missing_field("role"));
+                if !required {
+                    return Err(de::Error::missing_field(S::REQUIRED));
                 }
-                Ok(MessageText {
-                    content: content.flatten(),
-                })
+                Ok(Measured(measured.flatten(), std::marker::PhantomData))
             }
         }
-        d.deserialize_map(Map)
+        d.deserialize_map(Map(std::marker::PhantomData))
     }
 }
 
@@ -282,8 +305,8 @@ impl<'de> Deserialize<'de> for ContentLen {
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ContentLen, A::Error> {
                 let (mut n, mut len) = (0usize, 0usize);
-                while let Some(part) = seq.next_element::<PartText>()? {
-                    if let Some(t) = part.0 {
+                while let Some(Measured(text, _)) = seq.next_element::<Measured<PartShape>>()? {
+                    if let Some(t) = text {
                         n += 1;
                         len += t;
                     }
@@ -295,50 +318,20 @@ impl<'de> Deserialize<'de> for ContentLen {
     }
 }
 
-/// A content part: the length of its `text`, if it has one. Like
-/// [`ContentPart`](super::ContentPart), a part must say its `type`.
-struct PartText(Option<usize>);
+/// The length of a string, which is not kept.
+struct Len(usize);
 
-impl<'de> Deserialize<'de> for PartText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Part;
-        impl<'de> Visitor<'de> for Part {
-            type Value = PartText;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a content part")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PartText, A::Error> {
-                let (mut kind, mut text) = (false, None);
-                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    match key.as_ref() {
-                        "type" => {
-                            once(kind, "type")?;
-                            map.next_value::<Len>()?;
-                            kind = true;
-                        }
-                        "text" => {
-                            once(text.is_some(), "text")?;
-                            text = Some(map.next_value::<Option<Len>>()?.map(|l| l.0));
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                if !kind {
-                    return Err(de::Error::missing_field("type"));
-                }
-                Ok(PartText(text.flatten()))
-            }
-        }
-        d.deserialize_map(Part)
+impl From<Len> for usize {
+    fn from(l: Len) -> usize {
+        l.0
     }
 }
 
-/// The length of a string, which is not kept.
-struct Len(usize);
+impl From<ContentLen> for usize {
+    fn from(c: ContentLen) -> usize {
+        c.0
+    }
+}
 
 impl<'de> Deserialize<'de> for Len {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -376,8 +369,9 @@ mod tests {
         assert_eq!(h.messages.count, full.messages.len());
         let text: usize = full.messages.iter().map(Message::text_len).sum();
         assert_eq!(h.messages.text_len, text, "{json}");
-        assert_eq!(h.is_stream(), full.is_stream());
-        assert_eq!(h.wants_stream_usage(), full.wants_stream_usage());
+        assert_eq!(h.is_stream(), full.stream.unwrap_or(false));
+        let usage = full.stream_options.as_ref().and_then(|o| o.include_usage);
+        assert_eq!(h.wants_stream_usage(), usage.unwrap_or(false));
         assert_eq!(h.max_output_tokens(), full.max_output_tokens());
     }
 
@@ -625,8 +619,9 @@ mod tests {
                 prop_assert_eq!(head.messages.count, full.messages.len());
                 let len: usize = full.messages.iter().map(Message::text_len).sum();
                 prop_assert_eq!(head.messages.text_len, len);
-                prop_assert_eq!(head.is_stream(), full.is_stream());
-                prop_assert_eq!(head.wants_stream_usage(), full.wants_stream_usage());
+                prop_assert_eq!(head.stream, full.stream);
+                let usage = full.stream_options.as_ref().and_then(|o| o.include_usage);
+                prop_assert_eq!(head.stream_options.and_then(|o| o.include_usage), usage);
                 prop_assert_eq!(head.max_output_tokens(), full.max_output_tokens());
             }
         }
