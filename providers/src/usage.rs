@@ -25,9 +25,7 @@ use loom_models::chat::{CompletionTokensDetails, PromptTokensDetails, Usage};
 /// One walk over the body's structural bytes ([`Structure`]) checks its
 /// shape and reads the counts as it passes them: the keys of the top-level
 /// object (depth 1), those of `usage` (depth 2) and those of its details
-/// objects (depth 3). Strings anywhere else (the answer's messages, tool
-/// calls, log probabilities) are not visited one by one: only brackets are,
-/// to keep the depth.
+/// objects (depth 3).
 pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
     let start = body
         .iter()
@@ -42,7 +40,7 @@ pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
     let mut u = Usage::default();
     let mut total = None;
     let mut structure = Structure::new(body, start);
-    while let Some(event) = structure.next() {
+    for event in structure.by_ref() {
         match event {
             Event::String(at) => match (depth, state) {
                 // Most keys are not `usage`: a prefix test passes them by.
@@ -107,16 +105,12 @@ pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
                 }
                 _ => {}
             },
-            Event::Open(_) => {
-                depth += 1;
-                structure.report_strings(wanted(depth, state, detail));
-            }
+            Event::Open(_) => depth += 1,
             Event::Close(at) => {
                 depth = depth.checked_sub(1).ok_or("unbalanced brackets")?;
                 if depth == 1 && state == State::Inside {
                     state = State::Read;
                 }
-                structure.report_strings(wanted(depth, state, detail));
                 if depth == 0 {
                     let rest = &body[at + 1..];
                     if !rest.iter().all(u8::is_ascii_whitespace) {
@@ -139,17 +133,6 @@ pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
     } else {
         "truncated JSON object".to_owned()
     })
-}
-
-/// Whether the strings at `depth` can matter: the top-level keys until
-/// `usage` is found, then the keys of `usage` and of its details objects.
-/// The others (the answer's text, mostly) are passed by.
-fn wanted(depth: usize, state: State, detail: Detail) -> bool {
-    match state {
-        State::Seek => depth == 1,
-        State::Inside => depth == 2 || (depth == 3 && detail != Detail::None),
-        State::Null | State::Read => false,
-    }
 }
 
 /// How far the walk has got with `usage`.

@@ -134,8 +134,6 @@ pub(super) struct Structure<'a> {
     base: usize,
     inside: u64,
     escape: bool,
-    /// Whether string events are reported (brackets always are).
-    strings: bool,
 }
 
 impl<'a> Structure<'a> {
@@ -149,15 +147,7 @@ impl<'a> Structure<'a> {
             base: 0,
             inside: 0,
             escape: false,
-            strings: true,
         }
-    }
-
-    /// Whether to report the strings that follow (until the next change):
-    /// a reader that only needs the strings at some depths passes the
-    /// others by without visiting them one at a time.
-    pub(super) fn report_strings(&mut self, on: bool) {
-        self.strings = on;
     }
 
     /// Whether the text ends inside a string (once every event is taken).
@@ -197,22 +187,13 @@ impl Iterator for Structure<'_> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Event> {
-        let live = loop {
-            let live = if self.strings {
-                self.pending
-            } else {
-                self.pending & !self.opens
-            };
-            if live != 0 {
-                break live;
-            }
+        while self.pending == 0 {
             if !self.load() {
                 return None;
             }
-        };
-        let bit = live.trailing_zeros();
-        // This event and every skipped string before it are taken.
-        self.pending &= !(2u64 << bit).wrapping_sub(1);
+        }
+        let bit = self.pending.trailing_zeros();
+        self.pending &= self.pending - 1;
         let at = self.base + bit as usize;
         Some(if self.opens >> bit & 1 == 1 {
             Event::String(at)
@@ -279,40 +260,6 @@ mod tests {
         // The carried escape takes the first byte, itself a backslash.
         assert_eq!(escaped(0b11, &mut carry), 0b101);
         assert!(!carry);
-    }
-
-    #[test]
-    fn strings_can_be_passed_by() {
-        let text = br#"{"a":{"b":"c","d":["e"]},"f":"g"}"#;
-        let mut walk = Structure::new(text, 0);
-        walk.report_strings(false);
-        let mut seen = Vec::new();
-        while let Some(e) = walk.next() {
-            // Strings reported only at depth 1 (after the first `{`, and
-            // again once its inner object closes).
-            match e {
-                Event::Open(at) => walk.report_strings(at == 0),
-                Event::Close(at) => walk.report_strings(at == 23),
-                Event::String(_) => {}
-            }
-            seen.push(e);
-        }
-        let s = |at| Event::String(at);
-        assert_eq!(
-            seen,
-            [
-                Event::Open(0),
-                s(1),
-                Event::Open(5),
-                Event::Open(18),
-                Event::Close(22),
-                Event::Close(23),
-                s(25),
-                s(29),
-                Event::Close(32),
-            ]
-        );
-        assert!(!walk.in_string());
     }
 
     #[test]
