@@ -72,6 +72,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     for p in rt.providers.snapshots() {
         s.metrics.circuit_state(&p.name, p.circuit);
     }
+    s.metrics.worker_connections(&s.spread.loads());
     let store = rt.accountant.store();
     s.metrics.store_health(store.kind(), &store.health());
     if let Some(c) = &rt.cache {

@@ -18,6 +18,7 @@ mod reload;
 mod request_id;
 mod routes;
 mod server;
+mod spread;
 mod state;
 mod tls;
 mod traffic;
@@ -244,8 +245,10 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     }
     let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
     let certificates = server::certificates(&listeners)?;
+    let (spread, inboxes) = spread::Spread::new(workers);
     let shared = Arc::new(Shared {
         certificates: certificates.clone(),
+        spread: spread.clone(),
         runtime: ArcSwap::from_pointee(runtime),
         metrics,
         stats,
@@ -301,7 +304,9 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     }
 
     // The data plane: one thread per worker, each with its own event loop
-    // accepting on its copy of every listener. A request, its upstream
+    // accepting on its copy of every listener; a worker that accepts a
+    // connection while another serves fewer hands it over (`spread`), so
+    // the cores share the clients evenly. A request, its upstream
     // connection and its wakeups stay on one thread: no work stealing and
     // no cross-thread wake-ups on the hot path (measured in
     // docs/benchmarks.md). The control plane (admin, reload, health checks,
@@ -322,26 +327,31 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         })
         .collect();
     let mut threads = Vec::with_capacity(workers);
-    for i in 0..workers {
+    for (i, inbox) in inboxes.into_iter().enumerate() {
+        let worker = server::Worker {
+            index: i,
+            spread: spread.clone(),
+            inbox,
+        };
         let copies = bound
             .iter()
             .map(server::Bound::try_clone)
             .collect::<std::io::Result<Vec<_>>>()
             .context("cloning the listeners for a worker")?;
         let (shared, stop, limits) = (shared.clone(), stop_rx.clone(), limits.clone());
-        let worker = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("loom-worker-{i}"))
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();
                 match rt {
-                    Ok(rt) => rt.block_on(server::serve(shared, copies, stop, limits)),
+                    Ok(rt) => rt.block_on(server::serve(shared, copies, stop, limits, worker)),
                     Err(e) => tracing::error!(error = %e, "cannot start a worker's event loop"),
                 }
             })
             .context("starting a worker thread")?;
-        threads.push(worker);
+        threads.push(thread);
     }
     drop(bound);
     let serving = tokio::task::spawn_blocking(move || {

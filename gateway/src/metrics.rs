@@ -52,6 +52,7 @@ pub struct Metrics {
     shadowed: IntCounterVec,
     /// Client connections open now, over every listener.
     pub connections: IntGauge,
+    worker_connections: prometheus::IntGaugeVec,
     route_limited: IntCounterVec,
     pub in_flight: IntGauge,
     overhead: [Histogram; 2],
@@ -353,6 +354,17 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            worker_connections: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "loom_worker_connections",
+                        "Client connections each worker thread serves now",
+                    ),
+                    &["worker"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             route_limited: counter(
                 &r,
                 "loom_http_rate_limited_total",
@@ -520,6 +532,15 @@ impl Metrics {
         self.upstream_health
             .with_label_values(&[upstream, endpoint])
             .set(i64::from(healthy));
+    }
+
+    /// Sets each worker's connection count (read at scrape time).
+    pub fn worker_connections(&self, loads: &[usize]) {
+        for (i, n) in loads.iter().enumerate() {
+            self.worker_connections
+                .with_label_values(&[i.to_string().as_str()])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Reports the usage store's state (read at scrape time).

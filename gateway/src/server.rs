@@ -12,9 +12,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use loom_proxy::ClientInfo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
+use crate::spread::{Handed, Load, Spread};
 use crate::state::Shared;
 use crate::tls::Certificates;
 use crate::{http1, pipeline};
@@ -127,13 +130,41 @@ pub struct Limits {
     pub connections: Arc<tokio::sync::Semaphore>,
 }
 
+/// One worker's place among the workers: its index, and the spread that
+/// evens out their connections ([`crate::spread`]).
+pub struct Worker {
+    pub index: usize,
+    pub spread: Arc<Spread>,
+    pub inbox: UnboundedReceiver<Handed>,
+}
+
+/// What one worker needs to start serving a connection it accepted or was
+/// handed.
+struct Serving {
+    shared: Arc<Shared>,
+    listeners: Vec<Listening>,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: Arc<GracefulShutdown>,
+    settings: http1::Settings,
+    stop: watch::Receiver<bool>,
+}
+
+/// A listener as a worker serves it (its socket is with the accept loop).
+struct Listening {
+    tls: Option<TlsAcceptor>,
+    alt_svc: Option<http::HeaderValue>,
+}
+
 /// Serves the data-plane listeners until `stop` turns true, then waits up to
-/// `limits.grace` for in-flight requests and streams to finish.
+/// `limits.grace` for in-flight requests and streams to finish. Connections
+/// this worker accepts but another should serve are handed to it, and those
+/// handed here arrive in `worker.inbox`.
 pub async fn serve(
     shared: Arc<Shared>,
     bound: Vec<Bound>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     limits: Limits,
+    worker: Worker,
 ) {
     let Limits {
         grace,
@@ -141,7 +172,6 @@ pub async fn serve(
         max_header_size,
         connections,
     } = limits;
-    let graceful = Arc::new(GracefulShutdown::new());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -154,28 +184,47 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
-
-    let settings = http1::Settings {
-        header_timeout,
-        max_header_size,
-    };
-    let mut accepts = tokio::task::JoinSet::new();
+    let mut sockets = Vec::with_capacity(bound.len());
+    let mut listeners = Vec::with_capacity(bound.len());
     for b in bound {
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let graceful = graceful.clone();
+        sockets.push((b.name, b.listener));
+        listeners.push(Listening {
+            tls: b.tls,
+            alt_svc: b.alt_svc,
+        });
+    }
+    let serving = Arc::new(Serving {
+        shared,
+        listeners,
+        builder,
+        graceful: Arc::new(GracefulShutdown::new()),
+        settings: http1::Settings {
+            header_timeout,
+            max_header_size,
+        },
+        stop: stop.clone(),
+    });
+    let Worker {
+        index,
+        spread,
+        mut inbox,
+    } = worker;
+    let mut accepts = tokio::task::JoinSet::new();
+    for (at, (name, socket)) in sockets.into_iter().enumerate() {
+        let serving = serving.clone();
+        let spread = spread.clone();
         let connections = connections.clone();
         let mut stop = stop.clone();
         accepts.spawn(async move {
-            let local = b.listener.local_addr().ok();
-            let listener = match TcpListener::from_std(b.listener) {
+            let local = socket.local_addr().ok();
+            let listener = match TcpListener::from_std(socket) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::error!(listener = %b.name, error = %e, "cannot serve the listener");
+                    tracing::error!(listener = %name, error = %e, "cannot serve the listener");
                     return;
                 }
             };
-            tracing::debug!(listener = %b.name, address = ?local, "worker accepting");
+            tracing::debug!(listener = %name, address = ?local, "worker accepting");
             loop {
                 // At the connection limit, stop accepting until one ends:
                 // further clients wait in the kernel's queue.
@@ -198,67 +247,62 @@ pub async fn serve(
                         }
                     },
                 };
-                let _ = stream.set_nodelay(true);
-                let open = Open::new(&shared.metrics.connections);
-                let shared = shared.clone();
-                let Some(acceptor) = b.tls.clone() else {
-                    // Cleartext: Loom's own HTTP/1.1 connection, which hands
-                    // itself to hyper for HTTP/2 and upgrades.
-                    let client = ClientInfo::new(peer, "http");
-                    let handoff = http1::Handoff {
-                        builder: builder.clone(),
-                        watcher: graceful.watcher(),
-                    };
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        let _held = (permit, open);
-                        http1::serve(stream, shared, client, settings, handoff, stop).await;
-                    });
+                let load = spread.place(index);
+                if load.worker() == index {
+                    serving.start(stream, peer, at, (permit, load));
                     continue;
-                };
-                // The handshake runs on the connection's own task, bounded
-                // like a request's headers, so a slow client holds up nobody.
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let alt_svc = b.alt_svc.clone();
-                tokio::spawn(async move {
-                    let tls =
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake timed out");
-                                return;
-                            }
+                }
+                match stream.into_std() {
+                    Ok(stream) => {
+                        let handed = Handed {
+                            stream,
+                            peer,
+                            listener: at,
+                            permit,
+                            load,
                         };
-                    let client = ClientInfo::new(peer, "https");
-                    let svc = service_fn(move |req| {
-                        let (shared, client, alt_svc) =
-                            (shared.clone(), client.clone(), alt_svc.clone());
-                        async move {
-                            let mut resp = pipeline::handle(shared, client, req).await?;
-                            if let Some(v) = alt_svc {
-                                resp.headers_mut().insert(http::header::ALT_SVC, v);
-                            }
-                            Ok::<_, std::convert::Infallible>(resp)
+                        if spread.hand(handed).is_err() {
+                            // That worker has stopped, so Loom is stopping:
+                            // the connection closes, as queued ones do.
+                            tracing::debug!("a worker stopped before a connection reached it");
                         }
-                    });
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
                     }
-                });
+                    Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
+                }
             }
         });
     }
+    let from_others = {
+        let serving = serving.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let handed = tokio::select! {
+                    _ = stop.changed() => break,
+                    h = inbox.recv() => match h {
+                        Some(h) => h,
+                        None => break,
+                    },
+                };
+                let Handed {
+                    stream,
+                    peer,
+                    listener,
+                    permit,
+                    load,
+                } = handed;
+                serving.start_std(stream, peer, listener, (permit, load));
+            }
+        })
+    };
+    let mut stop = stop;
     let _ = stop.changed().await;
     while accepts.join_next().await.is_some() {}
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+    let _ = from_others.await;
+    let Ok(serving) = Arc::try_unwrap(serving) else {
+        return;
+    };
+    let Ok(graceful) = Arc::try_unwrap(serving.graceful) else {
         return;
     };
     tracing::info!(connections = graceful.count(), grace = ?grace, "draining");
@@ -267,6 +311,88 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("grace period over; closing the remaining connections");
+    }
+}
+
+/// What a connection holds while it lives: its place under the connection
+/// limit and its count against its worker.
+type Held = (OwnedSemaphorePermit, Load);
+
+impl Serving {
+    /// Serves a connection handed over from another worker.
+    fn start_std(
+        self: &Arc<Self>,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        listener: usize,
+        held: Held,
+    ) {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => self.start(stream, peer, listener, held),
+            Err(e) => tracing::debug!(error = %e, "cannot take a handed connection"),
+        }
+    }
+
+    /// Serves a connection on this worker, on a task of its own.
+    fn start(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, listener: usize, held: Held) {
+        let _ = stream.set_nodelay(true);
+        let open = Open::new(&self.shared.metrics.connections);
+        let Some(l) = self.listeners.get(listener) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let Some(acceptor) = l.tls.clone() else {
+            // Cleartext: Loom's own HTTP/1.1 connection, which hands
+            // itself to hyper for HTTP/2 and upgrades.
+            let client = ClientInfo::new(peer, "http");
+            let handoff = http1::Handoff {
+                builder: self.builder.clone(),
+                watcher: self.graceful.watcher(),
+            };
+            let (settings, stop) = (self.settings, self.stop.clone());
+            tokio::spawn(async move {
+                let _held = (held, open);
+                http1::serve(stream, shared, client, settings, handoff, stop).await;
+            });
+            return;
+        };
+        // The handshake runs on the connection's own task, bounded
+        // like a request's headers, so a slow client holds up nobody.
+        let builder = self.builder.clone();
+        let watcher = self.graceful.watcher();
+        let alt_svc = l.alt_svc.clone();
+        let header_timeout = self.settings.header_timeout;
+        tokio::spawn(async move {
+            let _held = (held, open);
+            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let client = ClientInfo::new(peer, "https");
+            let svc = service_fn(move |req| {
+                let (shared, client, alt_svc) = (shared.clone(), client.clone(), alt_svc.clone());
+                async move {
+                    let mut resp = pipeline::handle(shared, client, req).await?;
+                    if let Some(v) = alt_svc {
+                        resp.headers_mut().insert(http::header::ALT_SVC, v);
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
 }
 

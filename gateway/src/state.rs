@@ -51,6 +51,8 @@ pub struct Shared {
     /// The certificates of `https` listeners, by listener name, reloaded
     /// with the configuration.
     pub certificates: Vec<(String, Arc<crate::tls::Certificates>)>,
+    /// The workers' connection counts, read by `/metrics`.
+    pub spread: Arc<crate::spread::Spread>,
 }
 
 /// Usage stores and loaded models, kept across reloads so that neither the

@@ -6,7 +6,7 @@ import socket
 
 import httpx
 
-from harness import Loom, Named, metric_value
+from harness import Loom, Named, metric_value, wait_until
 
 
 def config(url: str, server: str) -> str:
@@ -90,5 +90,44 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_header_timeout():
         assert s.recv(4096) == b""
         s.close()
     finally:
+        loom.stop()
+        svc.close()
+
+
+def test_connections_are_spread_evenly_over_the_workers():
+    """Every worker accepts on the same socket and the first one the kernel
+    wakes takes the connection; Loom then hands it to the worker serving the
+    fewest, so nine clients on three workers are served three by three."""
+    svc = Named("svc")
+    loom = Loom(config(svc.url, "  workers: 3"))
+    clients = []
+    try:
+        for _ in range(9):
+            s = socket.create_connection(("127.0.0.1", loom.port))
+            assert get(s).endswith(b"svc"), "a handed-over connection is served"
+            clients.append(s)
+        text = loom.metrics()
+        per_worker = [metric_value(text, "loom_worker_connections", worker=str(w)) for w in range(3)]
+        assert per_worker == [3, 3, 3]
+        assert metric_value(text, "loom_http_active_connections") == 9
+        # Keep-alive requests stay on the worker that serves the connection.
+        for s in clients:
+            assert get(s).endswith(b"svc")
+        assert svc.requests == 18
+        for s in clients[:6]:
+            s.close()
+        wait_until(
+            lambda: sum(
+                metric_value(loom.metrics(), "loom_worker_connections", worker=str(w)) for w in range(3)
+            )
+            == 3,
+            what="closed connections leave their workers' counts",
+        )
+        s = socket.create_connection(("127.0.0.1", loom.port))
+        assert get(s).endswith(b"svc")
+        clients.append(s)
+    finally:
+        for s in clients:
+            s.close()
         loom.stop()
         svc.close()

@@ -128,6 +128,31 @@ def test_certificates_are_chosen_by_sni_and_alpn_offers_h2(certs, backend, fake_
         loom.stop()
 
 
+def test_tls_connections_count_while_they_are_open(certs, backend, fake_openai):
+    """TLS clients hold a place under `max_connections` and show in the
+    connection gauges for as long as they stay connected."""
+    loom = Loom(config(certs, f"http://127.0.0.1:{backend.port}", fake_openai.url))
+    held = []
+    try:
+        ctx = ssl.create_default_context(cafile=str(certs / "a.pem"))
+        for _ in range(2):
+            tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", loom.port)), server_hostname="a.test")
+            tls.sendall(b"GET /v1/models HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+            held.append(tls)
+        text = loom.metrics()
+        assert metric_value(text, "loom_http_active_connections") == 2
+        assert sum(metric_value(text, "loom_worker_connections", worker=str(w)) for w in range(64)) == 2
+        for tls in held:
+            tls.close()
+        wait_until(lambda: metric_value(loom.metrics(), "loom_http_active_connections") == 0,
+                   what="closed TLS connections leave the gauge")
+    finally:
+        for tls in held:
+            tls.close()
+        loom.stop()
+
+
 def test_plain_http_to_a_tls_listener_gets_no_answer(certs, backend, fake_openai):
     loom = Loom(config(certs, f"http://127.0.0.1:{backend.port}", fake_openai.url))
     try:
