@@ -144,7 +144,7 @@ struct Serving {
     shared: Arc<Shared>,
     listeners: Vec<Listening>,
     builder: auto::Builder<TokioExecutor>,
-    graceful: Arc<GracefulShutdown>,
+    graceful: GracefulShutdown,
     settings: http1::Settings,
     stop: watch::Receiver<bool>,
 }
@@ -162,7 +162,7 @@ struct Listening {
 pub async fn serve(
     shared: Arc<Shared>,
     bound: Vec<Bound>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     limits: Limits,
     worker: Worker,
 ) {
@@ -197,7 +197,7 @@ pub async fn serve(
         shared,
         listeners,
         builder,
-        graceful: Arc::new(GracefulShutdown::new()),
+        graceful: GracefulShutdown::new(),
         settings: http1::Settings {
             header_timeout,
             max_header_size,
@@ -295,14 +295,11 @@ pub async fn serve(
             }
         })
     };
-    let mut stop = stop;
     let _ = stop.changed().await;
     while accepts.join_next().await.is_some() {}
     let _ = from_others.await;
-    let Ok(serving) = Arc::try_unwrap(serving) else {
-        return;
-    };
-    let Ok(graceful) = Arc::try_unwrap(serving.graceful) else {
+    // Every task holding `serving` has ended: the drain can take it.
+    let Ok(Serving { graceful, .. }) = Arc::try_unwrap(serving) else {
         return;
     };
     tracing::info!(connections = graceful.count(), grace = ?grace, "draining");
