@@ -221,11 +221,15 @@ impl Accountant {
                 .is_some_and(|(d, t): &(TierRates, HashMap<String, TierRates>)| {
                     d.tokens.is_some() || t.values().any(|r| r.tokens.is_some())
                 });
+        let mut consumers = Consumers::from_config(consumers);
+        for l in &ai.token_accounting.limits {
+            consumers.add_keyless(&l.consumer);
+        }
         Accountant {
             admits,
             records,
             store,
-            consumers: Consumers::from_config(consumers),
+            consumers,
             ledger: ai.token_accounting.enabled,
             rates,
             limits,

@@ -60,6 +60,23 @@ impl Consumers {
         }
     }
 
+    /// Adds a consumer that no key maps to yet (one named only by a limit),
+    /// unless it exists: its limits and usage are kept ready for the key
+    /// a later configuration gives it.
+    pub fn add_keyless(&mut self, name: &str) {
+        if name == ANONYMOUS || self.by_name.contains_key(name) {
+            return;
+        }
+        self.by_name.insert(
+            name.to_owned(),
+            Arc::new(Consumer {
+                name: name.to_owned(),
+                tier: None,
+                metadata: BTreeMap::new(),
+            }),
+        );
+    }
+
     /// The consumer that owns `key`, if any.
     pub fn authenticate(&self, key: &[u8]) -> Option<Arc<Consumer>> {
         let d = sha256(key);

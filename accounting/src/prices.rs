@@ -242,7 +242,11 @@ mod tests {
     use super::*;
 
     fn table(yaml: &str) -> PriceTable {
-        let cfg = loom_config::load_str(yaml, "t.yaml").expect("config");
+        // A configuration needs a route to be valid; the prices ignore it.
+        let yaml = format!(
+            "routes: [{{id: p, path: /p, upstream: u}}]\nupstreams: [{{name: u, endpoints: [\"http://127.0.0.1:1\"]}}]\n{yaml}"
+        );
+        let cfg = loom_config::load_str(&yaml, "t.yaml").expect("config");
         PriceTable::from_config(&cfg.ai_gateway)
     }
 

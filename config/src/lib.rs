@@ -10,26 +10,48 @@
 mod error;
 mod interpolate;
 mod locate;
+mod resilience;
 pub mod schema;
+mod secrets;
 mod units;
 mod validate;
+mod warnings;
 
 use std::path::Path;
 
 pub use error::{Error, Problem};
+pub use resilience::{Spelling, Spellings};
 pub use schema::*;
 pub use units::{ByteSize, Duration, Secret};
 pub use validate::listen_address;
 
 use locate::Locations;
 
+/// A configuration that loaded, with what it may say but probably should
+/// not (deprecated spellings, consumers named only by a limit).
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    pub warnings: Vec<Problem>,
+}
+
 /// Reads, interpolates, parses and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, Error> {
+    check_file(path).map(|c| c.config)
+}
+
+/// [`load_file`], keeping the warnings.
+pub fn check_file(path: &Path) -> Result<Checked, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.display().to_string(),
         source,
     })?;
-    load_str(&text, &path.display().to_string())
+    check_str(&text, &path.display().to_string())
+}
+
+/// [`load_str`], keeping the warnings.
+pub fn check_str(text: &str, file: &str) -> Result<Checked, Error> {
+    check_with_env(text, file, |name| std::env::var(name).ok())
 }
 
 /// Interpolates, parses and validates configuration text; `file` names it in errors.
@@ -43,6 +65,15 @@ pub fn load_with_env(
     file: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, Error> {
+    check_with_env(text, file, env).map(|c| c.config)
+}
+
+/// [`load_with_env`], keeping the warnings.
+pub fn check_with_env(
+    text: &str,
+    file: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Checked, Error> {
     let problem = |line, column, field: &str, message: String| Problem {
         file: file.to_owned(),
         line,
@@ -58,9 +89,17 @@ pub fn load_with_env(
         )
     })?;
 
-    let config: Config = if expanded.trim().is_empty() {
-        Config::default()
-    } else {
+    if is_blank(&expanded) {
+        // An editor truncates a file before writing it; a reload that
+        // caught that moment must not apply a configuration of nothing.
+        return Err(Error::Invalid(vec![problem(
+            None,
+            None,
+            "",
+            "the configuration is empty (only blanks or comments); it needs at least one route, and an empty file is never applied".into(),
+        )]));
+    }
+    let config: Config = {
         let de = serde_norway::Deserializer::from_str(&expanded);
         serde_path_to_error::deserialize(de).map_err(|err| {
             let field = err.path().to_string();
@@ -89,19 +128,28 @@ pub fn load_with_env(
     };
 
     let found = validate::validate(&config);
-    if found.is_empty() {
-        return Ok(config);
-    }
     let locations = Locations::index(&expanded);
-    Err(Error::Invalid(
-        found
+    let locate = |(field, message): (String, String)| {
+        let pos = locations.find(&field);
+        problem(pos.map(|p| p.0), pos.map(|p| p.1), &field, message)
+    };
+    if found.is_empty() {
+        let warnings = warnings::warnings(&config)
             .into_iter()
-            .map(|(field, message)| {
-                let pos = locations.find(&field);
-                problem(pos.map(|p| p.0), pos.map(|p| p.1), &field, message)
-            })
-            .collect(),
-    ))
+            .map(locate)
+            .collect();
+        return Ok(Checked { config, warnings });
+    }
+    Err(Error::Invalid(found.into_iter().map(locate).collect()))
+}
+
+/// Whether YAML text holds nothing but blank lines, comments and document
+/// markers.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
+    })
 }
 
 /// serde_norway appends " at line L column C"; we print the position ourselves.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::resilience::{CircuitBreaker, Failover, Retry, UpstreamBreaker};
 use crate::units::{ByteSize, Duration, Secret};
 
 /// The whole configuration file.
@@ -617,49 +618,6 @@ fn hundred() -> u32 {
     100
 }
 
-/// `routes[].retry`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retry {
-    /// Tries in all, the first included.
-    #[serde(default = "default_retry_attempts")]
-    pub attempts: u32,
-    /// What is retried: `connect_failure`, `reset`, `timeout`, `5xx`, or
-    /// status codes.
-    #[serde(default = "default_retry_on")]
-    pub on: Vec<String>,
-    /// `idempotent` (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) or `all`.
-    #[serde(default)]
-    pub methods: RetryMethods,
-    /// Time for each try's response headers; the upstream's `timeout` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_try_timeout: Option<Duration>,
-    /// Time for all tries together.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    /// Retries may add at most this share of the route's requests (per 10 s).
-    #[serde(default = "default_budget_percent")]
-    pub budget_percent: u32,
-    /// Retries always allowed per 10 s, whatever the share.
-    #[serde(default = "default_min_retries")]
-    pub min_retries: u32,
-}
-
-fn default_retry_attempts() -> u32 {
-    2
-}
-fn default_retry_on() -> Vec<String> {
-    ["connect_failure", "reset", "502", "503", "504"]
-        .map(str::to_owned)
-        .to_vec()
-}
-fn default_budget_percent() -> u32 {
-    20
-}
-fn default_min_retries() -> u32 {
-    3
-}
-
 /// Which methods are retried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -704,42 +662,6 @@ impl EndpointConfig {
             EndpointConfig::Weighted(w) => w.weight,
         }
     }
-}
-
-/// `upstreams[].circuit_breaker`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamBreaker {
-    /// Requests waiting for the upstream's answer at once; beyond: 503.
-    #[serde(default = "ub_max_pending")]
-    pub max_pending: usize,
-    /// Percent of failed requests over `window` that opens the breaker.
-    #[serde(default = "ub_failure_rate")]
-    pub failure_rate: u32,
-    /// Requests needed in the window before the rate counts.
-    #[serde(default = "ub_min_requests")]
-    pub min_requests: u32,
-    #[serde(default = "ub_window")]
-    pub window: Duration,
-    /// How long an open breaker refuses before it lets a probe through.
-    #[serde(default = "ub_open_for")]
-    pub open_for: Duration,
-}
-
-fn ub_max_pending() -> usize {
-    1024
-}
-fn ub_failure_rate() -> u32 {
-    50
-}
-fn ub_min_requests() -> u32 {
-    20
-}
-fn ub_window() -> Duration {
-    Duration::from_secs(10)
-}
-fn ub_open_for() -> Duration {
-    Duration::from_secs(30)
 }
 
 /// `upstreams[].tls`.
@@ -1008,49 +930,6 @@ impl Default for HealthCheck {
     }
 }
 
-/// `routing.circuit_breaker`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitBreaker {
-    /// Consecutive failures that open a provider's circuit.
-    #[serde(default = "default_breaker_threshold")]
-    pub failure_threshold: u32,
-    /// How long the circuit stays open before one trial request.
-    #[serde(default = "default_breaker_cooldown")]
-    pub cooldown: Duration,
-    /// Failure share over the last 10 seconds that also opens the circuit.
-    #[serde(default = "default_failure_rate")]
-    pub failure_rate: f64,
-    /// Requests in those 10 seconds below which the failure share is not judged.
-    #[serde(default = "default_min_requests")]
-    pub min_requests: u32,
-}
-
-fn default_failure_rate() -> f64 {
-    0.5
-}
-fn default_min_requests() -> u32 {
-    20
-}
-
-fn default_breaker_threshold() -> u32 {
-    5
-}
-fn default_breaker_cooldown() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl Default for CircuitBreaker {
-    fn default() -> Self {
-        CircuitBreaker {
-            failure_threshold: default_breaker_threshold(),
-            cooldown: default_breaker_cooldown(),
-            failure_rate: default_failure_rate(),
-            min_requests: default_min_requests(),
-        }
-    }
-}
-
 /// Provider selection strategy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1079,33 +958,6 @@ pub struct RoutingProvider {
     pub cost_per_1k_output: Option<f64>,
 }
 
-/// `failover:`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Failover {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "default_retry_codes")]
-    pub retry_codes: Vec<u16>,
-    #[serde(default = "default_attempt_timeout")]
-    pub timeout: Duration,
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-    /// Caps the time of all attempts together; no new attempt starts after it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Duration>,
-}
-
-fn default_retry_codes() -> Vec<u16> {
-    vec![429, 500, 502, 503]
-}
-fn default_attempt_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_retries() -> u32 {
-    2
-}
-
 /// `streaming:`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1131,7 +983,7 @@ impl Default for Streaming {
 }
 
 /// `semantic_cache:`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SemanticCache {
     #[serde(default)]
@@ -1163,10 +1015,15 @@ pub struct SemanticCache {
     /// default), or anyone's (`global`).
     #[serde(default)]
     pub scope: CacheScope,
-    /// Requests without `temperature` are cached as if it were 0 (providers
-    /// default to 1, so they are not cached unless this is set).
-    #[serde(default)]
+    /// Requests without `temperature` are cacheable (the default, as the
+    /// seed's client example sends none); `false` leaves them uncached,
+    /// since providers then sample at their default of 1.
+    #[serde(default = "yes")]
     pub absent_temperature_is_zero: bool,
+    /// Requests with an explicit `temperature` above this are not cached:
+    /// the client asked for variety. 0 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_temperature: Option<f64>,
     /// Answers that call tools are cached too.
     #[serde(default)]
     pub cache_tool_calls: bool,
@@ -1174,6 +1031,26 @@ pub struct SemanticCache {
     /// at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+}
+
+impl Default for SemanticCache {
+    fn default() -> Self {
+        SemanticCache {
+            enabled: false,
+            similarity_threshold: None,
+            ttl: None,
+            max_size: None,
+            embedding: None,
+            backend: CacheBackend::default(),
+            redis: None,
+            qdrant: None,
+            scope: CacheScope::default(),
+            absent_temperature_is_zero: true,
+            max_temperature: None,
+            cache_tool_calls: false,
+            snapshot: None,
+        }
+    }
 }
 
 /// Where cached answers are kept.

@@ -19,6 +19,16 @@ pub fn listen_address(address: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid address {address:?}: expected host:port or :port"))
 }
 
+/// A breaker's failure share is a percent in 1..=100.
+fn breaker_percent(percent: u32, at: &str, found: &mut Found) {
+    if !(1..=100).contains(&percent) {
+        found.push((
+            format!("{at}.failure_percent"),
+            format!("a percent from 1 to 100, not {percent}"),
+        ));
+    }
+}
+
 /// A similarity threshold is a cosine in (0, 1].
 fn threshold(t: Option<f64>, at: &str, found: &mut Found) {
     if let Some(t) = t
@@ -37,6 +47,14 @@ fn semantic_cache(ai: &crate::schema::AiGateway, found: &mut Found) {
     threshold(c.similarity_threshold, at, found);
     if c.ttl.is_some_and(|t| t.get().is_zero()) {
         found.push((format!("{at}.ttl"), "must be longer than zero".into()));
+    }
+    if c.max_temperature
+        .is_some_and(|t| !(t.is_finite() && (0.0..=2.0).contains(&t)))
+    {
+        found.push((
+            format!("{at}.max_temperature"),
+            "a sampling temperature from 0 to 2".into(),
+        ));
     }
     if c.max_size.is_some_and(|m| m.0 == 0) {
         found.push((format!("{at}.max_size"), "must be above zero".into()));
@@ -92,6 +110,15 @@ fn semantic_cache(ai: &crate::schema::AiGateway, found: &mut Found) {
 /// Every problem found, as (field path, message).
 pub(crate) fn validate(config: &Config) -> Found {
     let mut found = Found::new();
+    if config.routes.is_empty() {
+        // An empty or truncated file (an editor saving, a config manager
+        // half-way through a write) parses as a configuration without
+        // routes; applying it would answer every request 404.
+        found.push((
+            "routes".into(),
+            "no routes: a configuration must define at least one route (an empty or truncated file is never applied)".into(),
+        ));
+    }
     listeners(config, &mut found);
     if let Err(e) = listen_address(&config.admin.address) {
         found.push(("admin.address".into(), e));
@@ -166,7 +193,7 @@ fn consumer_entries(config: &Config, found: &mut Found) {
 }
 
 /// `token_accounting`, `rate_limit` and `pricing`.
-fn accounting(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
+fn accounting(ai: &AiGateway, found: &mut Found) {
     let ta = &ai.token_accounting;
     if let Some(store) = &ta.store {
         match (&store.kind, &store.redis) {
@@ -183,13 +210,12 @@ fn accounting(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
     }
     for (i, l) in ta.limits.iter().enumerate() {
         let at = format!("ai_gateway.token_accounting.limits[{i}]");
-        if !consumers.iter().any(|c| c.name == l.consumer) && l.consumer != "anonymous" {
+        // A consumer named only here is created without keys (a warning
+        // says so, see `warnings`); its name must still be usable.
+        if l.consumer.is_empty() || l.consumer.contains(['{', '}', ':']) || l.consumer.len() > 128 {
             found.push((
                 format!("{at}.consumer"),
-                format!(
-                    "unknown consumer {:?}; define it under consumers: (or use anonymous)",
-                    l.consumer
-                ),
+                "a consumer name must be 1 to 128 characters without `{`, `}` or `:`".into(),
             ));
         }
         for (field, v) in [
@@ -337,6 +363,9 @@ fn upstreams(config: &Config, found: &mut Found) {
     let mut names = HashSet::new();
     for (i, u) in config.upstreams.iter().enumerate() {
         let at = format!("upstreams[{i}]");
+        if let Some(b) = &u.circuit_breaker {
+            breaker_percent(b.failure_percent, &format!("{at}.circuit_breaker"), found);
+        }
         if !names.insert(&u.name) {
             found.push((
                 format!("{at}.name"),
@@ -756,23 +785,31 @@ fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
                     format!("{code} is not an HTTP status"),
                 ));
             }
-            if f.timeout.get().is_zero() {
+            if f.attempt_timeout.get().is_zero() {
                 found.push((
-                    format!("{field}.timeout"),
-                    "the per-attempt timeout must be above zero".into(),
+                    format!("{field}.attempt_timeout"),
+                    "the time for one try must be above zero".into(),
+                ));
+            }
+            if !(1..=10).contains(&f.attempts) {
+                found.push((
+                    format!("{field}.attempts"),
+                    format!(
+                        "tries in all, the first included: 1 to 10, not {}",
+                        f.attempts
+                    ),
                 ));
             }
         }
     }
-    if !(r.circuit_breaker.failure_rate > 0.0 && r.circuit_breaker.failure_rate <= 1.0) {
+    breaker_percent(
+        r.circuit_breaker.failure_percent,
+        "ai_gateway.routing.circuit_breaker",
+        found,
+    );
+    if r.circuit_breaker.consecutive_failures == 0 {
         found.push((
-            "ai_gateway.routing.circuit_breaker.failure_rate".into(),
-            "must be above 0 and at most 1".into(),
-        ));
-    }
-    if r.circuit_breaker.failure_threshold == 0 {
-        found.push((
-            "ai_gateway.routing.circuit_breaker.failure_threshold".into(),
+            "ai_gateway.routing.circuit_breaker.consecutive_failures".into(),
             "must be at least 1".into(),
         ));
     }
@@ -802,7 +839,7 @@ fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mut Found) {
         }
     }
     semantic_cache(ai, found);
-    accounting(ai, consumers, found);
+    accounting(ai, found);
     let hc = &ai.routing.health_check;
     if hc.enabled && hc.interval.get().is_zero() {
         found.push((
@@ -1045,7 +1082,7 @@ ai_gateway:
 
     #[test]
     fn an_http3_listener_needs_tls() {
-        let text = "listeners: [{address: \":8443\", protocol: http3}]\n";
+        let text = "listeners: [{address: \":8443\", protocol: http3}]\nroutes: [{id: a, path: /a, upstream: u}]\nupstreams: [{name: u, endpoints: [\"http://127.0.0.1:1\"]}]\n";
         let p = problems(text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("listeners[0].tls"), "{}", p[0]);
@@ -1053,7 +1090,7 @@ ai_gateway:
 
     #[test]
     fn cache_settings_are_checked() {
-        let text = "ai_gateway:\n  enabled: true\n  providers: [{name: main, type: mock}]\n  semantic_cache:\n    enabled: true\n    similarity_threshold: 1.5\n    ttl: 0s\n    embedding: {provider: mian}\n";
+        let text = "routes: [{id: ai, path: /v1/*, ai_gateway: true}]\nai_gateway:\n  enabled: true\n  providers: [{name: main, type: mock}]\n  semantic_cache:\n    enabled: true\n    similarity_threshold: 1.5\n    ttl: 0s\n    embedding: {provider: mian}\n";
         let p = problems(text);
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(

@@ -14,6 +14,7 @@ mod http1;
 mod http3;
 mod metrics;
 mod pipeline;
+mod redact;
 mod reload;
 mod request_id;
 mod routes;
@@ -117,9 +118,12 @@ fn hash_key() -> ExitCode {
 }
 
 fn validate(file: &std::path::Path) -> ExitCode {
-    let checked = loom_config::load_file(file)
+    let mut warnings = Vec::new();
+    let checked = loom_config::check_file(file)
         .map_err(anyhow::Error::from)
-        .and_then(|config| {
+        .and_then(|checked| {
+            warnings = checked.warnings;
+            let config = checked.config;
             // Building stores needs a runtime to exist; nothing runs on it.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -137,6 +141,9 @@ fn validate(file: &std::path::Path) -> ExitCode {
             )
             .map(|_| ())
         });
+    for w in &warnings {
+        println!("warning: {w}");
+    }
     match checked {
         Ok(()) => {
             println!("{}: OK", file.display());
@@ -151,10 +158,17 @@ fn validate(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn load(source: &ConfigSource) -> Result<Config, loom_config::Error> {
+fn load(source: &ConfigSource) -> Result<loom_config::Checked, loom_config::Error> {
     match source {
-        ConfigSource::File(path) => loom_config::load_file(path),
-        ConfigSource::Embedded => loom_config::load_str(QUICKSTART, "<built-in quickstart>"),
+        ConfigSource::File(path) => loom_config::check_file(path),
+        ConfigSource::Embedded => loom_config::check_str(QUICKSTART, "<built-in quickstart>"),
+    }
+}
+
+/// Logs what a configuration may say but probably should not.
+pub(crate) fn log_warnings(warnings: &[loom_config::Problem]) {
+    for w in warnings {
+        tracing::warn!(problem = %w, "configuration warning");
     }
 }
 
@@ -180,14 +194,15 @@ fn init_logging(cfg: &loom_config::Logging) {
 
 fn run(path: Option<PathBuf>) -> ExitCode {
     let source = path.map_or(ConfigSource::Embedded, ConfigSource::File);
-    let config = match load(&source) {
-        Ok(c) => effective_listeners(c),
+    let (config, warnings) = match load(&source) {
+        Ok(c) => (effective_listeners(c.config), c.warnings),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
     init_logging(&config.logging);
+    log_warnings(&warnings);
     // The control plane's runtime; requests are served by the workers'.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -243,6 +258,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         // Token estimates need the encoders; build them before traffic arrives.
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
+    redact::install(&config);
     let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
     let certificates = server::certificates(&listeners)?;
     let (spread, inboxes) = spread::Spread::new(workers);

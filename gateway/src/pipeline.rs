@@ -136,6 +136,11 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<loom_proxy::BoxError>,
 {
+    // On AI routes, what plugins set on the request goes to the provider:
+    // the client's headers are noted before any plugin runs.
+    let before = plugins
+        .filter(|_| matches!(route.kind, RouteKind::Ai))
+        .map(|_| req.headers().clone());
     if let Some(stream) = plugins.filter(|_| route.plugins.has(Phase::BeforeAuth)) {
         req = match plugins_on_request(stream, req, Phase::BeforeAuth, &mut ex).await {
             Ok(r) => r,
@@ -175,10 +180,48 @@ where
             Err(resp) => return Admitted::Answered(resp, ex),
         };
     }
+    if let Some(before) = before {
+        let set = plugin_set_headers(&before, req.headers());
+        if !set.is_empty() {
+            req.extensions_mut().insert(PluginHeaders(Arc::new(set)));
+        }
+    }
     Admitted::Go(
         req.map(|b| stream.request_body(b.map_err(Into::into).boxed_unsync())),
         ex,
     )
+}
+
+/// Headers that plugins set on an AI route's request, for the provider.
+#[derive(Clone)]
+pub(crate) struct PluginHeaders(pub Arc<http::HeaderMap>);
+
+/// The headers in `after` that `before` did not have with the same value:
+/// what plugins set or changed. Framing and hop-by-hop headers are Loom's
+/// to write and never copied.
+fn plugin_set_headers(before: &http::HeaderMap, after: &http::HeaderMap) -> http::HeaderMap {
+    use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+    let mut set = http::HeaderMap::new();
+    for (name, value) in after {
+        if [
+            CONNECTION,
+            CONTENT_LENGTH,
+            HOST,
+            TE,
+            TRANSFER_ENCODING,
+            UPGRADE,
+        ]
+        .contains(name)
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+        {
+            continue;
+        }
+        if !before.get_all(name).iter().any(|v| v == value) {
+            set.append(name.clone(), value.clone());
+        }
+    }
+    set
 }
 
 /// A proxy route: canary share, the forward, response header rewrites.

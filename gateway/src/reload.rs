@@ -59,14 +59,47 @@ pub async fn watch(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a file must hold the same bytes before a reload applies it.
+const SETTLE: Duration = Duration::from_millis(50);
+/// How many times a file still being written is read again.
+const SETTLE_TRIES: usize = 20;
+
+/// Reads `path` until two reads `SETTLE` apart agree, so a file caught
+/// half-written (an editor truncates, then writes; a config manager copies
+/// in pieces) is never applied. After `SETTLE_TRIES` disagreements the last
+/// read is used; validation then judges it like any other.
+async fn read_settled(path: &Path) -> std::io::Result<String> {
+    let mut text = tokio::fs::read_to_string(path).await?;
+    for _ in 0..SETTLE_TRIES {
+        tokio::time::sleep(SETTLE).await;
+        let again = tokio::fs::read_to_string(path).await?;
+        if again == text {
+            break;
+        }
+        text = again;
+    }
+    Ok(text)
+}
+
 /// One reload attempt.
 pub async fn reload(shared: &Arc<Shared>, path: &Path) {
+    let text = match read_settled(path).await {
+        Ok(text) => text,
+        Err(e) => {
+            shared.metrics.reload(false);
+            tracing::error!(path = %path.display(), error = %e, "configuration file unreadable; the previous one keeps serving");
+            return;
+        }
+    };
     let loaded = {
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || loom_config::load_file(&path)).await
+        let file = path.display().to_string();
+        tokio::task::spawn_blocking(move || loom_config::check_str(&text, &file)).await
     };
     let config = match loaded {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) => {
+            crate::log_warnings(&c.warnings);
+            c.config
+        }
         Ok(Err(e)) => {
             shared.metrics.reload(false);
             for line in e.to_string().lines() {
@@ -120,6 +153,9 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
         }
     }
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    // Installed before the build: scrubbing the new credentials early
+    // (and the old ones still) never hurts, even if the build fails.
+    crate::redact::install(&config);
     match Runtime::build(
         config,
         &shared.http,

@@ -89,6 +89,38 @@ pub(crate) async fn post(
     }
 }
 
+tokio::task_local! {
+    /// Headers that Proxy-Wasm plugins set on the client's request of an AI
+    /// route, sent to the provider too (see [`with_plugin_headers`]).
+    static PLUGIN_HEADERS: std::sync::Arc<HeaderMap>;
+}
+
+/// Runs `call` (a request's provider calls, failover included) with
+/// `headers` added to every request it sends a provider: what plugins set
+/// on an AI route (a tenant id, a tracing header, an organisation header)
+/// reaches the provider as it reaches a proxy route's upstream. A header
+/// the provider adapter sets itself (its credential, its content type)
+/// keeps the adapter's value. A task-local, because the calls sit several
+/// layers under the route (each endpoint, each provider, each attempt) and
+/// a request without plugin headers must pay nothing.
+pub async fn with_plugin_headers<F: std::future::Future>(
+    headers: std::sync::Arc<HeaderMap>,
+    call: F,
+) -> F::Output {
+    PLUGIN_HEADERS.scope(headers, call).await
+}
+
+/// Adds the plugin headers in scope, if any, where `own` lacks the name.
+fn add_plugin_headers(own: &HeaderMap, req: &mut HeaderMap) {
+    let _ = PLUGIN_HEADERS.try_with(|added| {
+        for (name, value) in added.iter() {
+            if !own.contains_key(name) {
+                req.append(name.clone(), value.clone());
+            }
+        }
+    });
+}
+
 /// Sends the request; no deadline of its own.
 async fn send(
     client: &HttpClient,
@@ -101,6 +133,7 @@ async fn send(
         .body(Full::new(body))
         .map_err(|e| Error::Unsupported(e.to_string()))?;
     *req.headers_mut() = headers.clone();
+    add_plugin_headers(headers, req.headers_mut());
     client
         .send(req)
         .await

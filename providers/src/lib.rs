@@ -29,12 +29,12 @@ use loom_models::completions::CompletionResponse;
 
 pub use anthropic::{Native, NativeEvent, NativeStream};
 pub use error::Error;
-pub use http::HttpClient;
+pub use http::{HttpClient, with_plugin_headers};
 pub use mock::rough_tokens;
 pub use registry::{Provider, Registry, Target};
 pub use router::{FailoverPolicy, Router};
 pub use sse::{StreamItem, sse_json};
-pub use stats::{Circuit, ProviderSnapshot, ProviderStats, StatsBook};
+pub use stats::{Circuit, Outcome, ProviderSnapshot, ProviderStats, StatsBook};
 
 /// A streamed chat completion, one chunk per upstream event.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;

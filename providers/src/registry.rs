@@ -239,9 +239,9 @@ impl Registry {
             let provider_stats = stats.get(&p.name);
             let breaker = &cfg.routing.circuit_breaker;
             provider_stats.configure_breaker(
-                breaker.failure_threshold,
-                breaker.cooldown.get(),
-                breaker.failure_rate,
+                breaker.consecutive_failures,
+                breaker.open_for.get(),
+                breaker.failure_percent,
                 breaker.min_requests,
             );
             providers.push(Arc::new(Provider {
@@ -270,10 +270,14 @@ impl Registry {
         for (model, per_provider) in &cfg.model_mapping {
             let list = by_model.entry(model.clone()).or_default();
             for &i in &order {
-                if let Some(upstream) = per_provider.get(&cfg.providers[i].name)
-                    && !list.iter().any(|(j, _)| *j == i)
-                {
-                    list.push((i, Arc::from(upstream.as_str())));
+                let Some(upstream) = per_provider.get(&cfg.providers[i].name) else {
+                    continue;
+                };
+                // The mapping decides what a provider receives, also when its
+                // `models:` list names the requested model itself.
+                match list.iter_mut().find(|(j, _)| *j == i) {
+                    Some(entry) => entry.1 = Arc::from(upstream.as_str()),
+                    None => list.push((i, Arc::from(upstream.as_str()))),
                 }
             }
             list.sort_by_key(|(i, _)| order.iter().position(|o| o == i));
@@ -379,14 +383,14 @@ providers:
   - {name: a, type: mock, models: [gpt-4, small], priority: 1}
   - {name: any, type: mock}
 model_mapping:
-  gpt-4: {any: big-local}
+  gpt-4: {any: big-local, b: gpt-4-turbo}
 "#,
         );
         let c = r.candidates("gpt-4").unwrap();
         let names: Vec<(&str, &str)> = c.iter().map(|t| (t.provider.name(), &*t.model)).collect();
         assert_eq!(
             names,
-            [("a", "gpt-4"), ("b", "gpt-4"), ("any", "big-local")]
+            [("a", "gpt-4"), ("b", "gpt-4-turbo"), ("any", "big-local")]
         );
         let c = r.candidates("unlisted").unwrap();
         assert_eq!(c[0].provider.name(), "any");

@@ -65,15 +65,11 @@ impl Router {
     /// The router `cfg` describes.
     pub fn new(cfg: &AiGateway) -> Router {
         let failover = cfg.routing.failover.as_ref().or(cfg.failover.as_ref());
-        let enabled = cfg.routing.fallback || failover.is_some_and(|f| f.enabled);
-        let defaults = loom_config::Failover {
-            enabled,
-            retry_codes: vec![429, 500, 502, 503],
-            timeout: loom_config::Duration::from_secs(30),
-            max_retries: 2,
-            deadline: None,
-        };
-        let f = failover.cloned().unwrap_or(defaults);
+        // An explicit `failover.enabled` wins; `fallback` is its short form.
+        let enabled = failover
+            .and_then(|f| f.enabled)
+            .unwrap_or(cfg.routing.fallback);
+        let f = failover.cloned().unwrap_or_default();
         let mut by_provider = HashMap::new();
         for p in &cfg.providers {
             let routed = cfg.routing.providers.iter().find(|r| r.name == p.name);
@@ -89,11 +85,11 @@ impl Router {
             policy: FailoverPolicy {
                 enabled,
                 retry_codes: f.retry_codes,
-                attempt_timeout: f.timeout.get(),
-                max_retries: f.max_retries,
+                attempt_timeout: f.attempt_timeout.get(),
+                max_retries: f.attempts.max(1) - 1,
                 deadline: f
                     .deadline
-                    .map_or(f.timeout.get() * (1 + f.max_retries), |d| d.get()),
+                    .map_or(f.attempt_timeout.get() * f.attempts.max(1), |d| d.get()),
             },
             by_provider,
             prices: loom_accounting::PriceTable::from_config(cfg),

@@ -13,6 +13,17 @@ pub const BREAKER_THRESHOLD: u64 = 5;
 /// How long an open circuit stays open before one trial request, by default.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 
+/// How a request to a provider ended, for its breakers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered.
+    Ok,
+    /// Refused or unanswered: transport error, 5xx, 429.
+    Failed,
+    /// A stream that started and was cut after its first byte.
+    Cut,
+}
+
 /// Milliseconds since the first call, on a monotonic clock.
 fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -171,20 +182,21 @@ impl ProviderStats {
         &self,
         threshold: u32,
         cooldown: Duration,
-        failure_rate: f64,
+        failure_percent: u32,
         min_requests: u32,
     ) {
         self.threshold.store(u64::from(threshold.max(1)), Relaxed);
         self.cooldown_ms
             .store(cooldown.as_millis().max(1) as u64, Relaxed);
         self.rate_trip_permille
-            .store((failure_rate.clamp(0.001, 1.0) * 1000.0) as u64, Relaxed);
+            .store(u64::from(failure_percent.clamp(1, 100)) * 10, Relaxed);
         self.rate_min_requests
             .store(u64::from(min_requests.max(1)), Relaxed);
     }
 
-    /// Whether the failures of `window` reach the configured share.
-    fn rate_tripped_in(&self, window: &Window) -> bool {
+    /// Whether the failures of `window` reach the configured share, and
+    /// whether the window holds the minimum volume to judge by share alone.
+    fn share_in(&self, window: &Window) -> (bool, bool) {
         let permille = match self.rate_trip_permille.load(Relaxed) {
             0 => 500,
             p => p,
@@ -194,11 +206,23 @@ impl ProviderStats {
             m => m,
         };
         let (requests, failures) = window.totals();
-        requests >= min && failures * 1000 >= permille * requests
+        (failures * 1000 >= permille * requests, requests >= min)
     }
 
-    fn rate_tripped(&self) -> bool {
-        self.rate_tripped_in(&self.window)
+    /// Whether a failure just recorded opens a circuit: a failed half-open
+    /// trial always does; otherwise the failure share over the window must
+    /// reach the configured rate, judged on its own once the window holds
+    /// `min_requests`, or sooner after `consecutive_failures` refusals in
+    /// a row. A circuit is therefore never opened at a share below the
+    /// rate: a provider whose streams are cut now and then, or that fails
+    /// one request in five, keeps its traffic (it may be the only one).
+    fn trips(&self, window: &Window, consecutive: Option<u64>, was_trial: bool) -> bool {
+        if was_trial {
+            return true;
+        }
+        let (reached, volume) = self.share_in(window);
+        let (threshold, _) = self.breaker();
+        reached && (volume || consecutive.is_some_and(|c| c >= threshold))
     }
 
     fn model_breaker(&self, model: &str) -> Option<Arc<ModelBreaker>> {
@@ -231,7 +255,8 @@ impl ProviderStats {
     /// Records the outcome of a request for `model`, for the model's breaker
     /// (the provider's own is fed by [`record_success`](Self::record_success)
     /// and [`record_failure`](Self::record_failure)).
-    pub fn record_model(&self, model: &str, ok: bool) {
+    pub fn record_model(&self, model: &str, outcome: Outcome) {
+        let ok = outcome == Outcome::Ok;
         let breaker = match (self.model_breaker(model), ok) {
             (Some(b), _) => b,
             // A model that never failed needs no breaker yet.
@@ -254,10 +279,11 @@ impl ProviderStats {
             breaker.trial.store(false, Relaxed);
             return;
         }
-        let consecutive = breaker.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        let consecutive = (outcome == Outcome::Failed)
+            .then(|| breaker.consecutive_failures.fetch_add(1, Relaxed) + 1);
         let was_trial = breaker.trial.swap(false, Relaxed);
-        let (threshold, cooldown) = self.breaker();
-        if consecutive >= threshold || was_trial || self.rate_tripped_in(&breaker.window) {
+        if self.trips(&breaker.window, consecutive, was_trial) {
+            let (_, cooldown) = self.breaker();
             breaker.open_until.store(now_ms() + cooldown, Relaxed);
         }
     }
@@ -405,15 +431,19 @@ impl ProviderStats {
         }
     }
 
-    /// Records a request the provider failed (transport error or 5xx/429).
-    pub fn record_failure(&self, latency: Duration) {
+    /// Records a request the provider failed: refused or unanswered
+    /// (transport error, 5xx, 429; `Outcome::Failed`) or a stream cut after
+    /// its first byte (`Outcome::Cut`), which counts toward the failure
+    /// share but not toward the refusals in a row.
+    pub fn record_failure(&self, latency: Duration, outcome: Outcome) {
         self.requests.fetch_add(1, Relaxed);
         self.failures.fetch_add(1, Relaxed);
-        let consecutive = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        let consecutive =
+            (outcome != Outcome::Cut).then(|| self.consecutive_failures.fetch_add(1, Relaxed) + 1);
         let was_trial = self.trial.swap(false, Relaxed);
         self.window.record(true);
-        let (threshold, cooldown) = self.breaker();
-        if consecutive >= threshold || was_trial || self.rate_tripped() {
+        if self.trips(&self.window, consecutive, was_trial) {
+            let (_, cooldown) = self.breaker();
             self.open_until.store(now_ms() + cooldown, Relaxed);
         }
         self.latency_micros_total
@@ -500,11 +530,11 @@ mod tests {
     fn breaker_opens_after_consecutive_failures_and_closes_on_success() {
         let s = ProviderStats::default();
         for _ in 0..BREAKER_THRESHOLD - 1 {
-            s.record_failure(Duration::from_millis(1));
+            s.record_failure(Duration::from_millis(1), Outcome::Failed);
         }
         assert_eq!(s.circuit(), Circuit::Closed);
         assert!(s.admit());
-        s.record_failure(Duration::from_millis(1));
+        s.record_failure(Duration::from_millis(1), Outcome::Failed);
         assert_eq!(s.circuit(), Circuit::Open);
         assert!(!s.admit());
         // Cool-down over: one trial at a time.
@@ -513,7 +543,7 @@ mod tests {
         assert!(s.admit());
         assert!(!s.admit());
         // The trial fails: open again.
-        s.record_failure(Duration::from_millis(1));
+        s.record_failure(Duration::from_millis(1), Outcome::Failed);
         assert_eq!(s.circuit(), Circuit::Open);
         s.open_until.store(1, Relaxed);
         assert!(s.admit());
@@ -540,15 +570,15 @@ mod tests {
     #[test]
     fn a_high_failure_share_opens_the_circuit() {
         let s = ProviderStats::default();
-        s.configure_breaker(100, Duration::from_secs(30), 0.5, 10);
+        s.configure_breaker(100, Duration::from_secs(30), 50, 10);
         for _ in 0..4 {
             s.record_success(Duration::from_millis(1), 1, 1);
-            s.record_failure(Duration::from_millis(1));
+            s.record_failure(Duration::from_millis(1), Outcome::Failed);
         }
         // 8 requests: below the minimum, however many fail.
         assert_eq!(s.circuit(), Circuit::Closed);
         s.record_success(Duration::from_millis(1), 1, 1);
-        s.record_failure(Duration::from_millis(1));
+        s.record_failure(Duration::from_millis(1), Outcome::Failed);
         // 10 requests, half failed.
         assert_eq!(s.circuit(), Circuit::Open);
     }
@@ -556,14 +586,14 @@ mod tests {
     #[test]
     fn one_failing_model_opens_its_own_circuit_only() {
         let s = ProviderStats::default();
-        s.configure_breaker(3, Duration::from_secs(30), 0.5, 1000);
+        s.configure_breaker(3, Duration::from_secs(30), 50, 1000);
         for _ in 0..3 {
             assert!(s.admit_model("o1"));
-            s.record_failure(Duration::from_millis(1));
-            s.record_model("o1", false);
+            s.record_failure(Duration::from_millis(1), Outcome::Failed);
+            s.record_model("o1", Outcome::Failed);
             // Another model keeps succeeding, so the provider's run of failures resets.
             s.record_success(Duration::from_millis(1), 1, 1);
-            s.record_model("gpt-4o", true);
+            s.record_model("gpt-4o", Outcome::Ok);
         }
         assert!(!s.admit_model("o1"), "o1's circuit is open");
         assert!(
@@ -573,9 +603,48 @@ mod tests {
         assert_eq!(s.circuit(), Circuit::Closed);
         assert_eq!(s.snapshot("p").models.get("o1"), Some(&"open"));
         // A success of o1 (a half-open trial, say) closes it again.
-        s.record_model("o1", true);
+        s.record_model("o1", Outcome::Ok);
         assert!(s.admit_model("o1"));
         assert!(s.snapshot("p").models.is_empty());
+    }
+
+    #[test]
+    fn a_failure_share_below_the_rate_never_opens_the_circuit() {
+        // One provider whose streams are cut one time in five, in bursts:
+        // the cuts bunch into runs longer than the threshold, and the
+        // circuit must stay closed because the share stays at 20%.
+        let s = ProviderStats::default();
+        s.configure_breaker(5, Duration::from_secs(30), 50, 20);
+        for round in 0..50 {
+            for _ in 0..8 {
+                s.record_success(Duration::from_millis(1), 1, 1);
+            }
+            let outcome = if round % 2 == 0 {
+                Outcome::Cut
+            } else {
+                Outcome::Failed
+            };
+            // Two failures per ten requests, six in a row every other round.
+            for _ in 0..2 {
+                s.record_failure(Duration::from_millis(1), outcome);
+            }
+            assert_eq!(s.circuit(), Circuit::Closed, "round {round}");
+        }
+    }
+
+    #[test]
+    fn cut_streams_do_not_count_as_refusals_in_a_row() {
+        let s = ProviderStats::default();
+        s.configure_breaker(3, Duration::from_secs(30), 50, 1000);
+        for _ in 0..10 {
+            s.record_failure(Duration::from_millis(1), Outcome::Cut);
+        }
+        // 100% failed, but by cuts only and below the volume: still closed.
+        assert_eq!(s.circuit(), Circuit::Closed);
+        for _ in 0..3 {
+            s.record_failure(Duration::from_millis(1), Outcome::Failed);
+        }
+        assert_eq!(s.circuit(), Circuit::Open);
     }
 
     #[test]

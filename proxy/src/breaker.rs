@@ -4,7 +4,7 @@
 //! **Closed**: requests pass while fewer than `max_pending` wait for their
 //! response headers (beyond it: 503 at once, so a slow upstream cannot
 //! pile up every connection of the gateway). Outcomes are counted over a
-//! window; when at least `min_requests` came and `failure_rate` percent of
+//! window; when at least `min_requests` came and `failure_percent` percent of
 //! them failed (connect failures, timeouts, 5xx), the breaker **opens**:
 //! every request gets 503 at once for `open_for`. Then it is **half-open**:
 //! one request goes through as a probe; its success closes the breaker,
@@ -62,7 +62,7 @@ impl Breaker {
     pub fn new(cfg: &loom_config::UpstreamBreaker) -> Breaker {
         Breaker {
             max_pending: cfg.max_pending.max(1),
-            failure_rate: u64::from(cfg.failure_rate.min(100)),
+            failure_rate: u64::from(cfg.failure_percent.min(100)),
             min_requests: u64::from(cfg.min_requests.max(1)),
             window: cfg.window.get(),
             open_for: cfg.open_for.get(),
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn trips_on_the_failure_rate_then_probes() {
-        let b = breaker("failure_rate: 50\nmin_requests: 4\nopen_for: 0s");
+        let b = breaker("failure_percent: 50\nmin_requests: 4\nopen_for: 0s");
         for failed in [false, true, false] {
             b.admit().expect("closed").done(failed);
         }

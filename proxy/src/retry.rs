@@ -72,8 +72,8 @@ impl RetryPolicy {
             on_timeout: false,
             statuses: HashSet::new(),
             all_methods: cfg.methods == loom_config::RetryMethods::All,
-            per_try_timeout: cfg.per_try_timeout.map(|d| d.get()),
-            timeout: cfg.timeout.map(|d| d.get()),
+            per_try_timeout: cfg.attempt_timeout.map(|d| d.get()),
+            timeout: cfg.deadline.map(|d| d.get()),
             budget_percent: u64::from(cfg.budget_percent),
             min_retries: u64::from(cfg.min_retries),
             budget: Budget {

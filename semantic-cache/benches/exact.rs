@@ -13,6 +13,7 @@ use loom_semantic_cache::memory::MemoryIndex;
 fn bench(c: &mut Criterion) {
     let keys = KeyBuilder {
         absent_temperature_is_zero: true,
+        max_temperature: 0.0,
     };
     let store: MemoryIndex<Vec<u8>> = MemoryIndex::new(1 << 30, 3600, 384);
     let request = |i: usize| -> ChatRequest {

@@ -50,7 +50,7 @@ pub struct CacheKey {
 pub enum NotCacheable {
     /// The last message is not a user turn with text (a tool result, say).
     NoUserTurn,
-    /// `temperature` is above zero: the client asked for variety.
+    /// `temperature` is above the configured limit: the client asked for variety.
     Sampled,
     /// `temperature` is absent and the configuration does not treat that as 0.
     DefaultTemperature,
@@ -63,6 +63,8 @@ pub enum NotCacheable {
 #[derive(Debug, Clone, Copy)]
 pub struct KeyBuilder {
     pub absent_temperature_is_zero: bool,
+    /// An explicit `temperature` above this is not cached.
+    pub max_temperature: f64,
 }
 
 impl KeyBuilder {
@@ -70,7 +72,7 @@ impl KeyBuilder {
     /// cache), or why it is not cacheable.
     pub fn key(&self, scope: &str, req: &ChatRequest) -> Result<CacheKey, NotCacheable> {
         match req.temperature {
-            Some(t) if t > 0.0 => return Err(NotCacheable::Sampled),
+            Some(t) if t > self.max_temperature => return Err(NotCacheable::Sampled),
             None if !self.absent_temperature_is_zero => {
                 return Err(NotCacheable::DefaultTemperature);
             }
@@ -156,6 +158,7 @@ mod tests {
 
     const KEYS: KeyBuilder = KeyBuilder {
         absent_temperature_is_zero: false,
+        max_temperature: 0.0,
     };
 
     #[test]
@@ -233,6 +236,7 @@ mod tests {
         );
         let lenient = KeyBuilder {
             absent_temperature_is_zero: true,
+            max_temperature: 0.0,
         };
         assert_eq!(
             lenient.key("app", &req(v)).expect("cacheable").exact,

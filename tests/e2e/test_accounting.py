@@ -478,7 +478,9 @@ def test_invalid_accounting_config_names_the_field(tmp_path):
     out = subprocess.run([loom_bin(), "validate", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "consumers[0].keys[0]" in out.stdout and "at least 8 characters" in out.stdout
-    assert "token_accounting.limits[0].consumer" in out.stdout and "ghost" in out.stdout
+    # A limit may name a consumer no entry defines (the seed's do): that is
+    # a warning of a valid file, not one of these errors.
+    assert "ghost" not in out.stdout
     assert "token_accounting.store.redis" in out.stdout
     assert "short" not in out.stdout.replace("consumers[0]", ""), "the key itself is not printed"
 

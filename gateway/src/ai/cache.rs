@@ -56,6 +56,7 @@ impl CacheStage {
         let c = &config.ai_gateway.semantic_cache;
         let keys = KeyBuilder {
             absent_temperature_is_zero: c.absent_temperature_is_zero,
+            max_temperature: c.max_temperature.unwrap_or(0.0),
         };
         let global = Policy {
             enabled: c.enabled,

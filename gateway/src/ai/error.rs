@@ -162,7 +162,9 @@ impl ApiError {
 }
 
 impl From<loom_providers::Error> for ApiError {
+    /// Every provider error reaches a client through here, so this is
+    /// where the configured credentials are scrubbed from it.
     fn from(e: loom_providers::Error) -> Self {
-        ApiError::Provider(Box::new(e))
+        ApiError::Provider(Box::new(crate::redact::provider_error(e)))
     }
 }

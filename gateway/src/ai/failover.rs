@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use loom_providers::{Router, Target};
 
-use super::{ApiError, settle};
+use super::{ApiError, Delivery, settle};
 use crate::exchange::Exchange;
 
 /// The last failed attempt (already settled).
@@ -98,7 +98,11 @@ impl<'a> Tries<'a> {
             self.called.elapsed(),
             status,
             None,
-            stream,
+            if stream {
+                Delivery::Stream
+            } else {
+                Delivery::Whole
+            },
         );
         if !retry {
             return Some(Failure {

@@ -21,7 +21,8 @@ use loom_providers::{ChunkStream, Native, NativeStream, Provider};
 use super::failover::{self, Failure, Tries};
 use super::guard::{self, Step};
 use super::{
-    ApiError, Quotas, Tokens, admit, parse_body, plan, router, routing_headers, settle, sse_headers,
+    ApiError, Delivery, Quotas, Tokens, admit, parse_body, plan, router, routing_headers, settle,
+    sse_headers,
 };
 use crate::body::{Body, BoxError, json_response};
 use crate::exchange::Exchange;
@@ -215,7 +216,7 @@ async fn serve(
                     tries.called.elapsed(),
                     200,
                     Some(whole_tokens(&reply, &original, &target.model)),
-                    false,
+                    Delivery::Whole,
                 );
                 Served::Whole(json_response(StatusCode::OK, reply.body))
             }
@@ -232,7 +233,7 @@ async fn serve(
                     tries.called.elapsed(),
                     200,
                     Some(whole_tokens(&reply, &original, &target.model)),
-                    false,
+                    Delivery::Whole,
                 );
                 let body = guard::whole_chat(&applied, reply.body.clone());
                 let parsed: ChatResponse = serde_json::from_slice(&body).map_err(|e| {
@@ -337,7 +338,11 @@ impl Relay {
             c.called.elapsed(),
             status,
             Some(tokens),
-            true,
+            if status >= 500 {
+                Delivery::Cut
+            } else {
+                Delivery::Stream
+            },
         );
     }
 

@@ -47,7 +47,16 @@ pub async fn handle(
         ex.account = Some(rt.accountant.clone());
     }
     let mut quotas = Quotas::default();
-    let (mut resp, ex) = serve(rt, route, req, ex, &mut quotas).await;
+    let (mut resp, ex) = match req
+        .extensions()
+        .get::<crate::pipeline::PluginHeaders>()
+        .cloned()
+    {
+        Some(set) => {
+            loom_providers::with_plugin_headers(set.0, serve(rt, route, req, ex, &mut quotas)).await
+        }
+        None => serve(rt, route, req, ex, &mut quotas).await,
+    };
     quotas.apply(&mut resp);
     (resp, ex)
 }
@@ -304,6 +313,17 @@ fn answer_text(body: &[u8]) -> String {
     out
 }
 
+/// How an answer was delivered, for metrics and the provider's breakers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// A whole answer, or a call that failed before any of it arrived.
+    Whole,
+    /// A stream, started (or refused before its first byte).
+    Stream,
+    /// A stream the provider cut after its first byte.
+    Cut,
+}
+
 /// Records the provider side of a finished call: provider statistics,
 /// metrics, and the consumer's usage and cost.
 #[allow(clippy::too_many_arguments)]
@@ -315,8 +335,9 @@ pub(crate) fn settle(
     provider_time: std::time::Duration,
     status: u16,
     tokens: Option<Tokens>,
-    stream: bool,
+    delivery: Delivery,
 ) {
+    let stream = delivery != Delivery::Whole;
     let shared = ex.shared().clone();
     let total = ex.elapsed();
     let t = tokens.unwrap_or_default();
@@ -350,11 +371,16 @@ pub(crate) fn settle(
     if (200..300).contains(&status) {
         let stats = provider.stats();
         stats.record_success(provider_time, t.prompt, t.completion);
-        stats.record_model(provider_model, true);
+        stats.record_model(provider_model, loom_providers::Outcome::Ok);
     } else if status >= 500 || status == 429 {
         let stats = provider.stats();
-        stats.record_failure(provider_time);
-        stats.record_model(provider_model, false);
+        // A stream cut after it started is judged apart from a refusal.
+        let outcome = match delivery {
+            Delivery::Cut => loom_providers::Outcome::Cut,
+            _ => loom_providers::Outcome::Failed,
+        };
+        stats.record_failure(provider_time, outcome);
+        stats.record_model(provider_model, outcome);
     }
     ex.tokens = Some((t.prompt, t.completion));
 }
@@ -737,7 +763,7 @@ fn whole(
         tries.called.elapsed(),
         200,
         Some(tokens),
-        false,
+        Delivery::Whole,
     );
     let mut resp = json_response(StatusCode::OK, reply.body);
     routing_headers(&mut resp, target, tries.attempts);

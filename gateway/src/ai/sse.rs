@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::cache::Recorder;
 use super::guard::{Guarded, Step, StreamCheck};
-use super::{ApiError, Tokens, settle, sse_headers};
+use super::{ApiError, Delivery, Tokens, settle, sse_headers};
 use crate::body::{Body, BoxError};
 use crate::exchange::Exchange;
 
@@ -177,7 +177,11 @@ impl<T> Relay<T> {
             call.called.elapsed(),
             status,
             Some(tokens),
-            true,
+            if status >= 500 {
+                Delivery::Cut
+            } else {
+                Delivery::Stream
+            },
         );
     }
 }
