@@ -159,3 +159,21 @@ fn strip_location(message: &str) -> String {
         None => message.to_owned(),
     }
 }
+
+/// Entry point of the fuzz target in `fuzz/` (and of the test that replays
+/// its corpus).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The loader: any bytes give a configuration or an error naming the
+    /// file, never a panic. `${ENV}` references see an empty environment.
+    pub fn load(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        match crate::check_with_env(&text, "fuzz.yaml", |_| None) {
+            Ok(checked) => {
+                // A valid configuration serialises (the admin API's /config).
+                serde_json::to_string(&checked.config).expect("a loaded config serialises");
+            }
+            Err(e) => assert!(e.to_string().starts_with("fuzz.yaml"), "{e}"),
+        }
+    }
+}

@@ -234,6 +234,14 @@ pub struct Server {
     /// clients wait in the kernel's accept queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Requests one worker serves at once (streams until their last byte);
+    /// beyond, new requests get 503 with `Retry-After` at once. 0: no bound.
+    #[serde(default = "default_max_requests_per_worker")]
+    pub max_requests_per_worker: usize,
+}
+
+fn default_max_requests_per_worker() -> usize {
+    4096
 }
 
 fn default_max_header_size() -> ByteSize {
@@ -257,6 +265,7 @@ impl Default for Server {
             header_read_timeout: default_header_read_timeout(),
             workers: None,
             max_header_size: default_max_header_size(),
+            max_requests_per_worker: default_max_requests_per_worker(),
             max_connections: default_max_connections(),
         }
     }

@@ -35,6 +35,8 @@ pub struct Exchange {
     /// Where its usage is recorded, when accounting is on.
     pub account: Option<Arc<loom_accounting::Accountant>>,
     shared: Arc<Shared>,
+    /// Counts the request against its worker's bound until it ends.
+    _in_flight: crate::overload::InFlight,
 }
 
 impl Exchange {
@@ -62,6 +64,7 @@ impl Exchange {
             consumer: None,
             account: None,
             shared,
+            _in_flight: crate::overload::InFlight::enter(),
         }
     }
 

@@ -24,16 +24,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use loom_proxy::{Body, ClientInfo, content_length, header_tokens};
+use loom_proxy::request_head::{self, Parsed, Stop, Wants};
+use loom_proxy::{Body, ClientInfo, header_tokens};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -41,18 +40,8 @@ use tokio::sync::watch;
 use crate::pipeline;
 use crate::state::Shared;
 
-/// Largest request body read whole before the pipeline is called; larger
-/// ones stream through hyper.
-const MAX_BODY: u64 = 64 * 1024;
-
-/// Most headers in a request head (hyper's limit too).
-const MAX_HEADERS: usize = 100;
-
 /// Answer bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
-
-/// What the first bytes of an HTTP/2 prior-knowledge connection are.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// Limits of a connection.
 #[derive(Clone, Copy)]
@@ -91,8 +80,15 @@ pub async fn serve(
         first: true,
     };
     loop {
-        let (req, wants) = match conn.next_request().await {
+        let (req, wants) = match conn.next_request(shared.max_requests_per_worker).await {
             Next::Request(req, wants) => (req, wants),
+            // The worker is at its bound: the pipeline sheds the request in
+            // its route's format, its body unread, and the connection
+            // closes (the body is still on the wire).
+            Next::Shed(parts, mut wants) => {
+                wants.keep_alive = false;
+                (Request::from_parts(parts, Full::new(Bytes::new())), wants)
+            }
             Next::Close => return,
             Next::Refuse(status) => return conn.refuse(status).await,
             Next::Handoff => return conn.hand_off(shared, client, handoff).await,
@@ -113,6 +109,8 @@ pub async fn serve(
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Request(Request<Full<Bytes>>, Wants),
+    /// A head whose body is not read: the worker is at its bound.
+    Shed(http::request::Parts, Wants),
     /// Hand the connection to hyper (the head is still unread).
     Handoff,
     /// Answer with this status and close (a malformed or oversized head).
@@ -120,30 +118,6 @@ enum Next {
     /// Close quietly: the client went away, stayed idle too long, or the
     /// listener is shutting down.
     Close,
-}
-
-/// Why a head is not served here.
-enum Stop {
-    Handoff,
-    Refuse(StatusCode),
-}
-
-/// What the request asks of the answer's framing.
-#[derive(Clone, Copy)]
-struct Wants {
-    keep_alive: bool,
-    http10: bool,
-    head: bool,
-    /// `TE: trailers`: the client takes trailers on a chunked answer.
-    trailers: bool,
-}
-
-/// A parsed head, before its body is read.
-struct Parsed {
-    parts: http::request::Parts,
-    wants: Wants,
-    length: u64,
-    expect_continue: bool,
 }
 
 struct Conn {
@@ -168,8 +142,9 @@ impl Conn {
         self.stop.has_changed().unwrap_or(true)
     }
 
-    /// Reads the next request: a whole head and its whole body.
-    async fn next_request(&mut self) -> Next {
+    /// Reads the next request: a whole head and its whole body, or only
+    /// the head when the worker serves `limit` requests already.
+    async fn next_request(&mut self, limit: usize) -> Next {
         let deadline = Instant::now() + self.settings.header_timeout;
         let parsed = loop {
             if !self.rbuf.is_empty() {
@@ -191,6 +166,9 @@ impl Conn {
             expect_continue,
         } = parsed;
         let length = length as usize;
+        if self.rbuf.len() < length && crate::overload::over(limit) {
+            return Next::Shed(parts, wants);
+        }
         if self.rbuf.len() < length {
             if expect_continue
                 && self
@@ -242,119 +220,7 @@ impl Conn {
 
     /// Parses a head from the read buffer: `Ok(None)` until it is whole.
     fn parse(&mut self) -> Result<Option<Parsed>, Stop> {
-        if self.first
-            && self.rbuf.len() >= 3
-            && H2_PREFACE.starts_with(&self.rbuf[..self.rbuf.len().min(H2_PREFACE.len())])
-        {
-            return if self.rbuf.len() >= H2_PREFACE.len() {
-                Err(Stop::Handoff)
-            } else {
-                Ok(None)
-            };
-        }
-        let max = self.settings.max_header_size;
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut raw);
-        let len = match req.parse(&self.rbuf) {
-            Ok(httparse::Status::Complete(len)) if len <= max => len,
-            Ok(httparse::Status::Complete(_)) => {
-                return Err(Stop::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
-            }
-            Ok(httparse::Status::Partial) if self.rbuf.len() >= max => {
-                return Err(Stop::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Stop::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
-            }
-            Err(_) => return Err(Stop::Refuse(StatusCode::BAD_REQUEST)),
-        };
-        let bad = || Stop::Refuse(StatusCode::BAD_REQUEST);
-        let http10 = req.version == Some(0);
-        let method =
-            Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| bad())?;
-        if method == Method::CONNECT {
-            return Err(Stop::Handoff);
-        }
-        let base = self.rbuf.as_ptr() as usize;
-        let span = |s: &[u8]| {
-            let at = s.as_ptr() as usize - base;
-            (at, at + s.len())
-        };
-        let path = span(req.path.unwrap_or_default().as_bytes());
-        let mut count = 0;
-        let mut length: Option<u64> = None;
-        let (mut close, mut keep_alive, mut trailers, mut expect_continue) =
-            (false, false, false, false);
-        for h in req.headers.iter() {
-            let (ns, ne) = span(h.name.as_bytes());
-            let (vs, ve) = span(h.value);
-            spans[count] = (ns as u32, ne as u32, vs as u32, ve as u32);
-            count += 1;
-            let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let n = content_length(h.value).ok_or_else(bad)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad());
-                }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-                || name.eq_ignore_ascii_case(b"upgrade")
-            {
-                return Err(Stop::Handoff);
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for t in header_tokens(h.value) {
-                    close |= t.eq_ignore_ascii_case(b"close");
-                    keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if name.eq_ignore_ascii_case(b"expect") {
-                if !h.value.eq_ignore_ascii_case(b"100-continue") {
-                    return Err(Stop::Handoff);
-                }
-                expect_continue = true;
-            } else if name.eq_ignore_ascii_case(b"te") {
-                trailers |= header_tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
-            }
-        }
-        let length = length.unwrap_or(0);
-        if length > MAX_BODY {
-            return Err(Stop::Handoff);
-        }
-        let head = self.rbuf.split_to(len).freeze();
-        let uri = Uri::from_maybe_shared(head.slice(path.0..path.1)).map_err(|_| bad())?;
-        // Room for what Loom adds (the request id, `X-Forwarded-*`) without
-        // growing the map; past six entries its table is over a kilobyte,
-        // which glibc's allocator serves from its slow path.
-        let mut headers = HeaderMap::with_capacity(count + 3);
-        for &(ns, ne, vs, ve) in &spans[..count] {
-            let name =
-                HeaderName::from_bytes(&head[ns as usize..ne as usize]).map_err(|_| bad())?;
-            // The value shares the head's buffer: no copy.
-            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-                .map_err(|_| bad())?;
-            headers.append(name, value);
-        }
-        let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = method.clone();
-        parts.uri = uri;
-        parts.version = if http10 {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
-        parts.headers = headers;
-        Ok(Some(Parsed {
-            parts,
-            wants: Wants {
-                keep_alive: !close && (!http10 || keep_alive),
-                http10,
-                head: method == Method::HEAD,
-                trailers,
-            },
-            length,
-            expect_continue,
-        }))
+        request_head::parse(&mut self.rbuf, self.first, self.settings.max_header_size)
     }
 
     /// Runs `work` while watching the socket: `None` when the client closed

@@ -13,6 +13,7 @@ mod grpc_web;
 mod http1;
 mod http3;
 mod metrics;
+mod overload;
 mod pipeline;
 mod redact;
 mod reload;
@@ -259,6 +260,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
     redact::install(&config);
+    let max_requests_per_worker = config.server.max_requests_per_worker;
     let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
     let certificates = server::certificates(&listeners)?;
     let (spread, inboxes) = spread::Spread::new(workers);
@@ -274,6 +276,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         generation: AtomicU64::new(1),
         access_log,
         stores,
+        max_requests_per_worker,
     });
 
     let mut bound = server::bind(&listeners, &certificates).await?;

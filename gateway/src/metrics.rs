@@ -55,6 +55,8 @@ pub struct Metrics {
     worker_connections: prometheus::IntGaugeVec,
     route_limited: IntCounterVec,
     pub in_flight: IntGauge,
+    /// Requests refused because their worker was at its bound.
+    pub shed: prometheus::IntCounter,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
     /// request costs one map lookup instead of nine label hashes.
@@ -193,6 +195,11 @@ impl Metrics {
         let r = Registry::new();
         let in_flight = IntGauge::new("loom_requests_in_flight", "Requests being served")?;
         r.register(Box::new(in_flight.clone()))?;
+        let shed = prometheus::IntCounter::new(
+            "loom_requests_shed_total",
+            "Requests answered 503 at once because their worker served server.max_requests_per_worker already",
+        )?;
+        r.register(Box::new(shed.clone()))?;
         let ai_overhead = histogram(
             &r,
             "loom_ai_overhead_seconds",
@@ -395,6 +402,7 @@ impl Metrics {
                 g
             },
             in_flight,
+            shed,
             registry: r,
             ai_series: RwLock::new(HashMap::default()),
             model_labels: RwLock::new(0),
@@ -613,7 +621,7 @@ impl Metrics {
         }
         let mut text = String::from_utf8(out).unwrap_or_default();
         // Metrics that Proxy-Wasm plugins defined.
-        loom_proxy::wasm::render_metrics(&mut text);
+        loom_plugins::render_metrics(&mut text);
         text
     }
 }

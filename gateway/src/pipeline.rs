@@ -21,7 +21,7 @@ use std::time::Instant;
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use loom_proxy::wasm::{Phase, Stream, Verdict};
+use loom_plugins::{Phase, Stream, Verdict};
 use loom_proxy::{ClientInfo, Upstream};
 
 use crate::body::{Body, json_response};
@@ -42,6 +42,8 @@ where
     B::Error: Into<loom_proxy::BoxError>,
 {
     let started = Instant::now();
+    // Judged before this request counts: at the bound, it is shed.
+    let shedding = crate::overload::over(shared.max_requests_per_worker);
     let rt = shared.runtime.load_full();
     let id = request_id::for_request(req.headers());
     let id_header = id.header().clone();
@@ -77,6 +79,16 @@ where
             ),
             Some(ex),
         ),
+        Lookup::Found(route) if shedding => {
+            ex.route = route.id.clone();
+            ex.route_metrics = Some(route.metrics.clone());
+            ex.error = Some("overloaded");
+            shared.metrics.shed.inc();
+            (
+                crate::overload::shed(matches!(route.kind, RouteKind::Ai)),
+                Some(ex),
+            )
+        }
         Lookup::Found(route) => {
             ex.route = route.id.clone();
             ex.route_metrics = Some(route.metrics.clone());
@@ -251,8 +263,8 @@ fn stream_info<B>(
     client: &ClientInfo,
     route: &CompiledRoute,
     ex: &Exchange,
-) -> loom_proxy::wasm::StreamInfo {
-    loom_proxy::wasm::StreamInfo {
+) -> loom_plugins::StreamInfo {
+    loom_plugins::StreamInfo {
         request_id: ex.request_id.as_str().to_owned(),
         route: route.id.clone(),
         method: req.method().clone(),
@@ -321,7 +333,7 @@ async fn plugins_on_response(
 }
 
 /// A plugin's own answer (`send_local_response`).
-fn local_response(local: loom_proxy::wasm::LocalResponse) -> Response<Body> {
+fn local_response(local: loom_plugins::LocalResponse) -> Response<Body> {
     let mut resp = Response::new(crate::body::full(local.body));
     *resp.status_mut() = local.status;
     *resp.headers_mut() = local.headers;

@@ -62,7 +62,7 @@ pub struct CompiledRoute {
     /// The route's request rate limit.
     pub rate_limit: Option<crate::traffic::RouteLimit>,
     /// The route's Proxy-Wasm plugins, in order.
-    pub plugins: loom_proxy::wasm::Chain,
+    pub plugins: loom_plugins::Chain,
     host: HostMatch,
     path: PathMatch,
     methods: Option<Vec<Method>>,
@@ -90,7 +90,7 @@ impl RouteTable {
         metrics: &crate::metrics::Metrics,
         upstream: impl Fn(&str) -> Option<Arc<Upstream>>,
         shared_redis: Option<&loom_config::RedisStore>,
-        plugins: &HashMap<String, loom_proxy::wasm::Plugin>,
+        plugins: &HashMap<String, loom_plugins::Plugin>,
     ) -> anyhow::Result<RouteTable> {
         let mut out = Vec::with_capacity(routes.len());
         for r in routes {
@@ -175,7 +175,7 @@ impl RouteTable {
                     .as_ref()
                     .map(|rl| crate::traffic::RouteLimit::new(&r.id, rl, shared_redis))
                     .transpose()?,
-                plugins: loom_proxy::wasm::Chain::new(
+                plugins: loom_plugins::Chain::new(
                     r.middleware
                         .plugins
                         .iter()

@@ -53,6 +53,8 @@ pub struct Shared {
     pub certificates: Vec<(String, Arc<crate::tls::Certificates>)>,
     /// The workers' connection counts, read by `/metrics`.
     pub spread: Arc<crate::spread::Spread>,
+    /// `server.max_requests_per_worker` (fixed at start; 0: no bound).
+    pub max_requests_per_worker: usize,
 }
 
 /// Usage stores and loaded models, kept across reloads so that neither the
@@ -543,12 +545,12 @@ impl Runtime {
 fn load_plugins(
     list: &[loom_config::Plugin],
     upstreams: &HashMap<String, Arc<Upstream>>,
-) -> anyhow::Result<HashMap<String, loom_proxy::wasm::Plugin>> {
-    use loom_proxy::wasm::{Phase, Plugin, PluginConfig};
+) -> anyhow::Result<HashMap<String, loom_plugins::Plugin>> {
+    use loom_plugins::{Phase, Plugin, PluginConfig};
     if list.is_empty() {
         return Ok(HashMap::new());
     }
-    let callouts = loom_proxy::wasm::to_upstreams(upstreams.clone());
+    let callouts = loom_plugins::to_upstreams(upstreams.clone());
     let bytes = |v: &Option<serde_json::Value>| -> bytes::Bytes {
         match v {
             None => bytes::Bytes::new(),

@@ -20,3 +20,29 @@ pub mod models_list;
 
 /// Fields a type does not model explicitly, kept verbatim for the round trip.
 pub type Extra = serde_json::Map<String, serde_json::Value>;
+
+/// Entry points of the fuzz targets in `fuzz/` (and of the tests that
+/// replay their corpora).
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::chat::{ChatHead, ChatRequest, Message};
+
+    /// The chat head reader: never a panic, and wherever the whole request
+    /// parses, the head parses too and reads the same values.
+    pub fn chat_head(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let head = serde_json::from_str::<ChatHead>(text);
+        let Ok(full) = serde_json::from_str::<ChatRequest>(text) else {
+            return;
+        };
+        let head = head.expect("the head reads what the whole request reads");
+        assert_eq!(&*head.model, &*full.model);
+        assert_eq!(head.messages.count, full.messages.len());
+        let len: usize = full.messages.iter().map(Message::text_len).sum();
+        assert_eq!(head.messages.text_len, len);
+        assert_eq!(head.stream, full.stream);
+        assert_eq!(head.max_output_tokens(), full.max_output_tokens());
+    }
+}

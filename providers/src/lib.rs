@@ -10,6 +10,8 @@
 pub mod anthropic;
 mod convert;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gemini;
 mod http;
 mod mock;

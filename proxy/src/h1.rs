@@ -807,3 +807,56 @@ mod tests {
         assert_eq!(wire, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     }
 }
+
+/// Entry points for the fuzz targets (`fuzz/`) and their corpus regression
+/// tests: any bytes in, never a panic, never a loop that makes no progress.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+
+    use super::{Framing, Step, decode, parse_head};
+
+    /// Splits `data` into the reads a connection would see: the first byte
+    /// chooses the read size (1 to 64 bytes), the rest is the stream.
+    fn reads(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let (size, rest) = match data.split_first() {
+            Some((s, rest)) => (usize::from(*s % 64) + 1, rest),
+            None => (1, data),
+        };
+        rest.chunks(size)
+    }
+
+    /// A response (head, then body) from an upstream, arriving in pieces.
+    pub fn response(data: &[u8]) {
+        let head_request = data.first().is_some_and(|b| b & 0x80 != 0);
+        let mut buf = BytesMut::new();
+        let mut framing: Option<Framing> = None;
+        let mut body = 0usize;
+        let total = data.len();
+        for piece in reads(data) {
+            buf.extend_from_slice(piece);
+            // Each turn either consumes bytes, changes state or asks for
+            // more; more turns than bytes (and states) would be a loop.
+            for _ in 0..=2 * total + 8 {
+                let f = match &mut framing {
+                    Some(f) => f,
+                    None => match parse_head(&mut buf, head_request) {
+                        Ok(Some(head)) => framing.insert(head.framing),
+                        Ok(None) => break,
+                        Err(_) => return,
+                    },
+                };
+                match decode(f, &mut buf) {
+                    Ok(Step::Data(d)) => {
+                        assert!(!d.is_empty(), "an empty data step makes no progress");
+                        body += d.len();
+                        assert!(body <= total, "more body than bytes received");
+                    }
+                    Ok(Step::Trailers(_)) | Ok(Step::End) => return,
+                    Ok(Step::More) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}

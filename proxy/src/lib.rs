@@ -18,10 +18,18 @@ mod h1;
 mod headers;
 mod health;
 pub mod pool;
+pub mod request_head;
 mod retry;
 mod upgrade;
 mod upstream;
-pub mod wasm;
+
+/// Entry points of the fuzz targets in `fuzz/` (and of the tests that
+/// replay their corpora): the HTTP/1.1 heads and bodies Loom parses itself.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::h1::fuzzing::response;
+    pub use crate::request_head::fuzzing::request;
+}
 
 pub use balance::random;
 pub use collect::{CollectError, Collected, collect};
@@ -57,9 +65,6 @@ pub enum Error {
     /// The request could not be built (a path that is not a valid URI).
     #[error("invalid request: {0}")]
     BadRequest(String),
-    /// A Proxy-Wasm plugin could not be loaded.
-    #[error("plugin {plugin}: {detail}")]
-    Plugin { plugin: String, detail: String },
 }
 
 impl Error {

@@ -708,7 +708,7 @@ def test_seed_token_limits_for_undefined_consumers_start_with_a_warning(fake_ope
 
 
 def plugin(name: str) -> str:
-    folder = os.environ.get("LOOM_PLUGINS") or str(ROOT / "proxy" / "plugins" / "dist")
+    folder = os.environ.get("LOOM_PLUGINS") or str(ROOT / "plugins" / "examples" / "dist")
     path = pathlib.Path(folder) / f"{name}.wasm"
     assert path.exists(), f"{path} is missing: run scripts/build-plugins"
     return str(path)

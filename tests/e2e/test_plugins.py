@@ -1,5 +1,5 @@
 """Proxy-Wasm plugins through the real binary: the example filters of
-proxy/plugins (built by scripts/build-plugins, or their prebuilt copies) on
+plugins/examples (built by scripts/build-plugins, or their prebuilt copies) on
 proxy routes and on AI routes driven by the OpenAI SDK."""
 
 import json
@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def plugin(name: str) -> str:
-    folder = os.environ.get("LOOM_PLUGINS") or str(ROOT / "proxy" / "plugins" / "dist")
+    folder = os.environ.get("LOOM_PLUGINS") or str(ROOT / "plugins" / "examples" / "dist")
     path = pathlib.Path(folder) / f"{name}.wasm"
     assert path.exists(), f"{path} is missing: run scripts/build-plugins"
     return str(path)

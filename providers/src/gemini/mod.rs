@@ -3,7 +3,7 @@
 //! `streamGenerateContent?alt=sse` calls ([`translate`]); embeddings use
 //! `batchEmbedContents` (Gemini API only).
 
-mod translate;
+pub(crate) mod translate;
 
 use std::time::Duration;
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use loom_proxy::wasm::{Chain, Phase, Plugin, PluginConfig, StreamInfo, to_upstreams};
+use loom_plugins::{Chain, Phase, Plugin, PluginConfig, StreamInfo, to_upstreams};
 
 fn chain(file: &str, config: &str) -> Chain {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plugins/dist/{file}.wasm"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/dist/{file}.wasm"));
     let plugin = Plugin::load(PluginConfig {
         name: file.into(),
         path,

@@ -36,6 +36,15 @@ pub use engine::Plugin;
 pub use filter::{Chain, Stream, Verdict};
 pub use shared::render_metrics;
 
+/// The crate's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A plugin could not be loaded: unreadable, not a valid filter, an
+    /// import the host does not provide, or a refused configuration.
+    #[error("plugin {plugin}: {detail}")]
+    Plugin { plugin: String, detail: String },
+}
+
 /// Where a plugin's request-headers callback runs in the middleware chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -119,6 +128,6 @@ pub struct StreamInfo {
     pub protocol: &'static str,
     pub source: Option<SocketAddr>,
     pub destination: Option<SocketAddr>,
-    pub upstream: Option<Arc<crate::Upstream>>,
+    pub upstream: Option<Arc<loom_proxy::Upstream>>,
     pub consumer: Option<String>,
 }

@@ -1294,7 +1294,7 @@ fn wasi(l: &mut Linker<Host>) -> wasmtime::Result<()> {
                     return Ok(ERRNO_BADF);
                 };
                 for chunk in buf.chunks_mut(8) {
-                    let r = crate::random().to_le_bytes();
+                    let r = loom_proxy::random().to_le_bytes();
                     chunk.copy_from_slice(&r[..chunk.len()]);
                 }
                 Ok(ERRNO_SUCCESS)

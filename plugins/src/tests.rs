@@ -1,4 +1,4 @@
-//! The host against the example filters of `proxy/plugins` (their prebuilt
+//! The host against the example filters of `plugins/examples` (their prebuilt
 //! copies, or the folder `LOOM_PLUGINS` names).
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use super::*;
 fn wasm(name: &str) -> std::path::PathBuf {
     let dir = std::env::var_os("LOOM_PLUGINS")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist"));
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dist"));
     dir.join(format!("{name}.wasm"))
 }
 
@@ -57,7 +57,7 @@ fn info() -> StreamInfo {
     }
 }
 
-fn boxed(data: &'static [u8]) -> crate::Body {
+fn boxed(data: &'static [u8]) -> loom_proxy::Body {
     Full::new(Bytes::from_static(data))
         .map_err(|never| match never {})
         .boxed_unsync()
