@@ -241,7 +241,7 @@ pub struct Server {
 }
 
 fn default_max_requests_per_worker() -> usize {
-    4096
+    10_000
 }
 
 fn default_max_header_size() -> ByteSize {
