@@ -238,6 +238,11 @@ pub struct Server {
     /// beyond, new requests get 503 with `Retry-After` at once. 0: no bound.
     #[serde(default = "default_max_requests_per_worker")]
     pub max_requests_per_worker: usize,
+    /// Shed new requests (503, `Retry-After`) while a worker's event loop
+    /// runs this much later than asked (the CPU is overloaded); off when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shed_at_loop_delay: Option<Duration>,
 }
 
 fn default_max_requests_per_worker() -> usize {
@@ -266,6 +271,7 @@ impl Default for Server {
             workers: None,
             max_header_size: default_max_header_size(),
             max_requests_per_worker: default_max_requests_per_worker(),
+            shed_at_loop_delay: None,
             max_connections: default_max_connections(),
         }
     }

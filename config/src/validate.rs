@@ -120,6 +120,16 @@ pub(crate) fn validate(config: &Config) -> Found {
         ));
     }
     listeners(config, &mut found);
+    if config
+        .server
+        .shed_at_loop_delay
+        .is_some_and(|d| d.get() < std::time::Duration::from_millis(1))
+    {
+        found.push((
+            "server.shed_at_loop_delay".into(),
+            "at least 1ms (a loop is always a little late); leave it out to turn shedding by delay off".into(),
+        ));
+    }
     if let Err(e) = listen_address(&config.admin.address) {
         found.push(("admin.address".into(), e));
     }

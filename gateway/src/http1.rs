@@ -80,7 +80,7 @@ pub async fn serve(
         first: true,
     };
     loop {
-        let (req, wants) = match conn.next_request(shared.max_requests_per_worker).await {
+        let (req, wants) = match conn.next_request(shared.bounds).await {
             Next::Request(req, wants) => (req, wants),
             // The worker is at its bound: the pipeline sheds the request in
             // its route's format, its body unread, and the connection
@@ -143,8 +143,8 @@ impl Conn {
     }
 
     /// Reads the next request: a whole head and its whole body, or only
-    /// the head when the worker serves `limit` requests already.
-    async fn next_request(&mut self, limit: usize) -> Next {
+    /// the head when the worker is past its `bounds`.
+    async fn next_request(&mut self, bounds: crate::overload::Bounds) -> Next {
         let deadline = Instant::now() + self.settings.header_timeout;
         let parsed = loop {
             if !self.rbuf.is_empty() {
@@ -166,7 +166,7 @@ impl Conn {
             expect_continue,
         } = parsed;
         let length = length as usize;
-        if self.rbuf.len() < length && crate::overload::over(limit) {
+        if self.rbuf.len() < length && bounds.exceeded() {
             return Next::Shed(parts, wants);
         }
         if self.rbuf.len() < length {

@@ -260,7 +260,13 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
     redact::install(&config);
-    let max_requests_per_worker = config.server.max_requests_per_worker;
+    let bounds = overload::Bounds {
+        max_requests: config.server.max_requests_per_worker,
+        max_delay_us: config
+            .server
+            .shed_at_loop_delay
+            .map_or(0, |d| d.get().as_micros().max(1) as u64),
+    };
     let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
     let certificates = server::certificates(&listeners)?;
     let (spread, inboxes) = spread::Spread::new(workers);
@@ -276,7 +282,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         generation: AtomicU64::new(1),
         access_log,
         stores,
-        max_requests_per_worker,
+        bounds,
     });
 
     let mut bound = server::bind(&listeners, &certificates).await?;
@@ -365,7 +371,12 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
                     .enable_all()
                     .build();
                 match rt {
-                    Ok(rt) => rt.block_on(server::serve(shared, copies, stop, limits, worker)),
+                    Ok(rt) => rt.block_on(async move {
+                        if shared.bounds.max_delay_us != 0 {
+                            tokio::spawn(overload::probe_loop_delay());
+                        }
+                        server::serve(shared, copies, stop, limits, worker).await
+                    }),
                     Err(e) => tracing::error!(error = %e, "cannot start a worker's event loop"),
                 }
             })

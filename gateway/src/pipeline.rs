@@ -43,7 +43,7 @@ where
 {
     let started = Instant::now();
     // Judged before this request counts: at the bound, it is shed.
-    let shedding = crate::overload::over(shared.max_requests_per_worker);
+    let shedding = shared.bounds.exceeded();
     let rt = shared.runtime.load_full();
     let id = request_id::for_request(req.headers());
     let id_header = id.header().clone();

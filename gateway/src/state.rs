@@ -53,8 +53,9 @@ pub struct Shared {
     pub certificates: Vec<(String, Arc<crate::tls::Certificates>)>,
     /// The workers' connection counts, read by `/metrics`.
     pub spread: Arc<crate::spread::Spread>,
-    /// `server.max_requests_per_worker` (fixed at start; 0: no bound).
-    pub max_requests_per_worker: usize,
+    /// `server.max_requests_per_worker` and `server.shed_at_loop_delay`
+    /// (fixed at start).
+    pub bounds: crate::overload::Bounds,
 }
 
 /// Usage stores and loaded models, kept across reloads so that neither the
