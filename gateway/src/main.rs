@@ -186,7 +186,7 @@ fn init_logging(cfg: &loom_config::Logging) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| redact::ScrubbedStderr);
     match cfg.format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Text => builder.with_ansi(false).init(),
@@ -202,6 +202,8 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the first log line: every line is scrubbed of the credentials.
+    redact::install(&config);
     init_logging(&config.logging);
     log_warnings(&warnings);
     // The control plane's runtime; requests are served by the workers'.
@@ -259,7 +261,6 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         // Token estimates need the encoders; build them before traffic arrives.
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
-    redact::install(&config);
     let bounds = overload::Bounds {
         max_requests: config.server.max_requests_per_worker,
         max_delay_us: config

@@ -101,6 +101,30 @@ pub fn scrub_bytes(body: &Bytes) -> Bytes {
     CURRENT.load().bytes(body)
 }
 
+/// The log's writer: standard error with every configured credential
+/// scrubbed from each line, whatever wrote it (a dependency's error message
+/// that quotes a URL with a password, say). The formatter hands over one
+/// whole event per write; a line without a credential is written as it is.
+pub struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let current = CURRENT.load();
+        match &current.matcher {
+            Some(m) if m.is_match(buf) => {
+                let clean = m.replace_all_bytes(buf, &vec![MARK.as_bytes(); m.patterns_len()]);
+                std::io::stderr().write_all(&clean)?;
+            }
+            _ => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// A provider error with every credential scrubbed from the text it
 /// carries (its message, its body, the detail of a transport failure).
 pub fn provider_error(e: loom_providers::Error) -> loom_providers::Error {

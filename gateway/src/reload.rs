@@ -69,10 +69,25 @@ const SETTLE_TRIES: usize = 20;
 /// in pieces) is never applied. After `SETTLE_TRIES` disagreements the last
 /// read is used; validation then judges it like any other.
 async fn read_settled(path: &Path) -> std::io::Result<String> {
-    let mut text = tokio::fs::read_to_string(path).await?;
+    settled(
+        || tokio::fs::read_to_string(path),
+        || tokio::time::sleep(SETTLE),
+    )
+    .await
+}
+
+/// The settling loop of [`read_settled`], over any reader and pause.
+async fn settled<R, RF, W, WF>(mut read: R, mut pause: W) -> std::io::Result<String>
+where
+    R: FnMut() -> RF,
+    RF: std::future::Future<Output = std::io::Result<String>>,
+    W: FnMut() -> WF,
+    WF: std::future::Future<Output = ()>,
+{
+    let mut text = read().await?;
     for _ in 0..SETTLE_TRIES {
-        tokio::time::sleep(SETTLE).await;
-        let again = tokio::fs::read_to_string(path).await?;
+        pause().await;
+        let again = read().await?;
         if again == text {
             break;
         }
@@ -176,5 +191,51 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
             shared.metrics.reload(false);
             tracing::error!(error = %format!("{e:#}"), "configuration rejected; the previous one keeps serving");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads that return `reads` in turn (the last one from then on).
+    async fn settle_over(reads: &[&str]) -> (String, usize) {
+        let mut n = 0;
+        let got = settled(
+            || {
+                let text = reads[n.min(reads.len() - 1)].to_owned();
+                n += 1;
+                std::future::ready(Ok(text))
+            },
+            || std::future::ready(()),
+        )
+        .await
+        .expect("reads succeed");
+        (got, n)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_file_still_being_written_is_read_again_until_it_holds_still() {
+        let half = "routes:\n  - id: a\n";
+        let whole = "routes:\n  - id: a\n    path: /a\n    upstream: u\n";
+        // Caught truncated, then half-written, then whole: the whole file.
+        assert_eq!(settle_over(&["", half, whole]).await, (whole.to_owned(), 4));
+        // Already still: one read to compare with.
+        assert_eq!(settle_over(&[whole]).await, (whole.to_owned(), 2));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_file_that_never_holds_still_is_given_up_on() {
+        let mut n = 0u32;
+        let got = settled(
+            || {
+                n += 1;
+                std::future::ready(Ok(format!("version {n}")))
+            },
+            || std::future::ready(()),
+        )
+        .await
+        .expect("reads succeed");
+        assert_eq!(got, format!("version {}", SETTLE_TRIES + 1));
     }
 }
