@@ -28,13 +28,18 @@ pub fn usage(data: &[u8]) {
         && data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
     {
         let scanned = scanned.expect("what serde reads, the scanner reads");
-        // The counts the scanner reads (it leaves the details' other members).
+        // The counts the scanner reads (it leaves the details' other
+        // members), with its one rule: a total left out or 0 is the sum.
         let counts = |u: &Option<loom_models::chat::Usage>| {
             u.as_ref().map(|u| {
                 (
                     u.prompt_tokens,
                     u.completion_tokens,
-                    u.total_tokens,
+                    if u.total_tokens > 0 {
+                        u.total_tokens
+                    } else {
+                        u.prompt_tokens.saturating_add(u.completion_tokens)
+                    },
                     u.prompt_tokens_details.as_ref().map(|d| d.cached_tokens),
                     u.completion_tokens_details
                         .as_ref()

@@ -119,9 +119,11 @@ pub(crate) fn usage_of(body: &[u8]) -> Result<Option<Usage>, String> {
                     if state != State::Read {
                         return Ok(None);
                     }
+                    // A total left out or reported as 0 is the sum (saturating:
+                    // a provider's counts are not trusted not to overflow).
                     u.total_tokens = match total {
                         Some(t) if t > 0 => t,
-                        _ => u.prompt_tokens + u.completion_tokens,
+                        _ => u.prompt_tokens.saturating_add(u.completion_tokens),
                     };
                     return Ok(Some(u));
                 }

@@ -1,5 +1,7 @@
-//! Replays the fuzz corpora of this crate's targets (`fuzz/corpus/<target>`):
-//! the seeds and every input a fuzz run found to crash stay regression tests.
+//! Replays the corpora of every fuzz target (`fuzz/corpus/<target>`): the
+//! seeds and every input a fuzz run found to crash stay regression tests on
+//! every build. One file for all targets: `loom-providers` depends on each
+//! crate that has a `fuzzing` entry point.
 
 use std::path::Path;
 
@@ -17,6 +19,16 @@ fn replay(target: &str, run: fn(&[u8])) {
 }
 
 #[test]
+fn request_head_corpus() {
+    replay("request_head", loom_proxy::fuzzing::request);
+}
+
+#[test]
+fn response_head_corpus() {
+    replay("response_head", loom_proxy::fuzzing::response);
+}
+
+#[test]
 fn sse_corpus() {
     replay("sse", loom_providers::fuzzing::sse);
 }
@@ -27,6 +39,11 @@ fn usage_corpus() {
 }
 
 #[test]
+fn chat_head_corpus() {
+    replay("chat_head", loom_models::fuzzing::chat_head);
+}
+
+#[test]
 fn anthropic_corpus() {
     replay("anthropic", loom_providers::fuzzing::anthropic);
 }
@@ -34,4 +51,9 @@ fn anthropic_corpus() {
 #[test]
 fn gemini_corpus() {
     replay("gemini", loom_providers::fuzzing::gemini);
+}
+
+#[test]
+fn config_corpus() {
+    replay("config", loom_config::fuzzing::load);
 }
