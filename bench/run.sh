@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures Loom against direct-to-upstream on this machine, in one run:
-# non-stream chat completions and a plain proxy route, 64 connections each.
+# non-stream chat completions, streamed chat completions (24 content events
+# each, the upstream sending them at once) and a plain proxy route, 64
+# connections each.
 # Prints a Markdown table for docs/benchmarks.md.
 #
 #   bench/run.sh [DURATION_SECONDS]      (needs wrk: apt-get install wrk)
@@ -66,23 +68,27 @@ echo "$(date -u +%Y-%m-%d) · $(nproc) cores · wrk -t$THREADS -c$CONNS -d${DURA
 echo
 echo "| workload | direct req/s | direct p50 | direct p99 | Loom req/s | Loom p50 | Loom p99 | Loom/direct | Loom CPU µs/req |"
 echo "|---|---|---|---|---|---|---|---|---|"
-chat_ratios=() plain_ratios=()
+chat_ratios=() stream_ratios=() plain_ratios=()
 ratio_of() { read -r d _ <<<"$1"; read -r l _ <<<"$2"; awk -v a="$l" -v b="$d" 'BEGIN {printf "%.1f", a / b * 100}'; }
 for _ in $(seq "$ROUNDS"); do
   chat_direct=$(run chat http://127.0.0.1:18000/v1/chat/completions bench/chat.lua)
   chat_loom=$(run chat http://127.0.0.1:18080/v1/chat/completions bench/chat.lua)
+  stream_direct=$(run stream http://127.0.0.1:18000/v1/chat/completions bench/chat-stream.lua)
+  stream_loom=$(run stream http://127.0.0.1:18080/v1/chat/completions bench/chat-stream.lua)
   plain_direct=$(run plain http://127.0.0.1:18000/plain/hello)
   plain_loom=$(run plain http://127.0.0.1:18080/plain/hello)
   row "chat completion (non-stream)" "$chat_direct" "$chat_loom"
+  row "chat completion (stream, 24 events)" "$stream_direct" "$stream_loom"
   row "proxy route GET" "$plain_direct" "$plain_loom"
   chat_ratios+=("$(ratio_of "$chat_direct" "$chat_loom")")
+  stream_ratios+=("$(ratio_of "$stream_direct" "$stream_loom")")
   plain_ratios+=("$(ratio_of "$plain_direct" "$plain_loom")")
 done
 load_rss=$(awk '/VmHWM/ {print $2}' "/proc/$LOOM/status")
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo
 if [ "$ROUNDS" -gt 1 ]; then
-  echo "Loom/direct by round: chat ${chat_ratios[*]} (median $(median "${chat_ratios[@]}")%), proxy route ${plain_ratios[*]} (median $(median "${plain_ratios[@]}")%)"
+  echo "Loom/direct by round: chat ${chat_ratios[*]} (median $(median "${chat_ratios[@]}")%), stream ${stream_ratios[*]} (median $(median "${stream_ratios[@]}")%), proxy route ${plain_ratios[*]} (median $(median "${plain_ratios[@]}")%)"
   echo
 fi
 echo "Loom RSS: idle $((idle_rss / 1024)) MB, peak under load $((load_rss / 1024)) MB"
