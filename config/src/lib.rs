@@ -177,3 +177,44 @@ pub mod fuzzing {
         }
     }
 }
+
+/// The JSON Schema of `loom.yaml`, generated from the schema types (their
+/// doc comments become descriptions), for editors that complete and check
+/// the file. `loom schema` prints it; `docs/loom.schema.json` is this
+/// output, and a test keeps the two equal.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default();
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), "loom.yaml".into());
+    }
+    schema
+}
+
+#[cfg(test)]
+mod schema_tests {
+    /// `docs/loom.schema.json` is what `loom schema` prints now.
+    #[test]
+    fn the_committed_json_schema_is_current() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/loom.schema.json");
+        let committed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("docs/loom.schema.json"))
+                .expect("docs/loom.schema.json is JSON");
+        assert!(
+            committed == super::json_schema(),
+            "docs/loom.schema.json is out of date: run `loom schema > docs/loom.schema.json`"
+        );
+    }
+
+    /// Unknown keys are errors in the loader, and so in the schema.
+    #[test]
+    fn sections_refuse_unknown_keys_and_aliases_are_described() {
+        let s = super::json_schema();
+        let text = s.to_string();
+        assert!(s["properties"]["routes"].is_object(), "{text}");
+        assert!(s["properties"]["ai_gateway"].is_object(), "{text}");
+        assert_eq!(s["additionalProperties"], serde_json::json!(false));
+        // A deprecated spelling is still accepted, so still in the schema.
+        assert!(text.contains("failure_threshold") && text.contains("consecutive_failures"));
+    }
+}

@@ -69,7 +69,7 @@ fn same<T>(v: T) -> Result<T, String> {
 }
 
 /// `routes[].retry`: the proxy's retries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "RawRetry")]
 pub struct Retry {
     /// Tries in all, the first included.
@@ -93,7 +93,7 @@ pub struct Retry {
     pub spellings: Spellings,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRetry {
     attempts: Option<u32>,
@@ -150,7 +150,7 @@ impl TryFrom<RawRetry> for Retry {
 }
 
 /// `upstreams[].circuit_breaker`: the proxy's breaker of one upstream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "RawUpstreamBreaker")]
 pub struct UpstreamBreaker {
     /// Requests waiting for the upstream's answer at once; beyond: 503.
@@ -166,7 +166,7 @@ pub struct UpstreamBreaker {
     pub spellings: Spellings,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawUpstreamBreaker {
     max_pending: Option<usize>,
@@ -219,7 +219,7 @@ impl TryFrom<RawUpstreamBreaker> for UpstreamBreaker {
 /// 10 seconds reaches `failure_percent`: on the share alone once
 /// `min_requests` came, or sooner after `consecutive_failures` refusals in
 /// a row. It never opens at a share below `failure_percent`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "RawCircuitBreaker")]
 pub struct CircuitBreaker {
     /// Refusals in a row that open the circuit before `min_requests` came
@@ -247,7 +247,7 @@ impl Default for CircuitBreaker {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCircuitBreaker {
     consecutive_failures: Option<u32>,
@@ -315,7 +315,7 @@ impl TryFrom<RawCircuitBreaker> for CircuitBreaker {
 
 /// `ai_gateway.routing.failover` (or `ai_gateway.failover`): trying the
 /// next provider when one fails.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "RawFailover")]
 pub struct Failover {
     /// On or off; absent means what `routing.fallback` says. An explicit
@@ -349,7 +349,7 @@ impl Default for Failover {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawFailover {
     enabled: Option<bool>,

@@ -10,7 +10,7 @@ pub use crate::resilience::{CircuitBreaker, Failover, Retry, UpstreamBreaker};
 use crate::units::{ByteSize, Duration, Secret};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where Loom accepts traffic. Defaults to one plain HTTP listener on `:8080`.
@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// One Proxy-Wasm plugin: a `.wasm` filter and its configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
     /// The name routes attach it by; also its metrics' `plugin` label.
@@ -99,7 +99,9 @@ fn default_plugin_cpu() -> Duration {
 }
 
 /// `plugins[].phase`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginPhase {
     BeforeAuth,
@@ -108,7 +110,7 @@ pub enum PluginPhase {
 }
 
 /// One consumer: an application or team with its API keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerEntry {
     /// The name usage and limits are kept under.
@@ -125,7 +127,7 @@ pub struct ConsumerEntry {
 }
 
 /// One listening socket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// Name used in logs and metrics.
@@ -157,7 +159,9 @@ impl Default for Listener {
 }
 
 /// Listener protocol.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -168,7 +172,7 @@ pub enum Protocol {
 
 /// Certificate and key files of a TLS listener: the default pair, and more
 /// pairs chosen by the name the client asks for (SNI).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// PEM certificate chain, leaf first.
@@ -182,7 +186,7 @@ pub struct Tls {
 }
 
 /// One certificate chain and its key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertPair {
     pub cert_file: String,
@@ -190,7 +194,7 @@ pub struct CertPair {
 }
 
 /// The admin listener.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     #[serde(default = "yes")]
@@ -214,7 +218,7 @@ impl Default for Admin {
 }
 
 /// Process-wide limits and timeouts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     /// How long SIGTERM waits for in-flight requests and streams before exiting.
@@ -278,7 +282,7 @@ impl Default for Server {
 }
 
 /// Logging. `RUST_LOG`, when set, overrides `level`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Logging {
     #[serde(default)]
@@ -305,7 +309,9 @@ impl Default for Logging {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -314,7 +320,7 @@ pub enum LogFormat {
 }
 
 /// One entry of the route table: an AI route or a proxy route.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Unique name, used in logs and metrics.
@@ -370,7 +376,7 @@ pub struct Route {
 }
 
 /// Per-route middleware. Each slot is a stage of the one request path.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Middleware {
     /// Consumer authentication.
@@ -385,7 +391,7 @@ pub struct Middleware {
 }
 
 /// `auth: {type: api_key, header: X-API-Key}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     /// `api_key`, the only kind so far.
@@ -402,7 +408,7 @@ pub struct Auth {
 }
 
 /// A named group of upstream endpoints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub name: String,
@@ -447,7 +453,7 @@ pub struct Upstream {
 }
 
 /// `upstreams[].health_check`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamHealthCheck {
     /// Path probed with GET; a 2xx answer is healthy.
@@ -482,7 +488,7 @@ fn default_unhealthy_threshold() -> u32 {
 }
 
 /// `upstreams[].outlier_detection`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Connect failures or 5xx answers in a row that eject an endpoint.
@@ -508,7 +514,7 @@ fn default_max_ejection_percent() -> u32 {
 }
 
 /// `routes[].match`: every condition must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// Header name → exact value, or `"*"` for present with any value.
@@ -523,7 +529,7 @@ pub struct RouteMatch {
 }
 
 /// `routes[].rewrite`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rewrite {
     /// Replaces this leading part of the path with `prefix_to`.
@@ -538,7 +544,7 @@ pub struct Rewrite {
 }
 
 /// Headers to set (replacing) and to remove.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderEdits {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -554,7 +560,7 @@ impl HeaderEdits {
 }
 
 /// `routes[].redirect`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
     /// Where to: a URL; the request's path and query are appended when
@@ -572,7 +578,7 @@ fn default_redirect_status() -> u16 {
 }
 
 /// `routes[].canary`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Canary {
     /// The upstream that gets the canary's share.
@@ -590,7 +596,7 @@ pub struct Canary {
 }
 
 /// `routes[].middleware.rate_limit`: a request rate per key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRateLimit {
     /// Requests allowed per window (bursts up to this many).
@@ -619,7 +625,7 @@ fn default_rate_key() -> String {
 }
 
 /// `routes[].shadow`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shadow {
     /// Where copies go.
@@ -634,7 +640,9 @@ fn hundred() -> u32 {
 }
 
 /// Which methods are retried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryMethods {
     #[default]
@@ -643,7 +651,7 @@ pub enum RetryMethods {
 }
 
 /// One endpoint of an upstream: a URL, or a URL with a weight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum EndpointConfig {
     Url(String),
@@ -651,7 +659,7 @@ pub enum EndpointConfig {
 }
 
 /// An endpoint with its share of the traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedEndpoint {
     pub url: String,
@@ -680,7 +688,7 @@ impl EndpointConfig {
 }
 
 /// `upstreams[].tls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// PEM certificates trusted for the endpoints, in place of the
@@ -695,7 +703,9 @@ pub struct UpstreamTls {
 }
 
 /// The protocol spoken to an upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     #[default]
@@ -704,7 +714,9 @@ pub enum UpstreamProtocol {
 }
 
 /// Load-balancing policy of an upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancer {
     #[default]
@@ -720,7 +732,7 @@ pub enum LoadBalancer {
 }
 
 /// What `consistent_hash` hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HashOn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -743,7 +755,7 @@ fn default_pool_idle() -> usize {
 }
 
 /// `ai_gateway:`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiGateway {
     #[serde(default)]
@@ -800,7 +812,7 @@ impl Default for AiGateway {
 }
 
 /// One LLM provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
     pub name: String,
@@ -849,7 +861,7 @@ fn default_provider_timeout() -> Duration {
 }
 
 /// Provider type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     Openai,
@@ -864,7 +876,7 @@ pub enum ProviderKind {
 }
 
 /// How a `mock` provider answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockOptions {
     /// Content chunks in a streamed answer.
@@ -893,7 +905,7 @@ impl Default for MockOptions {
 }
 
 /// `routing:`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     #[serde(default)]
@@ -917,7 +929,7 @@ pub struct Routing {
 /// `routing.health_check`: a cheap authenticated call (the provider's model
 /// list) to every provider on an interval; failures count toward the
 /// breaker, a success closes an open circuit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(default)]
@@ -946,7 +958,9 @@ impl Default for HealthCheck {
 }
 
 /// Provider selection strategy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     #[default]
@@ -959,7 +973,7 @@ pub enum Strategy {
 }
 
 /// `routing.providers[]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingProvider {
     pub name: String,
@@ -974,7 +988,7 @@ pub struct RoutingProvider {
 }
 
 /// `streaming:`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Streaming {
     #[serde(default = "yes")]
@@ -998,7 +1012,7 @@ impl Default for Streaming {
 }
 
 /// `semantic_cache:`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SemanticCache {
     #[serde(default)]
@@ -1069,7 +1083,9 @@ impl Default for SemanticCache {
 }
 
 /// Where cached answers are kept.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheBackend {
     /// In process: exact map, embeddings, HNSW graphs.
@@ -1082,7 +1098,7 @@ pub enum CacheBackend {
 }
 
 /// Where `backend: qdrant` keeps the cache.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QdrantSettings {
     /// The gRPC URL, e.g. `http://qdrant:6334`.
@@ -1104,7 +1120,9 @@ fn default_qdrant_timeout() -> Duration {
 }
 
 /// Whose answers serve a request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheScope {
     /// Only answers to the same consumer.
@@ -1115,7 +1133,7 @@ pub enum CacheScope {
 }
 
 /// The embedding model of the semantic cache.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingModel {
     /// `local` (the in-process model) or the name of a configured provider.
@@ -1129,7 +1147,7 @@ pub struct EmbeddingModel {
 }
 
 /// A route's own cache settings (`routes[].semantic_cache`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCache {
     /// Off for this route, or on (when the gateway's cache is enabled).
@@ -1142,7 +1160,7 @@ pub struct RouteCache {
 }
 
 /// `token_accounting:`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenAccounting {
     #[serde(default)]
@@ -1189,7 +1207,7 @@ impl Default for TokenAccounting {
 }
 
 /// Where usage and rate-limit state are kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountingStore {
     /// `memory` (this process only) or `redis` (shared by every replica).
@@ -1200,7 +1218,9 @@ pub struct AccountingStore {
 }
 
 /// Kind of store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     #[default]
@@ -1209,7 +1229,7 @@ pub enum StoreKind {
 }
 
 /// Redis connection of a store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisStore {
     /// `host:port`, or a `redis://` / `rediss://` URL.
@@ -1242,7 +1262,7 @@ fn default_redis_timeout() -> Duration {
 
 /// Token and cost limits of one consumer. Token limits count prompt plus
 /// completion tokens; cost limits are in US dollars.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerLimit {
     pub consumer: String,
@@ -1257,7 +1277,7 @@ pub struct ConsumerLimit {
 }
 
 /// A price override: dollars per 1,000 tokens of one model, optionally of one provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     /// Model name as the provider knows it; a dated version
@@ -1276,7 +1296,7 @@ pub struct Price {
 /// `security:`: guardrails. Globally under `ai_gateway`, per route
 /// (`routes[].security`) and per consumer tier (`security.tiers`); a
 /// section given at a narrower level replaces the wider one as a whole.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Security {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1293,7 +1313,7 @@ pub struct Security {
 }
 
 /// `security.prompt_injection`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromptInjection {
     #[serde(default)]
@@ -1308,7 +1328,7 @@ pub struct PromptInjection {
 }
 
 /// `prompt_injection.classifier` and `content_filtering.classifier`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Classifier {
     #[serde(default)]
@@ -1330,7 +1350,9 @@ pub struct Classifier {
 }
 
 /// What a detected prompt injection does to the request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum InjectionAction {
     /// 400 `prompt_injection_detected`; the provider is not called.
@@ -1343,7 +1365,9 @@ pub enum InjectionAction {
 }
 
 /// How readily text is called an injection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Sensitivity {
     Low,
@@ -1353,7 +1377,7 @@ pub enum Sensitivity {
 }
 
 /// `security.content_filtering`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentFiltering {
     #[serde(default)]
@@ -1380,7 +1404,7 @@ pub struct ContentFiltering {
 }
 
 /// One content category, by name or with its own action and threshold.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum CategoryRule {
     Name(String),
@@ -1388,7 +1412,7 @@ pub enum CategoryRule {
 }
 
 /// `{name, action, threshold}` of one content category.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryDetail {
     pub name: String,
@@ -1409,7 +1433,9 @@ impl CategoryRule {
 }
 
 /// What filtered content does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ContentAction {
     /// A request gets 400 `content_filtered`; an answer is cut with
@@ -1421,7 +1447,7 @@ pub enum ContentAction {
 }
 
 /// `security.pii_detection`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PiiDetection {
     #[serde(default)]
@@ -1449,7 +1475,7 @@ pub struct PiiDetection {
 }
 
 /// A PII kind defined by a regular expression.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomPii {
     pub name: String,
@@ -1457,7 +1483,9 @@ pub struct CustomPii {
 }
 
 /// What found PII does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PiiAction {
     /// Replace each value with its placeholder before the provider sees it.
@@ -1470,7 +1498,7 @@ pub enum PiiAction {
 }
 
 /// `rate_limit:` of the AI gateway: per consumer, by requests and by tokens.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiRateLimit {
     #[serde(default)]
@@ -1491,7 +1519,9 @@ pub struct AiRateLimit {
 }
 
 /// Behaviour while the rate-limit store is unreachable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     #[default]
@@ -1500,7 +1530,7 @@ pub enum FailureMode {
 }
 
 /// A limit over a window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateWindow {
     pub limit: u64,
@@ -1510,7 +1540,7 @@ pub struct RateWindow {
 }
 
 /// Per-tier rates.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierRates {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -199,3 +199,50 @@ mod tests {
         assert!(serde_norway::from_str::<Duration>("soon").is_err());
     }
 }
+
+/// Durations, sizes and credentials are strings in the configuration (a
+/// bare number is seconds or bytes): their JSON Schemas say so, for editors.
+mod json_schema {
+    use std::borrow::Cow;
+
+    use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+    impl JsonSchema for super::Duration {
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A duration such as 250ms, 30s, 5m or 1h (a bare number is seconds)",
+                "anyOf": [
+                    {"type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*[a-zA-Z]+(\\s*[0-9]+(\\.[0-9]+)?\\s*[a-zA-Z]+)*\\s*$"},
+                    {"type": "integer", "minimum": 0}
+                ]
+            })
+        }
+    }
+
+    impl JsonSchema for super::ByteSize {
+        fn schema_name() -> Cow<'static, str> {
+            "ByteSize".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A size such as 512KB, 10MB or 1GB (powers of 1024; a bare number is bytes)",
+                "anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]
+            })
+        }
+    }
+
+    impl JsonSchema for super::Secret {
+        fn schema_name() -> Cow<'static, str> {
+            "Secret".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A credential; write ${ENV_VAR} rather than the value itself",
+                "type": "string"
+            })
+        }
+    }
+}

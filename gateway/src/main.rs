@@ -68,6 +68,9 @@ enum Command {
     /// Print the `sha256:` form of an API key, to put in `consumers[].keys`
     /// instead of the key itself. Reads the key from standard input.
     HashKey,
+    /// Print the JSON Schema of the configuration file (for editors; the
+    /// same as docs/loom.schema.json).
+    Schema,
     /// Print the version.
     Version,
 }
@@ -91,6 +94,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         (Some(Command::Validate { file }), _) => validate(&file),
+        (Some(Command::Schema), _) => {
+            match serde_json::to_string_pretty(&loom_config::json_schema()) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot print the schema: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         (Some(Command::HashKey), _) => hash_key(),
         (Some(Command::Serve { config }), global) => run(config.or(global)),
         (None, Some(config)) => run(Some(config)),
