@@ -29,6 +29,11 @@ pub struct Spelling {
     pub new: &'static str,
 }
 
+/// `old` is the deprecated spelling of `new`.
+const fn renamed(old: &'static str, new: &'static str) -> Spelling {
+    Spelling { old, new }
+}
+
 /// The deprecated spellings a section was written with. Two sections that
 /// say the same thing in different words are equal.
 #[derive(Debug, Clone, Default)]
@@ -115,20 +120,14 @@ impl TryFrom<RawRetry> for Retry {
         let attempt_timeout = either(
             r.attempt_timeout,
             r.per_try_timeout,
-            Spelling {
-                old: "per_try_timeout",
-                new: "attempt_timeout",
-            },
+            renamed("per_try_timeout", "attempt_timeout"),
             same,
             &mut sp,
         )?;
         let deadline = either(
             r.deadline,
             r.timeout,
-            Spelling {
-                old: "timeout",
-                new: "deadline",
-            },
+            renamed("timeout", "deadline"),
             same,
             &mut sp,
         )?;
@@ -186,20 +185,14 @@ impl TryFrom<RawUpstreamBreaker> for UpstreamBreaker {
         let failure_percent = either(
             r.failure_percent,
             r.failure_rate,
-            Spelling {
-                old: "failure_rate",
-                new: "failure_percent",
-            },
+            renamed("failure_rate", "failure_percent"),
             same,
             &mut sp,
         )?;
         let open_for = either(
             r.open_for,
             r.cooldown,
-            Spelling {
-                old: "cooldown",
-                new: "open_for",
-            },
+            renamed("cooldown", "open_for"),
             same,
             &mut sp,
         )?;
@@ -268,30 +261,21 @@ impl TryFrom<RawCircuitBreaker> for CircuitBreaker {
         let consecutive = either(
             r.consecutive_failures,
             r.failure_threshold,
-            Spelling {
-                old: "failure_threshold",
-                new: "consecutive_failures",
-            },
+            renamed("failure_threshold", "consecutive_failures"),
             same,
             &mut sp,
         )?;
         let open_for = either(
             r.open_for,
             r.cooldown,
-            Spelling {
-                old: "cooldown",
-                new: "open_for",
-            },
+            renamed("cooldown", "open_for"),
             same,
             &mut sp,
         )?;
         let percent = either(
             r.failure_percent,
             r.failure_rate,
-            Spelling {
-                old: "failure_rate",
-                new: "failure_percent",
-            },
+            renamed("failure_rate", "failure_percent"),
             |fraction: f64| {
                 if fraction > 0.0 && fraction <= 1.0 {
                     Ok((fraction * 100.0).round().max(1.0) as u32)
@@ -371,20 +355,14 @@ impl TryFrom<RawFailover> for Failover {
         let attempts = either(
             r.attempts,
             r.max_retries,
-            Spelling {
-                old: "max_retries",
-                new: "attempts",
-            },
+            renamed("max_retries", "attempts"),
             |retries: u32| Ok(retries.saturating_add(1)),
             &mut sp,
         )?;
         let attempt_timeout = either(
             r.attempt_timeout,
             r.timeout,
-            Spelling {
-                old: "timeout",
-                new: "attempt_timeout",
-            },
+            renamed("timeout", "attempt_timeout"),
             same,
             &mut sp,
         )?;

@@ -109,18 +109,11 @@ pub fn over(limit: usize) -> bool {
 /// The answer to a shed request: 503 and `Retry-After: 1`, in OpenAI's
 /// envelope on AI routes.
 pub fn shed(ai_route: bool) -> Response<Body> {
-    let message = "The gateway is at capacity; retry shortly";
-    let body = if ai_route {
-        serde_json::json!({"error": {"message": message, "type": "server_error",
-            "param": null, "code": "overloaded"}})
-    } else {
-        serde_json::json!({"error": {"message": message, "type": "gateway_error",
-            "param": null, "code": "overloaded"}})
-    };
-    let mut resp = json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    );
+    // Written once: refusing must cost as little as possible.
+    const AI: &[u8] = br#"{"error":{"message":"The gateway is at capacity; retry shortly","type":"server_error","param":null,"code":"overloaded"}}"#;
+    const PLAIN: &[u8] = br#"{"error":{"message":"The gateway is at capacity; retry shortly","type":"gateway_error","param":null,"code":"overloaded"}}"#;
+    let body = bytes::Bytes::from_static(if ai_route { AI } else { PLAIN });
+    let mut resp = json_response(StatusCode::SERVICE_UNAVAILABLE, body);
     resp.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp
