@@ -53,4 +53,5 @@ measure() { # label url [lua]
 echo "| workload | requests | instructions per request |"
 echo "|---|---|---|"
 measure "chat completion (non-stream)" http://127.0.0.1:18080/v1/chat/completions "${CHAT_LUA:-bench/chat.lua}"
+measure "chat completion (stream, 24 events)" http://127.0.0.1:18080/v1/chat/completions bench/chat-stream.lua
 measure "proxy route GET" http://127.0.0.1:18080/plain/hello

@@ -93,6 +93,53 @@ pub fn sse(data: &[u8]) {
     });
 }
 
+/// The pass-through relay of OpenAI-format streams: any bytes, read in
+/// pieces of any size, relay the same frames, usage and outcome as the same
+/// bytes read at once; every frame is whole events.
+pub fn passthrough(data: &[u8]) {
+    let (size, rest) = match data.split_first() {
+        Some((s, rest)) => (usize::from(*s % 32) + 1, rest),
+        None => (1, data),
+    };
+    let relay = |size: usize| {
+        let reads: Vec<Result<Bytes, std::convert::Infallible>> = rest
+            .chunks(size.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        RUNTIME.with(|rt| {
+            rt.block_on(async {
+                let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+                let mut items =
+                    crate::passthrough::raw_events("fuzz", futures_util::stream::iter(reads), far);
+                let (mut frames, mut usage, mut failed, mut n) = (Vec::new(), Vec::new(), false, 0);
+                while let Some(item) = items.next().await {
+                    n += 1;
+                    assert!(n <= rest.len() + 2, "more items than bytes");
+                    match item {
+                        Ok(ev) => {
+                            assert!(!ev.frame.is_empty(), "an empty frame");
+                            assert!(
+                                matches!(ev.frame.last(), Some(b'\n' | b'\r')),
+                                "a frame that is not whole events"
+                            );
+                            frames.extend_from_slice(&ev.frame);
+                            usage.push(ev.usage.map(|u| u.total_tokens));
+                        }
+                        Err(_) => failed = true,
+                    }
+                }
+                let usage: Vec<u64> = usage.into_iter().flatten().collect();
+                (frames, usage, failed)
+            })
+        })
+    };
+    assert_eq!(
+        relay(size),
+        relay(rest.len()),
+        "the split changed what was relayed"
+    );
+}
+
 /// The Anthropic translators, both ways; the first byte picks which.
 pub fn anthropic(data: &[u8]) {
     let Some((which, json)) = data.split_first() else {

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::http::HttpClient;
+use crate::passthrough::{RawStream, raw_events};
 use crate::sse::{StreamItem, sse_json};
 use crate::usage::usage_of;
 use crate::{ChunkStream, CompletionStream, Error, Reply};
@@ -194,6 +195,22 @@ impl OpenAi {
         self.stream(Endpoint::Chat, &req.model, to_json(req)?).await
     }
 
+    /// A streamed chat completion relayed as the upstream's bytes.
+    pub(crate) async fn chat_stream_raw(&self, req: &mut ChatRequest) -> Result<RawStream, Error> {
+        self.ask_stream_usage(&mut req.stream_options);
+        self.raw(Endpoint::Chat, &req.model, to_json(req)?).await
+    }
+
+    /// A streamed legacy completion relayed as the upstream's bytes.
+    pub(crate) async fn completions_stream_raw(
+        &self,
+        req: &mut CompletionRequest,
+    ) -> Result<RawStream, Error> {
+        self.ask_stream_usage(&mut req.stream_options);
+        self.raw(Endpoint::Completions, &req.model, to_json(req)?)
+            .await
+    }
+
     pub(crate) async fn completions(
         &self,
         req: &CompletionRequest,
@@ -293,6 +310,18 @@ impl OpenAi {
             resp.into_body().into_data_stream(),
             deadline,
         )))
+    }
+
+    /// A streamed answer, relayed as the upstream's bytes.
+    async fn raw(&self, endpoint: Endpoint, model: &str, body: Bytes) -> Result<RawStream, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let uri = self.routes.uri(endpoint, model)?;
+        let resp = self.send(&uri, body, deadline).await?;
+        Ok(raw_events(
+            &self.name,
+            resp.into_body().into_data_stream(),
+            deadline,
+        ))
     }
 
     async fn send(

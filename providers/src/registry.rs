@@ -22,7 +22,7 @@ use crate::mock::Mock;
 use crate::openai::OpenAi;
 use crate::router::Router;
 use crate::stats::{ProviderSnapshot, ProviderStats, StatsBook};
-use crate::{ChunkStream, CompletionStream, Error, Reply};
+use crate::{ChunkStream, CompletionStream, Error, RawStream, Reply};
 
 /// One configured provider.
 #[derive(Debug)]
@@ -140,6 +140,32 @@ impl Provider {
             Adapter::Anthropic(a) => a.chat_stream(req).await,
             Adapter::Gemini(a) => a.chat_stream(req).await,
             Adapter::Mock(m) => m.chat_stream(req).await,
+        }
+    }
+
+    /// Whether this provider's streams are in OpenAI's format, so that they
+    /// can be relayed as they arrive ([`Provider::chat_stream_raw`]).
+    pub fn relays_streams(&self) -> bool {
+        matches!(self.adapter, Adapter::OpenAi(_))
+    }
+
+    /// A streamed chat completion relayed as the upstream's bytes (OpenAI-format
+    /// providers only; see [`Provider::relays_streams`]).
+    pub async fn chat_stream_raw(&self, req: &mut ChatRequest) -> Result<RawStream, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.chat_stream_raw(req).await,
+            _ => Err(self.not_served("OpenAI-format streams")),
+        }
+    }
+
+    /// A streamed legacy completion relayed as the upstream's bytes.
+    pub async fn completions_stream_raw(
+        &self,
+        req: &mut CompletionRequest,
+    ) -> Result<RawStream, Error> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.completions_stream_raw(req).await,
+            _ => Err(self.not_served("OpenAI-format streams")),
         }
     }
 

@@ -57,3 +57,8 @@ fn gemini_corpus() {
 fn config_corpus() {
     replay("config", loom_config::fuzzing::load);
 }
+
+#[test]
+fn passthrough_corpus() {
+    replay("passthrough", loom_providers::fuzzing::passthrough);
+}

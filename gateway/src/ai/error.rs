@@ -48,6 +48,11 @@ impl ApiError {
         }
     }
 
+    /// The message the client reads.
+    pub fn message(&self) -> String {
+        self.envelope().error.message
+    }
+
     /// The response status.
     pub fn status(&self) -> StatusCode {
         match self {

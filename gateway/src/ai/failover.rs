@@ -6,13 +6,12 @@
 //! plan, with a jittered back-off when the same provider is all there is.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_util::{Stream, StreamExt};
 use loom_providers::{Router, Target};
 
-use super::{ApiError, Delivery, settle};
+use super::ApiError;
+use super::settle::{Delivery, settle};
 use crate::exchange::Exchange;
 
 /// The last failed attempt (already settled).
@@ -142,23 +141,6 @@ pub(crate) async fn within<T>(
         Err(_) => Err(loom_providers::Error::Timeout {
             provider: provider.to_owned(),
         }),
-    }
-}
-
-type Events<T> = Pin<Box<dyn Stream<Item = Result<T, loom_providers::Error>> + Send>>;
-
-/// Waits for a stream's first event, so that a stream failing before any
-/// byte reached the client can still fail over.
-pub(crate) async fn first_event<T: Send + 'static>(
-    started: impl Future<Output = Result<Events<T>, loom_providers::Error>>,
-) -> Result<Events<T>, loom_providers::Error> {
-    let mut events = started.await?;
-    match events.next().await {
-        Some(Ok(first)) => Ok(Box::pin(
-            futures_util::stream::once(std::future::ready(Ok(first))).chain(events),
-        )),
-        Some(Err(e)) => Err(e),
-        None => Ok(events),
     }
 }
 

@@ -40,7 +40,7 @@ impl Applied {
     }
 
     /// Whether answers need reading: checks, or values to restore.
-    fn reads_answers(&self) -> bool {
+    pub fn reads_answers(&self) -> bool {
         self.policy.checks_answers() || self.vault.is_some()
     }
 }
