@@ -28,11 +28,10 @@ mod traffic;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use loom_config::{Config, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
@@ -255,8 +254,6 @@ fn clock_offset() -> anyhow::Result<i64> {
 }
 
 async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
-    let http = loom_providers::HttpClient::new()?;
-    let stats = loom_providers::StatsBook::default();
     let grace = config.server.shutdown_grace.get();
     let header_timeout = config.server.header_read_timeout.get();
     let max_header_size = usize::try_from(config.server.max_header_size.0).unwrap_or(usize::MAX);
@@ -266,40 +263,14 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         .workers
         .filter(|n| *n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let access_log = config.logging.access_log;
     let listeners = config.listeners.clone();
     let admin = config.admin.clone();
-    let metrics = Metrics::new().context("registering metrics")?;
-    let clock = loom_accounting::Clock::with_offset(clock_offset()?);
-    let stores = StoreCache::new(clock);
     if config.ai_gateway.token_accounting.enabled || config.ai_gateway.rate_limit.enabled {
         // Token estimates need the encoders; build them before traffic arrives.
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
-    let bounds = overload::Bounds {
-        max_requests: config.server.max_requests_per_worker,
-        max_delay_us: config
-            .server
-            .shed_at_loop_delay
-            .map_or(0, |d| d.get().as_micros().max(1) as u64),
-    };
-    let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
-    let certificates = server::certificates(&listeners)?;
-    let (spread, inboxes) = spread::Spread::new(workers);
-    let shared = Arc::new(Shared {
-        certificates: certificates.clone(),
-        spread: spread.clone(),
-        runtime: ArcSwap::from_pointee(runtime),
-        metrics,
-        stats,
-        http,
-        forwarder: loom_proxy::Forwarder::default(),
-        ready: AtomicBool::new(false),
-        generation: AtomicU64::new(1),
-        access_log,
-        stores,
-        bounds,
-    });
+    let (shared, inboxes) = Shared::build(config, clock_offset()?, workers)?;
+    let certificates = shared.certificates.clone();
 
     let mut bound = server::bind(&listeners, &certificates).await?;
     let limits = server::Limits {
@@ -371,7 +342,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     for (i, inbox) in inboxes.into_iter().enumerate() {
         let worker = server::Worker {
             index: i,
-            spread: spread.clone(),
+            spread: shared.spread.clone(),
             inbox,
         };
         let copies = bound

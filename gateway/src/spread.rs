@@ -25,6 +25,9 @@ pub struct Spread {
     inboxes: Box<[UnboundedSender<Handed>]>,
 }
 
+/// A worker's inbox of connections handed to it.
+pub type Inbox = UnboundedReceiver<Handed>;
+
 /// An accepted connection on its way to the worker that will serve it.
 #[derive(Debug)]
 pub struct Handed {
@@ -58,7 +61,7 @@ impl Drop for Load {
 
 impl Spread {
     /// The spread of `workers` workers, with the inbox of each, in order.
-    pub fn new(workers: usize) -> (Arc<Spread>, Vec<UnboundedReceiver<Handed>>) {
+    pub fn new(workers: usize) -> (Arc<Spread>, Vec<Inbox>) {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..workers.max(1)).map(|_| unbounded_channel()).unzip();
         let spread = Spread {

@@ -58,6 +58,48 @@ pub struct Shared {
     pub bounds: crate::overload::Bounds,
 }
 
+impl Shared {
+    /// The process state for `config`: its runtime (generation 1), metrics,
+    /// clients and stores, and the inboxes of `workers` workers. `clock_offset`
+    /// shifts the clock that limit periods are kept by (tests only).
+    pub fn build(
+        config: Config,
+        clock_offset: i64,
+        workers: usize,
+    ) -> anyhow::Result<(Arc<Shared>, Vec<crate::spread::Inbox>)> {
+        let http = loom_providers::HttpClient::new()?;
+        let stats = StatsBook::default();
+        let metrics = Metrics::new().context("registering metrics")?;
+        let stores = StoreCache::new(Clock::with_offset(clock_offset));
+        let bounds = crate::overload::Bounds {
+            max_requests: config.server.max_requests_per_worker,
+            max_delay_us: config
+                .server
+                .shed_at_loop_delay
+                .map_or(0, |d| d.get().as_micros().max(1) as u64),
+        };
+        let access_log = config.logging.access_log;
+        let certificates = crate::server::certificates(&config.listeners)?;
+        let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
+        let (spread, inboxes) = crate::spread::Spread::new(workers);
+        let shared = Arc::new(Shared {
+            certificates,
+            spread,
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            stats,
+            http,
+            forwarder: loom_proxy::Forwarder::default(),
+            ready: AtomicBool::new(false),
+            generation: AtomicU64::new(1),
+            access_log,
+            stores,
+            bounds,
+        });
+        Ok((shared, inboxes))
+    }
+}
+
 /// Usage stores and loaded models, kept across reloads so that neither the
 /// memory ledger nor Redis records waiting to be written are lost when
 /// configuration changes, and a model is read from disk once.
@@ -96,6 +138,7 @@ impl Embedder for ProviderEmbedder {
             };
             let reply = self
                 .provider
+                .adapter()
                 .embeddings(&req, None)
                 .await
                 .map_err(|e| e.to_string())?;

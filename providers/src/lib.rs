@@ -7,6 +7,7 @@
 //! data path never sees a provider-specific shape. Errors carry the status the
 //! client should see and whether another provider could succeed.
 
+mod adapter;
 pub mod anthropic;
 mod convert;
 mod error;
@@ -30,6 +31,7 @@ use futures_util::Stream;
 use loom_models::chat::{ChatChunk, Usage};
 use loom_models::completions::CompletionResponse;
 
+pub use adapter::{Adapter, Call, Wire};
 pub use anthropic::{Native, NativeEvent, NativeStream};
 pub use error::Error;
 pub use http::{HttpClient, with_plugin_headers};

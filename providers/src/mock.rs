@@ -14,6 +14,7 @@ use loom_models::completions::{CompletionChoice, CompletionRequest, CompletionRe
 use loom_models::embeddings::{Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage};
 use serde_json::Value;
 
+use crate::adapter::{Adapter, Call};
 use crate::convert::unix_now;
 use crate::{ChunkStream, CompletionStream, Error, Reply};
 
@@ -311,6 +312,43 @@ fn split(text: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let size = chars.len().div_ceil(n).max(1);
     chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+impl Adapter for Mock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
+        Box::pin(self.chat(req))
+    }
+
+    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
+        Box::pin(self.chat_stream(req))
+    }
+
+    fn completions<'a>(
+        &'a self,
+        req: &'a CompletionRequest,
+        _original: Option<bytes::Bytes>,
+    ) -> Call<'a, Reply> {
+        Box::pin(self.completions(req))
+    }
+
+    fn completions_stream<'a>(
+        &'a self,
+        req: &'a mut CompletionRequest,
+    ) -> Call<'a, CompletionStream> {
+        Box::pin(self.completions_stream(req))
+    }
+
+    fn embeddings<'a>(
+        &'a self,
+        req: &'a EmbeddingRequest,
+        _original: Option<bytes::Bytes>,
+    ) -> Call<'a, Reply> {
+        Box::pin(self.embeddings(req))
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use loom_models::embeddings::EmbeddingRequest;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::adapter::{Adapter, Call, Wire};
 use crate::http::HttpClient;
 use crate::passthrough::{RawStream, raw_events};
 use crate::sse::{StreamItem, sse_json};
@@ -331,6 +332,63 @@ impl OpenAi {
         deadline: Instant,
     ) -> Result<Response<Incoming>, Error> {
         crate::http::post(&self.client, &self.name, uri, &self.headers, body, deadline).await
+    }
+}
+
+impl Adapter for OpenAi {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wire(&self) -> Wire {
+        Wire::OpenAi
+    }
+
+    fn health(&self, timeout: Duration) -> Call<'_, ()> {
+        Box::pin(self.health(timeout))
+    }
+
+    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
+        Box::pin(self.chat(req))
+    }
+
+    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
+        Box::pin(self.chat_stream(req))
+    }
+
+    fn chat_relayed<'a>(&'a self, model: &'a str, body: Bytes) -> Call<'a, Reply> {
+        Box::pin(self.chat_relayed(model, body))
+    }
+
+    fn chat_stream_raw<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, RawStream> {
+        Box::pin(self.chat_stream_raw(req))
+    }
+
+    fn completions<'a>(
+        &'a self,
+        req: &'a CompletionRequest,
+        original: Option<Bytes>,
+    ) -> Call<'a, Reply> {
+        Box::pin(self.completions(req, original))
+    }
+
+    fn completions_stream<'a>(
+        &'a self,
+        req: &'a mut CompletionRequest,
+    ) -> Call<'a, CompletionStream> {
+        Box::pin(self.completions_stream(req))
+    }
+
+    fn completions_stream_raw<'a>(&'a self, req: &'a mut CompletionRequest) -> Call<'a, RawStream> {
+        Box::pin(self.completions_stream_raw(req))
+    }
+
+    fn embeddings<'a>(
+        &'a self,
+        req: &'a EmbeddingRequest,
+        original: Option<Bytes>,
+    ) -> Call<'a, Reply> {
+        Box::pin(self.embeddings(req, original))
     }
 }
 

@@ -7,22 +7,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use loom_config::{AiGateway, ProviderKind};
-use loom_models::chat::ChatRequest;
-use loom_models::completions::CompletionRequest;
-use loom_models::embeddings::EmbeddingRequest;
 use loom_models::models_list::ModelCard;
 
-use crate::anthropic::{Anthropic, Native};
+use crate::Error;
+use crate::adapter::{Adapter, Wire};
+use crate::anthropic::Anthropic;
 use crate::gemini::Gemini;
 use crate::http::HttpClient;
 use crate::mock::Mock;
 use crate::openai::OpenAi;
 use crate::router::Router;
 use crate::stats::{ProviderSnapshot, ProviderStats, StatsBook};
-use crate::{ChunkStream, CompletionStream, Error, RawStream, Reply};
 
 /// One configured provider.
 #[derive(Debug)]
@@ -31,16 +27,8 @@ pub struct Provider {
     /// The name as a header value (`x-loom-provider`), made once.
     name_header: Option<http::HeaderValue>,
     kind: ProviderKind,
-    adapter: Adapter,
+    adapter: Box<dyn Adapter>,
     stats: Arc<ProviderStats>,
-}
-
-#[derive(Debug)]
-enum Adapter {
-    OpenAi(Box<OpenAi>),
-    Anthropic(Box<Anthropic>),
-    Gemini(Box<Gemini>),
-    Mock(Mock),
 }
 
 impl Provider {
@@ -65,24 +53,14 @@ impl Provider {
         self.kind
     }
 
-    /// Whether this provider speaks Anthropic's Messages API natively.
-    pub fn is_anthropic(&self) -> bool {
-        matches!(self.adapter, Adapter::Anthropic(_))
+    /// The wire format it speaks natively.
+    pub fn wire(&self) -> Wire {
+        self.adapter.wire()
     }
 
-    /// A Messages call passed through untranslated (Anthropic providers only).
-    pub async fn anthropic_messages(&self, body: Bytes, stream: bool) -> Result<Native, Error> {
-        match &self.adapter {
-            Adapter::Anthropic(a) => a.messages(body, stream).await,
-            _ => Err(self.not_served("the native Anthropic Messages API")),
-        }
-    }
-
-    fn not_served(&self, endpoint: &str) -> Error {
-        Error::Unsupported(format!(
-            "provider {} ({:?}) does not serve {endpoint}",
-            self.name, self.kind
-        ))
+    /// Its calls: what it serves, in its own format or translated.
+    pub fn adapter(&self) -> &dyn Adapter {
+        &*self.adapter
     }
 
     /// Its live statistics.
@@ -93,119 +71,9 @@ impl Provider {
     /// The active health check: a cheap authenticated call. Its outcome
     /// feeds the provider's breaker (see [`ProviderStats::record_health`]).
     pub async fn health_check(&self, timeout: std::time::Duration) -> Result<(), Error> {
-        let result = match &self.adapter {
-            Adapter::OpenAi(a) => a.health(timeout).await,
-            Adapter::Anthropic(a) => a.health(timeout).await,
-            Adapter::Gemini(a) => a.health(timeout).await,
-            Adapter::Mock(_) => Ok(()),
-        };
+        let result = self.adapter.health(timeout).await;
         self.stats.record_health(result.is_ok());
         result
-    }
-
-    /// A chat completion.
-    pub async fn chat(&self, req: &ChatRequest) -> Result<Reply, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.chat(req).await,
-            Adapter::Anthropic(a) => a.chat(req).await,
-            Adapter::Gemini(a) => a.chat(req).await,
-            Adapter::Mock(m) => m.chat(req).await,
-        }
-    }
-
-    /// Whether this provider speaks OpenAI's chat format, so that a client's
-    /// request can go to it byte for byte ([`Provider::chat_relayed`]).
-    pub fn relays_chat(&self) -> bool {
-        matches!(self.adapter, Adapter::OpenAi(_))
-    }
-
-    /// A chat completion whose request is the client's body, sent as it is:
-    /// nothing is parsed or serialised again. Only for a provider that
-    /// [relays chat](Provider::relays_chat) and a body naming `model`.
-    pub async fn chat_relayed(&self, model: &str, body: Bytes) -> Result<Reply, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.chat_relayed(model, body).await,
-            _ => Err(Error::Unsupported(format!(
-                "provider {} does not take OpenAI chat requests as they are",
-                self.name
-            ))),
-        }
-    }
-
-    /// A streamed chat completion. The stream always ends with a usage chunk
-    /// when the provider reports usage, whether or not the client asked.
-    pub async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.chat_stream(req).await,
-            Adapter::Anthropic(a) => a.chat_stream(req).await,
-            Adapter::Gemini(a) => a.chat_stream(req).await,
-            Adapter::Mock(m) => m.chat_stream(req).await,
-        }
-    }
-
-    /// Whether this provider's streams are in OpenAI's format, so that they
-    /// can be relayed as they arrive ([`Provider::chat_stream_raw`]).
-    pub fn relays_streams(&self) -> bool {
-        matches!(self.adapter, Adapter::OpenAi(_))
-    }
-
-    /// A streamed chat completion relayed as the upstream's bytes (OpenAI-format
-    /// providers only; see [`Provider::relays_streams`]).
-    pub async fn chat_stream_raw(&self, req: &mut ChatRequest) -> Result<RawStream, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.chat_stream_raw(req).await,
-            _ => Err(self.not_served("OpenAI-format streams")),
-        }
-    }
-
-    /// A streamed legacy completion relayed as the upstream's bytes.
-    pub async fn completions_stream_raw(
-        &self,
-        req: &mut CompletionRequest,
-    ) -> Result<RawStream, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.completions_stream_raw(req).await,
-            _ => Err(self.not_served("OpenAI-format streams")),
-        }
-    }
-
-    /// A legacy text completion.
-    pub async fn completions(
-        &self,
-        req: &CompletionRequest,
-        original: Option<Bytes>,
-    ) -> Result<Reply, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.completions(req, original).await,
-            Adapter::Anthropic(_) | Adapter::Gemini(_) => Err(self.not_served("/v1/completions")),
-            Adapter::Mock(m) => m.completions(req).await,
-        }
-    }
-
-    /// A streamed legacy text completion.
-    pub async fn completions_stream(
-        &self,
-        req: &mut CompletionRequest,
-    ) -> Result<CompletionStream, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.completions_stream(req).await,
-            Adapter::Anthropic(_) | Adapter::Gemini(_) => Err(self.not_served("/v1/completions")),
-            Adapter::Mock(m) => m.completions_stream(req).await,
-        }
-    }
-
-    /// Embeddings.
-    pub async fn embeddings(
-        &self,
-        req: &EmbeddingRequest,
-        original: Option<Bytes>,
-    ) -> Result<Reply, Error> {
-        match &self.adapter {
-            Adapter::OpenAi(a) => a.embeddings(req, original).await,
-            Adapter::Anthropic(_) => Err(self.not_served("/v1/embeddings")),
-            Adapter::Gemini(a) => a.embeddings(req).await,
-            Adapter::Mock(m) => m.embeddings(req).await,
-        }
     }
 }
 
@@ -240,20 +108,16 @@ impl Registry {
         let mut providers = Vec::with_capacity(cfg.providers.len());
         let mut priority = Vec::with_capacity(cfg.providers.len());
         for (i, p) in cfg.providers.iter().enumerate() {
-            let adapter = match p.kind {
+            let adapter: Box<dyn Adapter> = match p.kind {
                 ProviderKind::Openai
                 | ProviderKind::OpenaiCompatible
-                | ProviderKind::AzureOpenai => {
-                    Adapter::OpenAi(Box::new(OpenAi::new(p, client.clone())?))
-                }
+                | ProviderKind::AzureOpenai => Box::new(OpenAi::new(p, client.clone())?),
                 ProviderKind::Gemini | ProviderKind::Vertex => {
-                    Adapter::Gemini(Box::new(Gemini::new(p, client.clone())?))
+                    Box::new(Gemini::new(p, client.clone())?)
                 }
-                ProviderKind::Anthropic => {
-                    Adapter::Anthropic(Box::new(Anthropic::new(p, client.clone())?))
-                }
+                ProviderKind::Anthropic => Box::new(Anthropic::new(p, client.clone())?),
                 ProviderKind::Mock => {
-                    Adapter::Mock(Mock::new(&p.name, p.mock.clone().unwrap_or_default()))
+                    Box::new(Mock::new(&p.name, p.mock.clone().unwrap_or_default()))
                 }
             };
             let routed = cfg.routing.providers.iter().find(|r| r.name == p.name);

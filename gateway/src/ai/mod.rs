@@ -12,6 +12,8 @@ mod failover;
 mod flow;
 mod guard;
 mod ingress;
+#[cfg(test)]
+mod pipeline_tests;
 mod plan;
 mod relay;
 mod settle;

@@ -199,7 +199,11 @@ const MAX_KEPT: usize = 1 << 20;
 /// What a stream reported or generated, for its tokens.
 #[derive(Default)]
 struct Count {
+    /// The provider's final report.
     usage: Option<Usage>,
+    /// A report of the prompt only (Anthropic's `message_start`), until the
+    /// final one.
+    prompt: Option<Usage>,
     /// Text of parsed events (content, tool-call arguments, reasoning).
     text: String,
     /// Events relayed as bytes, read for their text only if usage never comes.
@@ -262,6 +266,10 @@ impl Count {
         }
         let mut t = Tokens::estimated(request, model, &self.text);
         t.completion += (self.overflow as u64).div_ceil(4);
+        if let Some(p) = self.prompt.take() {
+            let reported = Tokens::reported(&p);
+            (t.prompt, t.cached) = (reported.prompt, reported.cached);
+        }
         t
     }
 }
@@ -356,8 +364,15 @@ impl Relay {
             }
             Up::Native(ev) => {
                 self.count.keep(&ev.frame);
-                if ev.usage.is_some() {
-                    self.count.usage = ev.usage;
+                match ev.usage {
+                    Some(u) if ev.final_usage => self.count.usage = Some(u),
+                    Some(u) => self.count.prompt = Some(u),
+                    None => {}
+                }
+                if ev.error {
+                    // The provider's own error event ends the answer.
+                    self.done = true;
+                    self.finish(502, Some("stream"));
                 }
                 Some(ev.frame)
             }

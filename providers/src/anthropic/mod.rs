@@ -23,6 +23,7 @@ use loom_models::chat::ChatRequest;
 use loom_models::error::ErrorEnvelope as OpenAiError;
 use tokio::time::Instant;
 
+use crate::adapter::{Adapter, Call, Wire};
 use crate::convert::unix_now;
 use crate::http::HttpClient;
 use crate::{ChunkStream, Error, Reply};
@@ -185,6 +186,11 @@ impl Anthropic {
 pub struct NativeEvent {
     pub frame: Bytes,
     pub usage: Option<loom_models::chat::Usage>,
+    /// `usage` is the final count (`message_delta`); on `message_start` it
+    /// counts the prompt only.
+    pub final_usage: bool,
+    /// The provider's own `error` event: the stream ends with it.
+    pub error: bool,
 }
 
 /// A native Anthropic stream.
@@ -251,6 +257,7 @@ impl Anthropic {
                 };
                 let mut reported = None;
                 let mut done = finished;
+                let (mut final_usage, mut error) = (false, false);
                 match serde_json::from_str::<StreamEvent>(&ev.data) {
                     Ok(StreamEvent::MessageStart { message }) => {
                         usage = message.usage;
@@ -259,8 +266,11 @@ impl Anthropic {
                     Ok(StreamEvent::MessageDelta { usage: Some(u), .. }) => {
                         usage.output_tokens = u.output_tokens;
                         reported = Some(translate::usage(&usage));
+                        final_usage = true;
                     }
                     Ok(StreamEvent::MessageStop) => done = true,
+                    // The provider's error ends the stream: nothing follows.
+                    Ok(StreamEvent::Error { .. }) => (done, error) = (true, true),
                     _ => {}
                 }
                 let name = if ev.event.is_empty() {
@@ -273,6 +283,8 @@ impl Anthropic {
                     Ok(NativeEvent {
                         frame,
                         usage: reported,
+                        final_usage,
+                        error,
                     }),
                     (events, usage, done),
                 ))
@@ -323,6 +335,32 @@ fn to_openai_error(e: Error) -> Error {
         body: Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default()),
         content_type: Some("application/json".to_owned()),
         retry_after,
+    }
+}
+
+impl Adapter for Anthropic {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wire(&self) -> Wire {
+        Wire::Anthropic
+    }
+
+    fn health(&self, timeout: Duration) -> Call<'_, ()> {
+        Box::pin(self.health(timeout))
+    }
+
+    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
+        Box::pin(self.chat(req))
+    }
+
+    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
+        Box::pin(self.chat_stream(req))
+    }
+
+    fn messages(&self, body: Bytes, stream: bool) -> Call<'_, Native> {
+        Box::pin(self.messages(body, stream))
     }
 }
 

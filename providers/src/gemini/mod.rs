@@ -24,6 +24,7 @@ use loom_models::gemini::{
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::adapter::{Adapter, Call};
 use crate::convert::unix_now;
 use crate::http::HttpClient;
 use crate::{ChunkStream, Error, Reply};
@@ -348,5 +349,30 @@ fn to_openai_error(e: Error) -> Error {
         body: Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default()),
         content_type: Some("application/json".to_owned()),
         retry_after,
+    }
+}
+impl Adapter for Gemini {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn health(&self, timeout: Duration) -> Call<'_, ()> {
+        Box::pin(self.health(timeout))
+    }
+
+    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
+        Box::pin(self.chat(req))
+    }
+
+    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
+        Box::pin(self.chat_stream(req))
+    }
+
+    fn embeddings<'a>(
+        &'a self,
+        req: &'a EmbeddingRequest,
+        _original: Option<Bytes>,
+    ) -> Call<'a, Reply> {
+        Box::pin(self.embeddings(req))
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use loom_guardrails::Guardrails;
 use loom_models::chat::{ChatHead, ChatRequest, Message};
-use loom_providers::Target;
+use loom_providers::{Target, Wire};
 
 use super::{Answer, Attempt, Ingress};
 use crate::ai::admit::uses_max_completion_tokens;
@@ -144,7 +144,7 @@ impl Ingress for Chat {
         if self.full.is_none()
             && plan
                 .iter()
-                .any(|t| *t.model != *self.model || !t.provider.relays_chat())
+                .any(|t| *t.model != *self.model || t.provider.wire() != Wire::OpenAi)
         {
             self.full()?;
         }
@@ -156,10 +156,11 @@ impl Ingress for Chat {
         target: &Target,
         how: Attempt,
     ) -> Result<Answer, loom_providers::Error> {
-        let p = &target.provider;
+        let p = target.provider.adapter();
+        let openai = p.wire() == Wire::OpenAi;
         // The client's bytes go upstream as they are when nothing changed
         // them and the provider speaks their format.
-        if !self.rewritten && !how.stream && *target.model == *self.model && p.relays_chat() {
+        if !self.rewritten && !how.stream && *target.model == *self.model && openai {
             let reply = p
                 .chat_relayed(&target.model, self.body.bytes().clone())
                 .await?;
@@ -172,7 +173,7 @@ impl Ingress for Chat {
             ));
         };
         chat.model.replace_range(.., &target.model);
-        Ok(match (how.stream, how.plain && p.relays_streams()) {
+        Ok(match (how.stream, how.plain && openai) {
             (true, true) => Answer::Stream(Source::Raw(p.chat_stream_raw(chat).await?)),
             (true, false) => Answer::Stream(Source::Chunks(p.chat_stream(chat).await?)),
             (false, _) => Answer::Whole(Box::new(p.chat(chat).await?)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use loom_guardrails::Guardrails;
 use loom_models::completions::CompletionRequest;
-use loom_providers::Target;
+use loom_providers::{Target, Wire};
 
 use super::{Answer, Attempt, Ingress};
 use crate::ai::guard::{self, Applied};
@@ -88,10 +88,10 @@ impl Ingress for Completions {
         target: &Target,
         how: Attempt,
     ) -> Result<Answer, loom_providers::Error> {
-        let p = &target.provider;
+        let p = target.provider.adapter();
         self.req.model.replace_range(.., &target.model);
         if how.stream {
-            return Ok(Answer::Stream(if how.plain && p.relays_streams() {
+            return Ok(Answer::Stream(if how.plain && p.wire() == Wire::OpenAi {
                 Source::Raw(p.completions_stream_raw(&mut self.req).await?)
             } else {
                 Source::Completions(p.completions_stream(&mut self.req).await?)

@@ -48,7 +48,11 @@ impl Ingress for Embeddings {
     ) -> Result<Answer, loom_providers::Error> {
         self.req.model.replace_range(.., &target.model);
         let unchanged = (*target.model == *self.model).then(|| self.body.clone());
-        let reply = target.provider.embeddings(&self.req, unchanged).await?;
+        let reply = target
+            .provider
+            .adapter()
+            .embeddings(&self.req, unchanged)
+            .await?;
         Ok(Answer::Whole(Box::new(reply)))
     }
 

@@ -13,7 +13,7 @@ use loom_guardrails::Guardrails;
 use loom_models::anthropic::MessagesRequest;
 use loom_models::chat::{ChatRequest, ChatResponse};
 use loom_providers::anthropic::ingress::{self, EventEncoder};
-use loom_providers::{Native, Target};
+use loom_providers::{Native, Target, Wire};
 
 use super::{Answer, Attempt, Ingress};
 use crate::ai::guard::{self, Applied};
@@ -38,7 +38,7 @@ pub(crate) struct Messages {
 
 impl Messages {
     fn native(&self, target: &Target) -> bool {
-        self.native_ok && target.provider.is_anthropic()
+        self.native_ok && target.provider.wire() == Wire::Anthropic
     }
 
     /// Translates the request to the canonical shape, once.
@@ -139,7 +139,7 @@ impl Ingress for Messages {
                 )
             };
             self.translated = None;
-            return Ok(match p.anthropic_messages(body, how.stream).await? {
+            return Ok(match p.adapter().messages(body, how.stream).await? {
                 Native::Stream(events) => Answer::Stream(Source::Native(events)),
                 Native::Whole(reply) => Answer::Whole(reply),
             });
@@ -153,9 +153,9 @@ impl Ingress for Messages {
         };
         chat.model.replace_range(.., &target.model);
         Ok(if how.stream {
-            Answer::Stream(Source::Chunks(p.chat_stream(chat).await?))
+            Answer::Stream(Source::Chunks(p.adapter().chat_stream(chat).await?))
         } else {
-            Answer::Whole(Box::new(p.chat(chat).await?))
+            Answer::Whole(Box::new(p.adapter().chat(chat).await?))
         })
     }
 
@@ -189,7 +189,7 @@ impl Ingress for Messages {
 
     fn failed(err: ApiError, target: &Target) -> Response<Body> {
         // Anthropic's own error answer goes back as it came, status included.
-        if target.provider.is_anthropic()
+        if target.provider.wire() == Wire::Anthropic
             && let ApiError::Provider(boxed) = &err
             && let loom_providers::Error::Status {
                 status,
