@@ -11,6 +11,7 @@ mod error;
 mod interpolate;
 mod locate;
 mod resilience;
+mod resolve;
 pub mod schema;
 mod secrets;
 mod units;
@@ -21,8 +22,9 @@ use std::path::Path;
 
 pub use error::{Error, Problem};
 pub use resilience::{Spelling, Spellings};
+pub use resolve::{FailoverPolicy, ProviderRouting};
 pub use schema::*;
-pub use units::{ByteSize, Duration, Secret};
+pub use units::{ByteSize, Duration, Pattern, Secret};
 pub use validate::listen_address;
 
 use locate::Locations;

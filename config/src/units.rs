@@ -200,6 +200,53 @@ mod tests {
     }
 }
 
+/// A regular expression, compiled once when the configuration is read: a
+/// bad pattern is an error naming its line and field, and whoever uses the
+/// setting gets the compiled expression.
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// The compiled expression.
+    pub fn regex(&self) -> &regex::Regex {
+        &self.0
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        regex::Regex::new(&text)
+            .map(Pattern)
+            .map_err(|e| de::Error::custom(format!("invalid regular expression: {e}")))
+    }
+}
+
 /// Durations, sizes and credentials are strings in the configuration (a
 /// bare number is seconds or bytes): their JSON Schemas say so, for editors.
 mod json_schema {
@@ -230,6 +277,19 @@ mod json_schema {
             json_schema!({
                 "description": "A size such as 512KB, 10MB or 1GB (powers of 1024; a bare number is bytes)",
                 "anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]
+            })
+        }
+    }
+
+    impl JsonSchema for super::Pattern {
+        fn schema_name() -> Cow<'static, str> {
+            "Pattern".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A regular expression (Rust regex syntax)",
+                "type": "string",
+                "format": "regex"
             })
         }
     }

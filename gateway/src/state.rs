@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use loom_accounting::{Accountant, Clock, MemoryStore, RedisStore, Store};
 use loom_config::{Config, StoreKind, TokenAccounting};
 use loom_guardrails::Policies;
+use loom_providers::Adapter as _;
 use loom_providers::{Registry, StatsBook};
 use loom_proxy::{Forwarder, Upstream};
 use loom_semantic_cache::batch::Batcher;
@@ -343,17 +344,9 @@ impl StoreCache {
         };
         let mut cache = SemanticCache::new(index, embedder);
         if c.backend == loom_config::CacheBackend::Redis {
-            let redis = c
-                .redis
-                .as_ref()
-                .or_else(|| {
-                    config
-                        .ai_gateway
-                        .token_accounting
-                        .store
-                        .as_ref()
-                        .and_then(|s| s.redis.as_ref())
-                })
+            let redis = config
+                .ai_gateway
+                .cache_redis()
                 .context("semantic_cache.backend: redis needs semantic_cache.redis")?;
             let conn = loom_accounting::redis_connection(redis)
                 .context("semantic_cache.redis: connecting")?;
@@ -502,12 +495,7 @@ impl Runtime {
             config.ai_gateway.max_body_size.0,
             metrics,
             |name| upstreams.get(name).cloned(),
-            config
-                .ai_gateway
-                .token_accounting
-                .store
-                .as_ref()
-                .and_then(|s| s.redis.as_ref()),
+            config.ai_gateway.ledger_redis(),
             &plugins,
         )?;
         let providers =

@@ -62,7 +62,7 @@ impl Conditions {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), want(v, |s| Ok(s.to_owned()))?)))
                 .collect::<anyhow::Result<_>>()?,
-            path: m.path_regex.as_deref().map(Regex::new).transpose()?,
+            path: m.path_regex.as_ref().map(|p| p.regex().clone()),
         })
     }
 

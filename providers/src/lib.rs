@@ -31,14 +31,15 @@ use futures_util::Stream;
 use loom_models::chat::{ChatChunk, Usage};
 use loom_models::completions::CompletionResponse;
 
-pub use adapter::{Adapter, Call, Wire};
+pub use adapter::{Adapter, AnyAdapter, Wire};
 pub use anthropic::{Native, NativeEvent, NativeStream};
 pub use error::Error;
 pub use http::{HttpClient, with_plugin_headers};
+pub use loom_config::FailoverPolicy;
 pub use mock::rough_tokens;
 pub use passthrough::{RawEvents, RawStream, event_data, generated_text};
 pub use registry::{Provider, Registry, Target};
-pub use router::{FailoverPolicy, Router};
+pub use router::Router;
 pub use sse::{StreamItem, sse_json};
 pub use stats::{Circuit, Outcome, ProviderSnapshot, ProviderStats, StatsBook};
 

@@ -3,6 +3,7 @@
 //! delay are configurable. It needs no network and no key, which makes it the
 //! offline quickstart and the upstream of load tests.
 
+use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine;
@@ -14,7 +15,7 @@ use loom_models::completions::{CompletionChoice, CompletionRequest, CompletionRe
 use loom_models::embeddings::{Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage};
 use serde_json::Value;
 
-use crate::adapter::{Adapter, Call};
+use crate::adapter::Adapter;
 use crate::convert::unix_now;
 use crate::{ChunkStream, CompletionStream, Error, Reply};
 
@@ -319,35 +320,38 @@ impl Adapter for Mock {
         &self.name
     }
 
-    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
-        Box::pin(self.chat(req))
+    fn chat(&self, req: &ChatRequest) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.chat(req)
     }
 
-    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
-        Box::pin(self.chat_stream(req))
+    fn chat_stream(
+        &self,
+        req: &mut ChatRequest,
+    ) -> impl Future<Output = Result<ChunkStream, Error>> + Send {
+        self.chat_stream(req)
     }
 
-    fn completions<'a>(
-        &'a self,
-        req: &'a CompletionRequest,
+    fn completions(
+        &self,
+        req: &CompletionRequest,
         _original: Option<bytes::Bytes>,
-    ) -> Call<'a, Reply> {
-        Box::pin(self.completions(req))
+    ) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.completions(req)
     }
 
-    fn completions_stream<'a>(
-        &'a self,
-        req: &'a mut CompletionRequest,
-    ) -> Call<'a, CompletionStream> {
-        Box::pin(self.completions_stream(req))
+    fn completions_stream(
+        &self,
+        req: &mut CompletionRequest,
+    ) -> impl Future<Output = Result<CompletionStream, Error>> + Send {
+        self.completions_stream(req)
     }
 
-    fn embeddings<'a>(
-        &'a self,
-        req: &'a EmbeddingRequest,
+    fn embeddings(
+        &self,
+        req: &EmbeddingRequest,
         _original: Option<bytes::Bytes>,
-    ) -> Call<'a, Reply> {
-        Box::pin(self.embeddings(req))
+    ) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.embeddings(req)
     }
 }
 

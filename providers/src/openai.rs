@@ -5,6 +5,7 @@
 //! the model, asks for stream usage, and maps errors. A non-streamed answer is
 //! passed to the client byte for byte; only its `usage` is read.
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::http::Incoming;
@@ -22,7 +23,7 @@ use loom_models::embeddings::EmbeddingRequest;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::adapter::{Adapter, Call, Wire};
+use crate::adapter::{Adapter, Wire};
 use crate::http::HttpClient;
 use crate::passthrough::{RawStream, raw_events};
 use crate::sse::{StreamItem, sse_json};
@@ -344,51 +345,64 @@ impl Adapter for OpenAi {
         Wire::OpenAi
     }
 
-    fn health(&self, timeout: Duration) -> Call<'_, ()> {
-        Box::pin(self.health(timeout))
+    fn health(&self, timeout: Duration) -> impl Future<Output = Result<(), Error>> + Send {
+        self.health(timeout)
     }
 
-    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
-        Box::pin(self.chat(req))
+    fn chat(&self, req: &ChatRequest) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.chat(req)
     }
 
-    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
-        Box::pin(self.chat_stream(req))
+    fn chat_stream(
+        &self,
+        req: &mut ChatRequest,
+    ) -> impl Future<Output = Result<ChunkStream, Error>> + Send {
+        self.chat_stream(req)
     }
 
-    fn chat_relayed<'a>(&'a self, model: &'a str, body: Bytes) -> Call<'a, Reply> {
-        Box::pin(self.chat_relayed(model, body))
+    fn chat_relayed(
+        &self,
+        model: &str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.chat_relayed(model, body)
     }
 
-    fn chat_stream_raw<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, RawStream> {
-        Box::pin(self.chat_stream_raw(req))
+    fn chat_stream_raw(
+        &self,
+        req: &mut ChatRequest,
+    ) -> impl Future<Output = Result<RawStream, Error>> + Send {
+        self.chat_stream_raw(req)
     }
 
-    fn completions<'a>(
-        &'a self,
-        req: &'a CompletionRequest,
+    fn completions(
+        &self,
+        req: &CompletionRequest,
         original: Option<Bytes>,
-    ) -> Call<'a, Reply> {
-        Box::pin(self.completions(req, original))
+    ) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.completions(req, original)
     }
 
-    fn completions_stream<'a>(
-        &'a self,
-        req: &'a mut CompletionRequest,
-    ) -> Call<'a, CompletionStream> {
-        Box::pin(self.completions_stream(req))
+    fn completions_stream(
+        &self,
+        req: &mut CompletionRequest,
+    ) -> impl Future<Output = Result<CompletionStream, Error>> + Send {
+        self.completions_stream(req)
     }
 
-    fn completions_stream_raw<'a>(&'a self, req: &'a mut CompletionRequest) -> Call<'a, RawStream> {
-        Box::pin(self.completions_stream_raw(req))
+    fn completions_stream_raw(
+        &self,
+        req: &mut CompletionRequest,
+    ) -> impl Future<Output = Result<RawStream, Error>> + Send {
+        self.completions_stream_raw(req)
     }
 
-    fn embeddings<'a>(
-        &'a self,
-        req: &'a EmbeddingRequest,
+    fn embeddings(
+        &self,
+        req: &EmbeddingRequest,
         original: Option<Bytes>,
-    ) -> Call<'a, Reply> {
-        Box::pin(self.embeddings(req, original))
+    ) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.embeddings(req, original)
     }
 }
 

@@ -11,7 +11,7 @@ use loom_config::{AiGateway, ProviderKind};
 use loom_models::models_list::ModelCard;
 
 use crate::Error;
-use crate::adapter::{Adapter, Wire};
+use crate::adapter::{Adapter, AnyAdapter, Kind, Wire};
 use crate::anthropic::Anthropic;
 use crate::gemini::Gemini;
 use crate::http::HttpClient;
@@ -27,7 +27,7 @@ pub struct Provider {
     /// The name as a header value (`x-loom-provider`), made once.
     name_header: Option<http::HeaderValue>,
     kind: ProviderKind,
-    adapter: Box<dyn Adapter>,
+    adapter: AnyAdapter,
     stats: Arc<ProviderStats>,
 }
 
@@ -59,8 +59,8 @@ impl Provider {
     }
 
     /// Its calls: what it serves, in its own format or translated.
-    pub fn adapter(&self) -> &dyn Adapter {
-        &*self.adapter
+    pub fn adapter(&self) -> &AnyAdapter {
+        &self.adapter
     }
 
     /// Its live statistics.
@@ -108,24 +108,25 @@ impl Registry {
         let mut providers = Vec::with_capacity(cfg.providers.len());
         let mut priority = Vec::with_capacity(cfg.providers.len());
         for (i, p) in cfg.providers.iter().enumerate() {
-            let adapter: Box<dyn Adapter> = match p.kind {
+            let kind = match p.kind {
                 ProviderKind::Openai
                 | ProviderKind::OpenaiCompatible
-                | ProviderKind::AzureOpenai => Box::new(OpenAi::new(p, client.clone())?),
+                | ProviderKind::AzureOpenai => {
+                    Kind::OpenAi(Box::new(OpenAi::new(p, client.clone())?))
+                }
                 ProviderKind::Gemini | ProviderKind::Vertex => {
-                    Box::new(Gemini::new(p, client.clone())?)
+                    Kind::Gemini(Box::new(Gemini::new(p, client.clone())?))
                 }
-                ProviderKind::Anthropic => Box::new(Anthropic::new(p, client.clone())?),
-                ProviderKind::Mock => {
-                    Box::new(Mock::new(&p.name, p.mock.clone().unwrap_or_default()))
+                ProviderKind::Anthropic => {
+                    Kind::Anthropic(Box::new(Anthropic::new(p, client.clone())?))
                 }
+                ProviderKind::Mock => Kind::Mock(Box::new(Mock::new(
+                    &p.name,
+                    p.mock.clone().unwrap_or_default(),
+                ))),
             };
-            let routed = cfg.routing.providers.iter().find(|r| r.name == p.name);
-            let prio = routed
-                .and_then(|r| r.priority)
-                .or(p.priority)
-                .unwrap_or(u32::MAX);
-            priority.push((prio, i));
+            let adapter = AnyAdapter(kind);
+            priority.push((cfg.provider_routing(&p.name).priority, i));
             let provider_stats = stats.get(&p.name);
             let breaker = &cfg.routing.circuit_breaker;
             provider_stats.configure_breaker(

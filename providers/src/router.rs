@@ -20,23 +20,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
-use loom_config::{AiGateway, Strategy};
+use loom_config::{AiGateway, FailoverPolicy, Strategy};
 
 use crate::{Error, Target};
-
-/// What may be retried, and how often.
-#[derive(Debug, Clone)]
-pub struct FailoverPolicy {
-    pub enabled: bool,
-    pub retry_codes: Vec<u16>,
-    /// Time allowed for one attempt (to the first byte of a stream).
-    pub attempt_timeout: Duration,
-    pub max_retries: u32,
-    /// No attempt starts after this much time since the first.
-    pub deadline: Duration,
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Prices {
@@ -64,33 +51,14 @@ const PROBE_EVERY: u64 = 20;
 impl Router {
     /// The router `cfg` describes.
     pub fn new(cfg: &AiGateway) -> Router {
-        let failover = cfg.routing.failover.as_ref().or(cfg.failover.as_ref());
-        // An explicit `failover.enabled` wins; `fallback` is its short form.
-        let enabled = failover
-            .and_then(|f| f.enabled)
-            .unwrap_or(cfg.routing.fallback);
-        let f = failover.cloned().unwrap_or_default();
         let mut by_provider = HashMap::new();
         for p in &cfg.providers {
-            let routed = cfg.routing.providers.iter().find(|r| r.name == p.name);
-            by_provider.insert(
-                p.name.clone(),
-                Prices {
-                    weight: routed.and_then(|r| r.weight).or(p.weight).unwrap_or(1),
-                },
-            );
+            let weight = cfg.provider_routing(&p.name).weight;
+            by_provider.insert(p.name.clone(), Prices { weight });
         }
         Router {
             strategy: cfg.routing.strategy,
-            policy: FailoverPolicy {
-                enabled,
-                retry_codes: f.retry_codes,
-                attempt_timeout: f.attempt_timeout.get(),
-                max_retries: f.attempts.max(1) - 1,
-                deadline: f
-                    .deadline
-                    .map_or(f.attempt_timeout.get() * f.attempts.max(1), |d| d.get()),
-            },
+            policy: cfg.failover_policy(),
             by_provider,
             prices: loom_accounting::PriceTable::from_config(cfg),
             counter: AtomicU64::new(0),

@@ -9,6 +9,7 @@ pub mod ingress;
 pub mod stream;
 pub mod translate;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use loom_models::chat::ChatRequest;
 use loom_models::error::ErrorEnvelope as OpenAiError;
 use tokio::time::Instant;
 
-use crate::adapter::{Adapter, Call, Wire};
+use crate::adapter::{Adapter, Wire};
 use crate::convert::unix_now;
 use crate::http::HttpClient;
 use crate::{ChunkStream, Error, Reply};
@@ -347,20 +348,27 @@ impl Adapter for Anthropic {
         Wire::Anthropic
     }
 
-    fn health(&self, timeout: Duration) -> Call<'_, ()> {
-        Box::pin(self.health(timeout))
+    fn health(&self, timeout: Duration) -> impl Future<Output = Result<(), Error>> + Send {
+        self.health(timeout)
     }
 
-    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
-        Box::pin(self.chat(req))
+    fn chat(&self, req: &ChatRequest) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.chat(req)
     }
 
-    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
-        Box::pin(self.chat_stream(req))
+    fn chat_stream(
+        &self,
+        req: &mut ChatRequest,
+    ) -> impl Future<Output = Result<ChunkStream, Error>> + Send {
+        self.chat_stream(req)
     }
 
-    fn messages(&self, body: Bytes, stream: bool) -> Call<'_, Native> {
-        Box::pin(self.messages(body, stream))
+    fn messages(
+        &self,
+        body: Bytes,
+        stream: bool,
+    ) -> impl Future<Output = Result<Native, Error>> + Send {
+        self.messages(body, stream)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod translate;
 
+use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine;
@@ -24,7 +25,7 @@ use loom_models::gemini::{
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::adapter::{Adapter, Call};
+use crate::adapter::Adapter;
 use crate::convert::unix_now;
 use crate::http::HttpClient;
 use crate::{ChunkStream, Error, Reply};
@@ -356,23 +357,26 @@ impl Adapter for Gemini {
         &self.name
     }
 
-    fn health(&self, timeout: Duration) -> Call<'_, ()> {
-        Box::pin(self.health(timeout))
+    fn health(&self, timeout: Duration) -> impl Future<Output = Result<(), Error>> + Send {
+        self.health(timeout)
     }
 
-    fn chat<'a>(&'a self, req: &'a ChatRequest) -> Call<'a, Reply> {
-        Box::pin(self.chat(req))
+    fn chat(&self, req: &ChatRequest) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.chat(req)
     }
 
-    fn chat_stream<'a>(&'a self, req: &'a mut ChatRequest) -> Call<'a, ChunkStream> {
-        Box::pin(self.chat_stream(req))
+    fn chat_stream(
+        &self,
+        req: &mut ChatRequest,
+    ) -> impl Future<Output = Result<ChunkStream, Error>> + Send {
+        self.chat_stream(req)
     }
 
-    fn embeddings<'a>(
-        &'a self,
-        req: &'a EmbeddingRequest,
+    fn embeddings(
+        &self,
+        req: &EmbeddingRequest,
         _original: Option<Bytes>,
-    ) -> Call<'a, Reply> {
-        Box::pin(self.embeddings(req))
+    ) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.embeddings(req)
     }
 }

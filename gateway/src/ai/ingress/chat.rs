@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use loom_guardrails::Guardrails;
 use loom_models::chat::{ChatHead, ChatRequest, Message};
+use loom_providers::Adapter as _;
 use loom_providers::{Target, Wire};
 
 use super::{Answer, Attempt, Ingress};

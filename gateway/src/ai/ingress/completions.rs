@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use loom_guardrails::Guardrails;
 use loom_models::completions::CompletionRequest;
+use loom_providers::Adapter as _;
 use loom_providers::{Target, Wire};
 
 use super::{Answer, Attempt, Ingress};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use loom_models::embeddings::EmbeddingRequest;
+use loom_providers::Adapter as _;
 use loom_providers::Target;
 
 use super::{Answer, Attempt, Ingress};

@@ -12,6 +12,7 @@ use http::{Response, StatusCode};
 use loom_guardrails::Guardrails;
 use loom_models::anthropic::MessagesRequest;
 use loom_models::chat::{ChatRequest, ChatResponse};
+use loom_providers::Adapter as _;
 use loom_providers::anthropic::ingress::{self, EventEncoder};
 use loom_providers::{Native, Target, Wire};
 
