@@ -59,6 +59,7 @@ where
         queued: None,
         finished: false,
         ended: false,
+        drain: false,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
     })
 }
@@ -75,6 +76,10 @@ struct Raw<S> {
     /// A choice finished: the upstream may now close without `[DONE]`.
     finished: bool,
     ended: bool,
+    /// `[DONE]` came: what the upstream sends right after it (the end of
+    /// the chunked body) is read, so that the connection goes back to the
+    /// pool rather than being closed with the body unread.
+    drain: bool,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -121,6 +126,7 @@ where
                 Kind::Empty => None,
                 Kind::Done => {
                     self.ended = true;
+                    self.drain = true;
                     None
                 }
                 Kind::Usage { usage, usage_only } => Some(Ok(RawEvents {
@@ -188,6 +194,16 @@ where
                 return Poll::Ready(Some(item));
             }
             if this.ended {
+                if std::mem::take(&mut this.drain) {
+                    // Only what is already here: an upstream that keeps
+                    // the body open after `[DONE]` is not waited for.
+                    for _ in 0..8 {
+                        match Pin::new(&mut this.body).poll_next(cx) {
+                            Poll::Ready(Some(Ok(_))) => continue,
+                            _ => break,
+                        }
+                    }
+                }
                 return Poll::Ready(None);
             }
             if !this.chunk.is_empty()

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use crate::Error;
@@ -96,6 +96,15 @@ where
                 continue;
             }
             if data == "[DONE]" {
+                // Read what is already here (the end of the chunked body),
+                // so the connection goes back to the pool; an upstream that
+                // keeps the body open is not waited for.
+                for _ in 0..8 {
+                    match st.events.next().now_or_never() {
+                        Some(Some(_)) => continue,
+                        _ => break,
+                    }
+                }
                 return None;
             }
             match serde_json::from_str::<T>(data) {

@@ -33,6 +33,8 @@ enum Script {
 struct Fake {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    /// Connections accepted (requests on one connection are kept alive).
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Fake {
@@ -42,23 +44,31 @@ impl Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (script, log) = (Arc::new(script), seen.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (script, log, count) = (Arc::new(script), seen.clone(), connections.clone());
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (script, log) = (script.clone(), log.clone());
                 tokio::spawn(async move {
-                    let Some((path, body)) = read_request(&mut conn).await else {
-                        return;
-                    };
-                    let json: serde_json::Value =
-                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                    let answer = script(&path, &json);
-                    log.lock().expect("log").push((path, json));
-                    let _ = write_answer(&mut conn, answer).await;
+                    while let Some((path, body)) = read_request(&mut conn).await {
+                        let json: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                        let answer = script(&path, &json);
+                        log.lock().expect("log").push((path, json));
+                        match write_answer(&mut conn, answer).await {
+                            Ok(true) => continue,
+                            _ => break,
+                        }
+                    }
                 });
             }
         });
-        Fake { addr, seen }
+        Fake {
+            addr,
+            seen,
+            connections,
+        }
     }
 
     fn url(&self) -> String {
@@ -104,28 +114,32 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<(String, Vec<u
     Some((path, buf[head_end..head_end + length].to_vec()))
 }
 
-async fn write_answer(conn: &mut tokio::net::TcpStream, answer: Script) -> std::io::Result<()> {
+/// Writes one answer; true when the connection stays open for the next.
+async fn write_answer(conn: &mut tokio::net::TcpStream, answer: Script) -> std::io::Result<bool> {
     match answer {
         Script::Whole(status, body) => {
             let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                 body.len()
             );
             conn.write_all(head.as_bytes()).await?;
-            conn.write_all(body.as_bytes()).await
+            conn.write_all(body.as_bytes()).await?;
+            Ok(true)
         }
         Script::Stream(events, cut) => {
-            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
                 .await?;
             for e in events {
                 conn.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
                     .await?;
                 conn.flush().await?;
             }
-            if !cut {
-                conn.write_all(b"0\r\n\r\n").await?;
+            if cut {
+                conn.shutdown().await?;
+                return Ok(false);
             }
-            conn.shutdown().await
+            conn.write_all(b"0\r\n\r\n").await?;
+            Ok(true)
         }
     }
 }
@@ -373,4 +387,33 @@ async fn plain_streams_pass_through_as_sent() {
         1,
         "the provider's usage is what counts"
     );
+}
+
+/// A finished stream gives its upstream connection back: the next stream
+/// reuses it (a new connection per stream is a TLS handshake per answer
+/// with a real provider).
+#[tokio::test]
+async fn finished_streams_keep_their_upstream_connection() {
+    let first = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\n";
+    // `/v1` checks answers (its events are parsed); `/open/v1` passes them
+    // through as bytes.
+    for path in ["/v1/chat/completions", "/open/v1/chat/completions"] {
+        let events = vec![first.to_owned(), "data: [DONE]\n\n".to_owned()];
+        let up = Fake::start(move |_, _| Script::Stream(events.clone(), false)).await;
+        let providers = format!(
+            "    - {{name: p, type: openai_compatible, base_url: \"{}\", models: [m]}}",
+            up.url()
+        );
+        let g = gateway(&config(
+            &providers,
+            "  security:\n    pii_detection: {enabled: true, action: mask}",
+        ));
+        for body in [chat("m", "x", true), chat("m", "y", true), chat("m", "z", true)] {
+            let resp = send(&g, path, body).await;
+            assert!(text(resp).await.ends_with("data: [DONE]\n\n"), "{path}");
+        }
+        assert_eq!(up.requests(), 3, "{path}");
+        let connections = up.connections.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(connections, 1, "{path}");
+    }
 }
