@@ -16,12 +16,12 @@ use arc_swap::ArcSwap;
 use loom_accounting::{Accountant, Clock, MemoryStore, RedisStore, Store};
 use loom_config::{Config, StoreKind, TokenAccounting};
 use loom_guardrails::Policies;
+use loom_inference::batch::Batcher;
+use loom_inference::classify::SequenceClassifier;
+use loom_inference::embed::{DIMENSIONS, LocalEmbedder, ModelFiles};
 use loom_providers::Adapter as _;
 use loom_providers::{Registry, StatsBook};
 use loom_proxy::{Forwarder, Upstream};
-use loom_semantic_cache::batch::Batcher;
-use loom_semantic_cache::classify::SequenceClassifier;
-use loom_semantic_cache::embed::{DIMENSIONS, LocalEmbedder, ModelFiles};
 use loom_semantic_cache::memory::MemoryIndex;
 use loom_semantic_cache::{Answer, BoxFuture, Embedder, SemanticCache};
 

@@ -203,34 +203,12 @@ fn injection_precision_at_each_sensitivity() {
     assert!(medium.precision() >= 0.95, "{medium:?}");
 }
 
-/// The local embedder, or `None` (with a message) outside CI when the
-/// models are not fetched; in CI their absence fails.
-fn embedder() -> Option<loom_semantic_cache::embed::LocalEmbedder> {
-    use loom_semantic_cache::embed::{LocalEmbedder, ModelFiles};
-    let dir = std::env::var_os("LOOM_MODELS")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/loom/models"))
-        })?;
-    let files = ModelFiles::in_dir(&dir);
-    if !files.model.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "models missing in CI: scripts/fetch-models"
-        );
-        println!(
-            "SKIPPED: no models in {}; run scripts/fetch-models",
-            dir.display()
-        );
-        return None;
-    }
-    Some(LocalEmbedder::load(&files).expect("the embedder loads"))
-}
-
 #[test]
 fn injection_rules_classifier_and_combined() {
     use loom_guardrails::classifier::{LinearHead, evidence};
-    let Some(embedder) = embedder() else { return };
+    let Some(embedder) = loom_inference::testing::embedder() else {
+        return;
+    };
     let head = LinearHead::injection();
     let rules = InjectionRules::new();
     let t = Sensitivity::Medium.threshold();
@@ -291,7 +269,9 @@ fn injection_rules_classifier_and_combined() {
 fn content_rules_classifier_and_combined() {
     use loom_guardrails::classifier::{content_heads, evidence};
     use loom_guardrails::content::{Category, ContentRules};
-    let Some(embedder) = embedder() else { return };
+    let Some(embedder) = loom_inference::testing::embedder() else {
+        return;
+    };
     let heads = content_heads();
     let rules = ContentRules::new();
     // Held-out content data, plus the injection set's hard benign prompts

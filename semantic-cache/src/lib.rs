@@ -5,14 +5,11 @@
 //! successful answer afterwards. A lookup builds the request's key
 //! ([`key`]); an identical request is found by its exact digest without
 //! embedding anything; otherwise the final user turn is embedded
-//! ([`Embedder`]: the local model through [`batch::Batcher`], or a
+//! ([`Embedder`]: the local model through `loom_inference::batch::Batcher`, or a
 //! configured provider) and compared only with prompts of the same
 //! partition (same context and structural fingerprint, [`signature`]) in the
 //! [`memory`] index.
 
-pub mod batch;
-pub mod classify;
-pub mod embed;
 pub mod key;
 pub mod memory;
 pub mod qdrant;
@@ -45,9 +42,9 @@ pub trait Embedder: Send + Sync {
     fn embed<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, String>>;
 }
 
-impl Embedder for batch::Batcher {
+impl Embedder for loom_inference::batch::Batcher {
     fn embed<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, String>> {
-        Box::pin(batch::Batcher::embed(self, text))
+        Box::pin(loom_inference::batch::Batcher::embed(self, text))
     }
 }
 

@@ -7,10 +7,8 @@
 //! Outside CI, a machine without the model skips with a message; in CI
 //! (`CI=true`) its absence fails.
 
-mod common;
-
+use loom_inference::embed::{LocalEmbedder, cosine};
 use loom_semantic_cache::DEFAULT_THRESHOLD;
-use loom_semantic_cache::embed::{LocalEmbedder, cosine};
 use loom_semantic_cache::signature::Signature;
 
 struct Pair {
@@ -53,7 +51,9 @@ fn score(pairs: &[Pair], threshold: f32, guards: bool) -> (f64, f64, usize) {
 
 #[test]
 fn precision_at_the_default_threshold_is_at_least_0_99() {
-    let Some(e) = common::embedder() else { return };
+    let Some(e) = loom_inference::testing::embedder() else {
+        return;
+    };
     let pairs = pairs(&e);
     assert!(pairs.len() >= 300, "{} pairs", pairs.len());
     eprintln!("threshold  precision recall false-hits | cosine alone: precision recall");

@@ -382,7 +382,7 @@ def test_an_injection_classifier_of_your_own(fake, tmp_path):
         pytest.skip("SKIPPED: no models folder with tools; run scripts/fetch-models")
     own = tmp_path / "classifier"
     subprocess.run(
-        [str(python), str(REPO / "semantic-cache/tests/make_classifier.py"), str(own),
+        [str(python), str(REPO / "inference/tests/make_classifier.py"), str(own),
          str(models / "all-MiniLM-L6-v2/tokenizer.json")],
         check=True,
     )

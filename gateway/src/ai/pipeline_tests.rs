@@ -408,7 +408,11 @@ async fn finished_streams_keep_their_upstream_connection() {
             &providers,
             "  security:\n    pii_detection: {enabled: true, action: mask}",
         ));
-        for body in [chat("m", "x", true), chat("m", "y", true), chat("m", "z", true)] {
+        for body in [
+            chat("m", "x", true),
+            chat("m", "y", true),
+            chat("m", "z", true),
+        ] {
             let resp = send(&g, path, body).await;
             assert!(text(resp).await.ends_with("data: [DONE]\n\n"), "{path}");
         }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use loom_semantic_cache::classify::SequenceClassifier;
+use loom_inference::classify::SequenceClassifier;
 
 fn models() -> Option<PathBuf> {
     let dir = std::env::var_os("LOOM_MODELS")

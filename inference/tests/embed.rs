@@ -2,13 +2,13 @@
 //! Outside CI, a machine without them skips with a message; in CI
 //! (`CI=true`) their absence fails.
 
-mod common;
-
-use loom_semantic_cache::embed::{DIMENSIONS, LocalEmbedder, ModelFiles, cosine};
+use loom_inference::embed::{DIMENSIONS, LocalEmbedder, ModelFiles, cosine};
 
 #[test]
 fn embeddings_are_unit_vectors_that_place_paraphrases_close() {
-    let Some(e) = common::embedder() else { return };
+    let Some(e) = loom_inference::testing::embedder() else {
+        return;
+    };
     let a = e.embed("How do I reset my password?").expect("embed");
     let b = e
         .embed("I forgot my password; how can I change it?")
@@ -42,7 +42,9 @@ fn a_broken_folder_is_an_error_naming_the_file() {
 /// depends on what else was in flight.
 #[test]
 fn a_batch_gives_close_but_not_identical_vectors() {
-    let Some(e) = common::embedder() else { return };
+    let Some(e) = loom_inference::testing::embedder() else {
+        return;
+    };
     let texts = [
         "Hi",
         "How do I reset my password?",

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use loom_semantic_cache::embed::{LocalEmbedder, ModelFiles};
+use loom_inference::embed::{LocalEmbedder, ModelFiles};
 
 fn bench(c: &mut Criterion) {
     let dir = std::env::var_os("LOOM_MODELS")
