@@ -6,24 +6,12 @@
 
 mod admin;
 mod ai;
-mod auth;
-mod body;
-mod exchange;
-mod grpc_web;
-mod http1;
-mod http3;
-mod metrics;
-mod overload;
-mod pipeline;
-mod redact;
-mod reload;
-mod request_id;
-mod routes;
-mod server;
-mod spread;
-mod state;
-mod tls;
-mod traffic;
+mod listen;
+mod route;
+mod runtime;
+
+use listen::{http3, overload, server};
+use runtime::{redact, reload};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,8 +24,8 @@ use clap::{Parser, Subcommand};
 use loom_config::{Config, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::metrics::Metrics;
-use crate::state::{ConfigSource, Runtime, Shared, StoreCache};
+use crate::admin::metrics::Metrics;
+use crate::runtime::state::{ConfigSource, Runtime, Shared, StoreCache};
 
 /// The built-in quickstart configuration (mock provider, loopback only).
 const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");

@@ -9,9 +9,9 @@ use loom_guardrails::Guardrails;
 
 use super::ApiError;
 use super::settle::estimate_prompt;
-use crate::body::Body;
-use crate::exchange::Exchange;
-use crate::state::Runtime;
+use crate::runtime::body::Body;
+use crate::runtime::exchange::Exchange;
+use crate::runtime::state::Runtime;
 
 /// `security.max_tokens_per_request`: a completion budget above the cap, or
 /// a prompt of more tokens than the cap, is refused with 400. The prompt is

@@ -25,10 +25,10 @@ use loom_semantic_cache::key::KeyBuilder;
 use loom_semantic_cache::{Answer, DEFAULT_THRESHOLD, Lookup, Pending, SemanticCache, Settings};
 
 use super::guard::Applied;
-use crate::body::{Body, json_response};
-use crate::exchange::Exchange;
-use crate::metrics::CacheStatus;
-use crate::state::Runtime;
+use crate::admin::metrics::CacheStatus;
+use crate::runtime::body::{Body, json_response};
+use crate::runtime::exchange::Exchange;
+use crate::runtime::state::Runtime;
 
 const CACHE: HeaderName = HeaderName::from_static("x-loom-cache");
 const SIMILARITY: HeaderName = HeaderName::from_static("x-loom-cache-similarity");
@@ -489,7 +489,10 @@ pub fn respond(hit: Hit, ex: &mut Exchange, stream: bool, wants_usage: bool) -> 
         });
     }
     let mut resp = if stream {
-        let mut r = Response::new(crate::body::full(replay(&answer.response, wants_usage)));
+        let mut r = Response::new(crate::runtime::body::full(replay(
+            &answer.response,
+            wants_usage,
+        )));
         super::sse_headers(&mut r);
         r
     } else {

@@ -4,7 +4,7 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use loom_models::error::ErrorEnvelope;
 
-use crate::body::{Body, full, json_response};
+use crate::runtime::body::{Body, full, json_response};
 
 /// An error answered on an AI route.
 #[derive(Debug)]
@@ -170,6 +170,6 @@ impl From<loom_providers::Error> for ApiError {
     /// Every provider error reaches a client through here, so this is
     /// where the configured credentials are scrubbed from it.
     fn from(e: loom_providers::Error) -> Self {
-        ApiError::Provider(Box::new(crate::redact::provider_error(e)))
+        ApiError::Provider(Box::new(crate::runtime::redact::provider_error(e)))
     }
 }

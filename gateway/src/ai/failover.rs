@@ -12,7 +12,7 @@ use loom_providers::{Router, Target};
 
 use super::ApiError;
 use super::settle::{Delivery, settle};
-use crate::exchange::Exchange;
+use crate::runtime::exchange::Exchange;
 
 /// The last failed attempt (already settled).
 pub(crate) struct Failure {

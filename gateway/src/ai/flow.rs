@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use crate::metrics::CacheStatus;
+use crate::admin::metrics::CacheStatus;
 use http::{Request, Response, StatusCode};
 use loom_providers::{Reply, Target};
 
@@ -28,9 +28,9 @@ use super::ingress::{Answer, Attempt, Ingress};
 use super::relay::{self, Relay, Started};
 use super::settle::{Delivery, Tokens, answer_text, settle};
 use super::{ApiError, guard, plan, read_json, routing_headers};
-use crate::body::{Body, json_response};
-use crate::exchange::Exchange;
-use crate::state::Runtime;
+use crate::runtime::body::{Body, json_response};
+use crate::runtime::exchange::Exchange;
+use crate::runtime::state::Runtime;
 
 /// Serves one AI request in format `I`. Returns the exchange back unless a
 /// stream took it over (it then ends with the stream's last byte).

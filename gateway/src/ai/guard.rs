@@ -11,8 +11,8 @@ use loom_models::chat::{ChatChunk, ChatResponse, ChunkChoice, Content};
 use loom_models::completions::{CompletionChoice, CompletionResponse};
 
 use super::ApiError;
-use crate::exchange::Exchange;
-use crate::state::Runtime;
+use crate::runtime::exchange::Exchange;
+use crate::runtime::state::Runtime;
 
 /// The policy that applies to this request.
 pub fn policy(rt: &Runtime, ex: &Exchange) -> Arc<Guardrails> {

@@ -28,10 +28,10 @@ use loom_providers::Target;
 
 pub use error::ApiError;
 
-use crate::body::{Body, ReadError, json_response, read_limited};
-use crate::exchange::Exchange;
-use crate::routes::CompiledRoute;
-use crate::state::Runtime;
+use crate::route::routes::CompiledRoute;
+use crate::runtime::body::{Body, ReadError, json_response, read_limited};
+use crate::runtime::exchange::Exchange;
+use crate::runtime::state::Runtime;
 use admit::Quotas;
 use ingress::chat::Chat;
 use ingress::completions::Completions;
@@ -52,7 +52,7 @@ pub async fn handle(
     let mut quotas = Quotas::default();
     let (mut resp, ex) = match req
         .extensions()
-        .get::<crate::pipeline::PluginHeaders>()
+        .get::<crate::route::pipeline::PluginHeaders>()
         .cloned()
     {
         Some(set) => {

@@ -15,8 +15,8 @@ use loom_proxy::ClientInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::body::Body;
-use crate::state::Shared;
+use crate::runtime::body::Body;
+use crate::runtime::state::Shared;
 
 /// What a fake provider answers.
 #[derive(Clone)]
@@ -160,7 +160,7 @@ async fn send(shared: &Arc<Shared>, path: &str, body: serde_json::Value) -> Resp
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("request");
     let client = ClientInfo::new("127.0.0.1:50000".parse().expect("addr"), "http");
-    match crate::pipeline::handle(shared.clone(), client, req).await {
+    match crate::route::pipeline::handle(shared.clone(), client, req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     }

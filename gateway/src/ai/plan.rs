@@ -4,7 +4,7 @@
 use loom_providers::{Router, Target};
 
 use super::ApiError;
-use crate::state::Runtime;
+use crate::runtime::state::Runtime;
 
 /// The router of `route`: its own when it overrides the strategy.
 pub(crate) fn router<'a>(rt: &'a Runtime, route: &str) -> &'a Router {

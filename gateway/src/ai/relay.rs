@@ -42,8 +42,8 @@ use super::cache::Recorder;
 use super::guard::{Applied, Step, StreamCheck};
 use super::settle::{Delivery, Tokens, settle};
 use super::{ApiError, sse_headers};
-use crate::body::{Body, BoxError};
-use crate::exchange::Exchange;
+use crate::runtime::body::{Body, BoxError};
+use crate::runtime::exchange::Exchange;
 
 /// Where a stream's events come from.
 pub(crate) enum Source {

@@ -6,8 +6,8 @@ use loom_accounting::UsageRecord;
 use loom_models::chat::Usage;
 use loom_providers::Provider;
 
-use crate::exchange::Exchange;
-use crate::metrics::AiOutcome;
+use crate::admin::metrics::AiOutcome;
+use crate::runtime::exchange::Exchange;
 
 /// Tokens of one call: as the provider reported them, or as Loom counted them.
 #[derive(Debug, Clone, Copy, Default)]

@@ -19,7 +19,7 @@ use crate::ai::admit::uses_max_completion_tokens;
 use crate::ai::guard::{self, Applied};
 use crate::ai::relay::Source;
 use crate::ai::{ApiError, JsonText, decode};
-use crate::exchange::Exchange;
+use crate::runtime::exchange::Exchange;
 
 pub(crate) struct Chat {
     body: JsonText,

@@ -14,7 +14,7 @@ use super::{Answer, Attempt, Ingress};
 use crate::ai::guard::{self, Applied};
 use crate::ai::relay::Source;
 use crate::ai::{ApiError, JsonText, decode};
-use crate::exchange::Exchange;
+use crate::runtime::exchange::Exchange;
 
 pub(crate) struct Completions {
     req: CompletionRequest,

@@ -20,8 +20,8 @@ use super::{Answer, Attempt, Ingress};
 use crate::ai::guard::{self, Applied};
 use crate::ai::relay::{Encoder, Source, Started};
 use crate::ai::{ApiError, JsonText, decode};
-use crate::body::{Body, json_response};
-use crate::exchange::Exchange;
+use crate::runtime::body::{Body, json_response};
+use crate::runtime::exchange::Exchange;
 
 pub(crate) struct Messages {
     msg: MessagesRequest,

@@ -23,8 +23,8 @@ use loom_providers::{Reply, Target};
 use super::guard::Applied;
 use super::relay::{Encoder, Source, Started};
 use super::{ApiError, JsonText};
-use crate::body::Body;
-use crate::exchange::Exchange;
+use crate::runtime::body::Body;
+use crate::runtime::exchange::Exchange;
 
 /// What one provider attempt returned.
 pub(crate) enum Answer {

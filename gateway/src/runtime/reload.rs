@@ -12,7 +12,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::state::{Runtime, Shared};
+use crate::runtime::state::{Runtime, Shared};
 
 /// Watches `path` and SIGHUP, reloading on either, until the process ends.
 pub async fn watch(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
@@ -158,7 +158,7 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
         ) else {
             continue;
         };
-        match crate::tls::Certificates::read(tls) {
+        match crate::listen::tls::Certificates::read(tls) {
             Ok(loaded) => certificates.push((certs.clone(), loaded)),
             Err(e) => {
                 shared.metrics.reload(false);
@@ -170,7 +170,7 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path) {
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
     // Installed before the build: scrubbing the new credentials early
     // (and the old ones still) never hurts, even if the build fails.
-    crate::redact::install(&config);
+    crate::runtime::redact::install(&config);
     match Runtime::build(
         config,
         &shared.http,

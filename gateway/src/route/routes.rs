@@ -19,7 +19,7 @@ pub enum RouteKind {
     /// Forward to an upstream.
     Proxy(Arc<Upstream>),
     /// Answer with a redirect.
-    Redirect(crate::traffic::Redirect),
+    Redirect(crate::route::traffic::Redirect),
 }
 
 #[derive(Debug)]
@@ -46,21 +46,21 @@ pub struct CompiledRoute {
     /// Largest request body, if limited.
     pub max_body: Option<u64>,
     /// The route's HTTP metrics, resolved once.
-    pub metrics: Arc<crate::metrics::RouteSeries>,
+    pub metrics: Arc<crate::admin::metrics::RouteSeries>,
     /// API-key authentication, when the route requires it.
-    pub auth: Option<crate::auth::KeyAuth>,
+    pub auth: Option<crate::route::auth::KeyAuth>,
     /// Retries of a proxy route, with the route's retry budget.
     pub retry: Option<loom_proxy::RetryPolicy>,
     /// Conditions on headers, query and path.
-    conditions: Option<crate::traffic::Conditions>,
+    conditions: Option<crate::route::traffic::Conditions>,
     /// Path and header rewrites.
-    pub rewrite: Option<crate::traffic::Rewrite>,
+    pub rewrite: Option<crate::route::traffic::Rewrite>,
     /// A share of the traffic to another upstream.
-    pub canary: Option<crate::traffic::Canary>,
+    pub canary: Option<crate::route::traffic::Canary>,
     /// Copies of a share of the traffic to another upstream.
-    pub shadow: Option<crate::traffic::Shadow>,
+    pub shadow: Option<crate::route::traffic::Shadow>,
     /// The route's request rate limit.
-    pub rate_limit: Option<crate::traffic::RouteLimit>,
+    pub rate_limit: Option<crate::route::traffic::RouteLimit>,
     /// The route's Proxy-Wasm plugins, in order.
     pub plugins: loom_plugins::Chain,
     host: HostMatch,
@@ -87,7 +87,7 @@ impl RouteTable {
     pub fn build(
         routes: &[Route],
         ai_max_body: u64,
-        metrics: &crate::metrics::Metrics,
+        metrics: &crate::admin::metrics::Metrics,
         upstream: impl Fn(&str) -> Option<Arc<Upstream>>,
         shared_redis: Option<&loom_config::RedisStore>,
         plugins: &HashMap<String, loom_plugins::Plugin>,
@@ -100,7 +100,7 @@ impl RouteTable {
             };
             let kind = match (&r.upstream, &r.redirect) {
                 (_, Some(rd)) if !r.ai_gateway => {
-                    RouteKind::Redirect(crate::traffic::Redirect::new(rd)?)
+                    RouteKind::Redirect(crate::route::traffic::Redirect::new(rd)?)
                 }
                 (Some(name), _) if !r.ai_gateway => RouteKind::Proxy(resolve(name)?),
                 _ => RouteKind::Ai,
@@ -111,11 +111,17 @@ impl RouteTable {
                 (_, None) => None,
             };
             let shadow = match &r.shadow {
-                Some(sh) => Some(crate::traffic::Shadow::new(sh, resolve(&sh.upstream)?)),
+                Some(sh) => Some(crate::route::traffic::Shadow::new(
+                    sh,
+                    resolve(&sh.upstream)?,
+                )),
                 None => None,
             };
             let canary = match &r.canary {
-                Some(c) => Some(crate::traffic::Canary::new(c, resolve(&c.upstream)?)?),
+                Some(c) => Some(crate::route::traffic::Canary::new(
+                    c,
+                    resolve(&c.upstream)?,
+                )?),
                 None => None,
             };
             let path = if r.path == "/*" || r.path == "*" {
@@ -155,17 +161,21 @@ impl RouteTable {
                             .unwrap_or("-"),
                     ),
                 ),
-                auth: r.middleware.auth.as_ref().map(crate::auth::KeyAuth::new),
+                auth: r
+                    .middleware
+                    .auth
+                    .as_ref()
+                    .map(crate::route::auth::KeyAuth::new),
                 retry: r.retry.as_ref().map(loom_proxy::RetryPolicy::new),
                 conditions: r
                     .matches
                     .as_ref()
-                    .map(crate::traffic::Conditions::new)
+                    .map(crate::route::traffic::Conditions::new)
                     .transpose()?,
                 rewrite: r
                     .rewrite
                     .as_ref()
-                    .map(crate::traffic::Rewrite::new)
+                    .map(crate::route::traffic::Rewrite::new)
                     .transpose()?,
                 canary,
                 shadow,
@@ -173,7 +183,7 @@ impl RouteTable {
                     .middleware
                     .rate_limit
                     .as_ref()
-                    .map(|rl| crate::traffic::RouteLimit::new(&r.id, rl, shared_redis))
+                    .map(|rl| crate::route::traffic::RouteLimit::new(&r.id, rl, shared_redis))
                     .transpose()?,
                 plugins: loom_plugins::Chain::new(
                     r.middleware
@@ -270,7 +280,7 @@ mod tests {
         RouteTable::build(
             &routes,
             1024,
-            &crate::metrics::Metrics::new().unwrap(),
+            &crate::admin::metrics::Metrics::new().unwrap(),
             |_| None,
             None,
             &HashMap::new(),

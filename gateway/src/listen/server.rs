@@ -17,10 +17,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
-use crate::spread::{Handed, Load, Spread};
-use crate::state::Shared;
-use crate::tls::Certificates;
-use crate::{http1, pipeline};
+use crate::listen::http1;
+use crate::listen::spread::{Handed, Load, Spread};
+use crate::listen::tls::Certificates;
+use crate::route::pipeline;
+use crate::runtime::state::Shared;
 use tokio_rustls::TlsAcceptor;
 
 /// A bound listener. Every worker thread accepts on its own copy of the

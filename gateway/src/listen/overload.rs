@@ -23,7 +23,7 @@
 //! requests' latency stays near the setting.
 //!
 //! Each worker thread counts its own requests, with no shared cache line;
-//! a request's count is held by its [`Exchange`](crate::exchange::Exchange)
+//! a request's count is held by its [`Exchange`](crate::runtime::exchange::Exchange)
 //! and given back when it ends, on whichever thread that is.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::body::{Body, json_response};
+use crate::runtime::body::{Body, json_response};
 
 thread_local! {
     /// This thread's requests in flight. Leaked once per thread so that a

@@ -15,11 +15,11 @@ use loom_proxy::ClientInfo;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::body::Body;
-use crate::pipeline;
-use crate::server::{Limits, Open};
-use crate::state::Shared;
-use crate::tls::Certificates;
+use crate::listen::server::{Limits, Open};
+use crate::listen::tls::Certificates;
+use crate::route::pipeline;
+use crate::runtime::body::Body;
+use crate::runtime::state::Shared;
 
 /// A bound HTTP/3 listener: its UDP socket and QUIC settings.
 pub struct Quic {

@@ -14,7 +14,7 @@ use http::{HeaderMap, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::body::{Body, BoxError};
+use crate::runtime::body::{Body, BoxError};
 
 /// A gRPC-Web request's encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub async fn request(req: Request<Body>, mode: Mode) -> Result<Request<Body>, St
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(cleaned)
                 .map_err(|e| format!("the gRPC-Web text body is not base64: {e}"))?;
-            crate::body::full(decoded)
+            crate::runtime::body::full(decoded)
         }
     };
     Ok(Request::from_parts(parts, body))

@@ -25,9 +25,9 @@ use loom_proxy::{Forwarder, Upstream};
 use loom_semantic_cache::memory::MemoryIndex;
 use loom_semantic_cache::{Answer, BoxFuture, Embedder, SemanticCache};
 
+use crate::admin::metrics::Metrics;
 use crate::ai::cache::CacheStage;
-use crate::metrics::Metrics;
-use crate::routes::RouteTable;
+use crate::route::routes::RouteTable;
 
 /// Where the configuration came from.
 #[derive(Debug, Clone)]
@@ -51,12 +51,12 @@ pub struct Shared {
     pub stores: StoreCache,
     /// The certificates of `https` listeners, by listener name, reloaded
     /// with the configuration.
-    pub certificates: Vec<(String, Arc<crate::tls::Certificates>)>,
+    pub certificates: Vec<(String, Arc<crate::listen::tls::Certificates>)>,
     /// The workers' connection counts, read by `/metrics`.
-    pub spread: Arc<crate::spread::Spread>,
+    pub spread: Arc<crate::listen::spread::Spread>,
     /// `server.max_requests_per_worker` and `server.shed_at_loop_delay`
     /// (fixed at start).
-    pub bounds: crate::overload::Bounds,
+    pub bounds: crate::listen::overload::Bounds,
 }
 
 impl Shared {
@@ -67,12 +67,12 @@ impl Shared {
         config: Config,
         clock_offset: i64,
         workers: usize,
-    ) -> anyhow::Result<(Arc<Shared>, Vec<crate::spread::Inbox>)> {
+    ) -> anyhow::Result<(Arc<Shared>, Vec<crate::listen::spread::Inbox>)> {
         let http = loom_providers::HttpClient::new()?;
         let stats = StatsBook::default();
         let metrics = Metrics::new().context("registering metrics")?;
         let stores = StoreCache::new(Clock::with_offset(clock_offset));
-        let bounds = crate::overload::Bounds {
+        let bounds = crate::listen::overload::Bounds {
             max_requests: config.server.max_requests_per_worker,
             max_delay_us: config
                 .server
@@ -80,9 +80,9 @@ impl Shared {
                 .map_or(0, |d| d.get().as_micros().max(1) as u64),
         };
         let access_log = config.logging.access_log;
-        let certificates = crate::server::certificates(&config.listeners)?;
+        let certificates = crate::listen::server::certificates(&config.listeners)?;
         let runtime = Runtime::build(config, &http, &stats, &metrics, &stores, 1)?;
-        let (spread, inboxes) = crate::spread::Spread::new(workers);
+        let (spread, inboxes) = crate::listen::spread::Spread::new(workers);
         let shared = Arc::new(Shared {
             certificates,
             spread,

@@ -1,5 +1,7 @@
 //! The admin listener: health, readiness, metrics and the admin API.
 
+pub mod metrics;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,7 +14,7 @@ use serde_json::json;
 
 use loom_accounting::Breakdown;
 
-use crate::state::Shared;
+use crate::runtime::state::Shared;
 
 /// The admin routes.
 pub fn router(shared: Arc<Shared>) -> Router {

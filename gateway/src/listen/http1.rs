@@ -37,8 +37,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::pipeline;
-use crate::state::Shared;
+use crate::route::pipeline;
+use crate::runtime::state::Shared;
 
 /// Answer bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -144,7 +144,7 @@ impl Conn {
 
     /// Reads the next request: a whole head and its whole body, or only
     /// the head when the worker is past its `bounds`.
-    async fn next_request(&mut self, bounds: crate::overload::Bounds) -> Next {
+    async fn next_request(&mut self, bounds: crate::listen::overload::Bounds) -> Next {
         let deadline = Instant::now() + self.settings.header_timeout;
         let parsed = loop {
             if !self.rbuf.is_empty() {

@@ -9,7 +9,7 @@ use http::{HeaderMap, Response, StatusCode, Uri};
 use loom_proxy::Upstream;
 use regex::Regex;
 
-use crate::body::Body;
+use crate::runtime::body::Body;
 
 /// What a header or query parameter must be: present, or equal to a value.
 #[derive(Debug)]
@@ -186,7 +186,7 @@ impl Redirect {
         } else if location.is_empty() {
             location.push('/');
         }
-        let mut resp = Response::new(crate::body::full(bytes::Bytes::new()));
+        let mut resp = Response::new(crate::runtime::body::full(bytes::Bytes::new()));
         *resp.status_mut() = self.status;
         if let Ok(v) = HeaderValue::try_from(location) {
             resp.headers_mut().insert(LOCATION, v);
@@ -411,7 +411,7 @@ impl RouteLimit {
         let body = serde_json::json!({"error": {
             "message": format!("Rate limit reached: {} requests per {:?}", rate.limit, rate.window),
             "type": "rate_limit_error", "param": null, "code": "rate_limit_exceeded"}});
-        let mut resp = crate::body::json_response(
+        let mut resp = crate::runtime::body::json_response(
             StatusCode::TOO_MANY_REQUESTS,
             serde_json::to_vec(&body).unwrap_or_default(),
         );

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
-use crate::metrics::RouteSeries;
-use crate::state::Shared;
+use crate::admin::metrics::RouteSeries;
+use crate::runtime::state::Shared;
 
 thread_local! {
     /// The route name of a request no route matched, shared on each thread
@@ -17,7 +17,7 @@ thread_local! {
 
 /// One request in flight.
 pub struct Exchange {
-    pub request_id: crate::request_id::RequestId,
+    pub request_id: crate::route::request_id::RequestId,
     pub route: Arc<str>,
     pub method: Method,
     pub path: String,
@@ -36,14 +36,14 @@ pub struct Exchange {
     pub account: Option<Arc<loom_accounting::Accountant>>,
     shared: Arc<Shared>,
     /// Counts the request against its worker's bound until it ends.
-    _in_flight: crate::overload::InFlight,
+    _in_flight: crate::listen::overload::InFlight,
 }
 
 impl Exchange {
     /// Starts tracking a request.
     pub fn new(
         shared: Arc<Shared>,
-        request_id: crate::request_id::RequestId,
+        request_id: crate::route::request_id::RequestId,
         method: Method,
         path: String,
         started: Instant,
@@ -64,7 +64,7 @@ impl Exchange {
             consumer: None,
             account: None,
             shared,
-            _in_flight: crate::overload::InFlight::enter(),
+            _in_flight: crate::listen::overload::InFlight::enter(),
         }
     }
 

@@ -24,11 +24,12 @@ use http_body_util::{BodyExt, Limited};
 use loom_plugins::{Phase, Stream, Verdict};
 use loom_proxy::{ClientInfo, Upstream};
 
-use crate::body::{Body, json_response};
-use crate::exchange::Exchange;
-use crate::routes::{CompiledRoute, Lookup, RouteKind};
-use crate::state::Shared;
-use crate::{ai, request_id};
+use crate::ai;
+use crate::route::request_id;
+use crate::route::routes::{CompiledRoute, Lookup, RouteKind};
+use crate::runtime::body::{Body, json_response};
+use crate::runtime::exchange::Exchange;
+use crate::runtime::state::Shared;
 
 /// Serves one request, whatever its listener (HTTP/1.1, HTTP/2 or HTTP/3
 /// bodies).
@@ -85,7 +86,7 @@ where
             ex.error = Some("overloaded");
             shared.metrics.shed.inc();
             (
-                crate::overload::shed(matches!(route.kind, RouteKind::Ai)),
+                crate::listen::overload::shed(matches!(route.kind, RouteKind::Ai)),
                 Some(ex),
             )
         }
@@ -137,7 +138,7 @@ enum Admitted {
 /// rate limit, plugins after authentication (their body filter included).
 async fn admit<B>(
     shared: &Arc<Shared>,
-    rt: &crate::state::Runtime,
+    rt: &crate::runtime::state::Runtime,
     route: &CompiledRoute,
     mut req: Request<B>,
     client: &ClientInfo,
@@ -334,7 +335,7 @@ async fn plugins_on_response(
 
 /// A plugin's own answer (`send_local_response`).
 fn local_response(local: loom_plugins::LocalResponse) -> Response<Body> {
-    let mut resp = Response::new(crate::body::full(local.body));
+    let mut resp = Response::new(crate::runtime::body::full(local.body));
     *resp.status_mut() = local.status;
     *resp.headers_mut() = local.headers;
     resp
@@ -390,7 +391,7 @@ fn grpc_error(status: StatusCode, message: &str) -> Response<Body> {
         StatusCode::BAD_REQUEST => "3",
         _ => "14",
     };
-    let mut resp = Response::new(crate::body::full(bytes::Bytes::new()));
+    let mut resp = Response::new(crate::runtime::body::full(bytes::Bytes::new()));
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
@@ -455,9 +456,9 @@ async fn proxy(
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     // gRPC-Web from a browser: sent on as gRPC, answered as gRPC-Web.
-    let web = crate::grpc_web::mode(req.headers());
+    let web = crate::route::grpc_web::mode(req.headers());
     if let Some(mode) = web {
-        req = match Box::pin(crate::grpc_web::request(req, mode)).await {
+        req = match Box::pin(crate::route::grpc_web::request(req, mode)).await {
             Ok(r) => r,
             Err(e) => {
                 ex.error = Some("bad_request_body");
@@ -545,7 +546,7 @@ async fn proxy(
     };
     match result {
         Ok(resp) => match web {
-            Some(mode) => crate::grpc_web::response(resp, mode),
+            Some(mode) => crate::route::grpc_web::response(resp, mode),
             None => resp,
         },
         Err(e) => {
