@@ -25,7 +25,8 @@ use loom_config::{Config, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::metrics::Metrics;
-use crate::runtime::state::{ConfigSource, Runtime, Shared, StoreCache};
+use crate::runtime::state::{ConfigSource, Runtime, Shared};
+use crate::runtime::stores::StoreCache;
 
 /// The built-in quickstart configuration (mock provider, loopback only).
 const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");

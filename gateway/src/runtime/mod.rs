@@ -3,6 +3,8 @@
 
 pub mod body;
 pub mod exchange;
+pub mod models;
 pub mod redact;
 pub mod reload;
 pub mod state;
+pub mod stores;
