@@ -189,17 +189,39 @@ fn histogram(
     Ok(h)
 }
 
+fn gauges(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<prometheus::IntGaugeVec> {
+    let g = prometheus::IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn count(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 impl Metrics {
     /// Registers every family.
     pub fn new() -> prometheus::Result<Metrics> {
         let r = Registry::new();
-        let in_flight = IntGauge::new("loom_requests_in_flight", "Requests being served")?;
-        r.register(Box::new(in_flight.clone()))?;
-        let shed = prometheus::IntCounter::new(
+        let in_flight = gauge(&r, "loom_requests_in_flight", "Requests being served")?;
+        let shed = count(
+            &r,
             "loom_requests_shed_total",
             "Requests answered 503 at once because their worker served server.max_requests_per_worker already",
         )?;
-        r.register(Box::new(shed.clone()))?;
         let ai_overhead = histogram(
             &r,
             "loom_ai_overhead_seconds",
@@ -264,17 +286,12 @@ impl Metrics {
                 "Retries on another provider, by the provider that failed, the next one and why",
                 &["from", "to", "reason"],
             )?,
-            circuit: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "loom_ai_circuit_state",
-                        "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
-                    ),
-                    &["provider"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            circuit: gauges(
+                &r,
+                "loom_ai_circuit_state",
+                "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
+                &["provider"],
+            )?,
             cost: {
                 let c = prometheus::CounterVec::new(
                     Opts::new(
@@ -292,86 +309,41 @@ impl Metrics {
                 "Requests refused by a rate limit, by consumer and kind (requests, tokens)",
                 &["consumer", "kind"],
             )?,
-            guardrails: Arc::new(GuardrailMetrics {
-                blocked: counter(
-                    &r,
-                    "loom_ai_security_blocked_total",
-                    "Requests refused, and answers cut, by a guardrail, by reason",
-                    &["reason"],
-                )?,
-                detected: counter(
-                    &r,
-                    "loom_ai_security_detections_total",
-                    "Guardrail findings over their threshold, by check, category and action taken",
-                    &["check", "category", "action"],
-                )?,
-                pii: counter(
-                    &r,
-                    "loom_ai_pii_detected_total",
-                    "PII values found in requests and answers, by type",
-                    &["type"],
-                )?,
-                seconds: histogram(
-                    &r,
-                    "loom_ai_guardrail_seconds",
-                    "Time spent in each guardrail check",
-                    &["check"],
-                    GUARDRAIL_BUCKETS,
-                )?,
-            }),
+            guardrails: Arc::new(GuardrailMetrics::new(&r)?),
             limit_exceeded: counter(
                 &r,
                 "loom_ai_limit_exceeded_total",
                 "Requests refused by a daily or monthly limit, by consumer and period",
                 &["consumer", "period"],
             )?,
-            store_up: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "loom_accounting_store_up",
-                        "1 while the usage store answers, 0 while usage is buffered in memory",
-                    ),
-                    &["store"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            store_buffered: {
-                let g = IntGauge::new(
-                    "loom_accounting_buffered_records",
-                    "Finished requests whose usage waits to be written to the store",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            store_dropped: {
-                let c = IntCounter::new(
-                    "loom_accounting_dropped_records_total",
-                    "Usage records dropped because the buffer was full or the store rejected them",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            store_up: gauges(
+                &r,
+                "loom_accounting_store_up",
+                "1 while the usage store answers, 0 while usage is buffered in memory",
+                &["store"],
+            )?,
+            store_buffered: gauge(
+                &r,
+                "loom_accounting_buffered_records",
+                "Finished requests whose usage waits to be written to the store",
+            )?,
+            store_dropped: count(
+                &r,
+                "loom_accounting_dropped_records_total",
+                "Usage records dropped because the buffer was full or the store rejected them",
+            )?,
             cache: CacheMetrics::new(&r)?,
-            connections: {
-                let g = IntGauge::new(
-                    "loom_http_active_connections",
-                    "Client connections open now, over every listener",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            worker_connections: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "loom_worker_connections",
-                        "Client connections each worker thread serves now",
-                    ),
-                    &["worker"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            connections: gauge(
+                &r,
+                "loom_http_active_connections",
+                "Client connections open now, over every listener",
+            )?,
+            worker_connections: gauges(
+                &r,
+                "loom_worker_connections",
+                "Client connections each worker thread serves now",
+                &["worker"],
+            )?,
             route_limited: counter(
                 &r,
                 "loom_http_rate_limited_total",
@@ -390,17 +362,12 @@ impl Metrics {
                 "Retries of proxy requests by route: made, or refused by the retry budget",
                 &["route", "outcome"],
             )?,
-            upstream_health: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "loom_upstream_health",
-                        "1 while an upstream endpoint takes traffic (up by its health checks, not ejected), else 0",
-                    ),
-                    &["upstream", "endpoint"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            upstream_health: gauges(
+                &r,
+                "loom_upstream_health",
+                "1 while an upstream endpoint takes traffic (up by its health checks, not ejected), else 0",
+                &["upstream", "endpoint"],
+            )?,
             in_flight,
             shed,
             registry: r,
@@ -762,6 +729,36 @@ pub struct GuardrailMetrics {
 }
 
 impl GuardrailMetrics {
+    fn new(r: &Registry) -> prometheus::Result<GuardrailMetrics> {
+        Ok(GuardrailMetrics {
+            blocked: counter(
+                r,
+                "loom_ai_security_blocked_total",
+                "Requests refused, and answers cut, by a guardrail, by reason",
+                &["reason"],
+            )?,
+            detected: counter(
+                r,
+                "loom_ai_security_detections_total",
+                "Guardrail findings over their threshold, by check, category and action taken",
+                &["check", "category", "action"],
+            )?,
+            pii: counter(
+                r,
+                "loom_ai_pii_detected_total",
+                "PII values found in requests and answers, by type",
+                &["type"],
+            )?,
+            seconds: histogram(
+                r,
+                "loom_ai_guardrail_seconds",
+                "Time spent in each guardrail check",
+                &["check"],
+                GUARDRAIL_BUCKETS,
+            )?,
+        })
+    }
+
     /// Counts a finding that acted (blocked, logged, sanitised or masked).
     pub fn detected(&self, check: &str, category: &str, action: &str) {
         self.detected
