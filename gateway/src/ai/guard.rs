@@ -167,7 +167,7 @@ pub fn whole_completion(a: &Applied, body: Bytes) -> Bytes {
 }
 
 /// What to do with a stream event after its guard.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Send,
     /// Everything it carried is held back for now.

@@ -395,15 +395,8 @@ impl Relay {
                         r.chunk(&c);
                     }
                 }
-                if let Some(u) = c.usage.take() {
-                    let openai = matches!(self.encoder, Encoder::OpenAi);
-                    if self.call.wants_usage || !openai {
-                        c.usage = Some(u.clone());
-                    } else if c.choices.is_empty() && step == Step::Send {
-                        self.count.usage = Some(u);
-                        return None;
-                    }
-                    self.count.usage = Some(u);
+                if !self.keep_usage(&mut c.usage, !c.choices.is_empty(), step) {
+                    return None;
                 }
                 let mut out = BytesMut::new();
                 self.encoder.chunk(&c, &mut out);
@@ -424,14 +417,8 @@ impl Relay {
                 if step == Step::Skip {
                     return None;
                 }
-                if let Some(u) = c.usage.take() {
-                    if self.call.wants_usage {
-                        c.usage = Some(u.clone());
-                    } else if c.choices.is_empty() && step == Step::Send {
-                        self.count.usage = Some(u);
-                        return None;
-                    }
-                    self.count.usage = Some(u);
+                if !self.keep_usage(&mut c.usage, !c.choices.is_empty(), step) {
+                    return None;
                 }
                 let mut out = BytesMut::new();
                 data(&c, &mut out);
@@ -441,6 +428,22 @@ impl Relay {
                 Some(out.freeze())
             }
         }
+    }
+
+    /// Records an event's usage and says whether the event still goes to
+    /// the client: the usage stays in it when the client asked for it (or
+    /// its format always carries it); an event carrying only usage the
+    /// client did not ask for is dropped.
+    fn keep_usage(&mut self, usage: &mut Option<Usage>, has_choices: bool, step: Step) -> bool {
+        let Some(u) = usage.take() else {
+            return true;
+        };
+        let shown = self.call.wants_usage || !matches!(self.encoder, Encoder::OpenAi);
+        if shown {
+            *usage = Some(u.clone());
+        }
+        self.count.usage = Some(u);
+        shown || has_choices || step != Step::Send
     }
 
     /// The content filter ended the answer: it ends after `out`. The
