@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use loom_config::{AiGateway, ConsumerEntry, FailureMode};
+use loom_config::settings::{self, Accounting, ConsumerEntry, FailureMode};
 use serde::Serialize;
 
 use crate::consumers::{Consumer, Consumers};
@@ -146,57 +146,32 @@ pub enum Breakdown {
 impl Accountant {
     /// Compiles a configuration's accounting over `store`.
     pub fn new(
-        ai: &AiGateway,
+        ai: &Accounting,
         consumers: &[ConsumerEntry],
         store: Arc<Store>,
         clock: Clock,
     ) -> Accountant {
-        let rl = &ai.rate_limit;
-        let rates = rl.enabled.then(|| {
-            let window = |w: &Option<loom_config::RateWindow>| {
-                w.as_ref()
-                    .and_then(|w| w.window)
-                    .map_or(Duration::from_secs(60), |d| d.0)
-            };
-            let (req_window, tok_window) = (window(&rl.request_rate), window(&rl.token_rate));
-            let default = TierRates {
-                requests: rl.request_rate.as_ref().map(|r| Rate {
-                    limit: r.limit,
-                    window: req_window,
-                }),
-                tokens: rl.token_rate.as_ref().map(|r| Rate {
-                    limit: r.limit,
-                    window: tok_window,
-                }),
-            };
-            let tiers = rl
-                .consumers
-                .iter()
-                .map(|(name, t)| {
-                    let tier = TierRates {
-                        requests: t
-                            .request_rate
-                            .map(|limit| Rate {
-                                limit,
-                                window: req_window,
-                            })
-                            .or(default.requests),
-                        tokens: t
-                            .token_rate
-                            .map(|limit| Rate {
-                                limit,
-                                window: tok_window,
-                            })
-                            .or(default.tokens),
-                    };
-                    (name.clone(), tier)
-                })
-                .collect();
-            (default, tiers)
+        let rate = |r: Option<settings::Rate>| {
+            r.map(|r| Rate {
+                limit: r.limit,
+                window: r.window,
+            })
+        };
+        let tier = |r: &settings::Rates| TierRates {
+            requests: rate(r.requests),
+            tokens: rate(r.tokens),
+        };
+        let rates = ai.rates.as_ref().map(|rl| {
+            (
+                tier(&rl.default),
+                rl.tiers
+                    .iter()
+                    .map(|(name, r)| (name.clone(), tier(r)))
+                    .collect::<HashMap<_, _>>(),
+            )
         });
         let dollars = |d: Option<f64>| d.map(|d| (d * 1e12).round() as u64);
         let limits: HashMap<String, Limits> = ai
-            .token_accounting
             .limits
             .iter()
             .map(|l| {
@@ -204,10 +179,10 @@ impl Accountant {
                     l.consumer.clone(),
                     Limits {
                         limits: PeriodLimits {
-                            day_tokens: l.daily_limit,
-                            month_tokens: l.monthly_limit,
-                            day_cost: dollars(l.daily_cost_limit),
-                            month_cost: dollars(l.monthly_cost_limit),
+                            day_tokens: l.day_tokens,
+                            month_tokens: l.month_tokens,
+                            day_cost: dollars(l.day_cost),
+                            month_cost: dollars(l.month_cost),
                         },
                         ..Limits::default()
                     },
@@ -215,14 +190,14 @@ impl Accountant {
             })
             .collect();
         let admits = rates.is_some() || !limits.is_empty();
-        let records = ai.token_accounting.enabled
+        let records = ai.ledger
             || rates
                 .as_ref()
                 .is_some_and(|(d, t): &(TierRates, HashMap<String, TierRates>)| {
                     d.tokens.is_some() || t.values().any(|r| r.tokens.is_some())
                 });
         let mut consumers = Consumers::from_config(consumers);
-        for l in &ai.token_accounting.limits {
+        for l in &ai.limits {
             consumers.add_keyless(&l.consumer);
         }
         Accountant {
@@ -230,16 +205,13 @@ impl Accountant {
             records,
             store,
             consumers,
-            ledger: ai.token_accounting.enabled,
+            ledger: ai.ledger,
             rates,
             limits,
-            prices: PriceTable::from_config(ai),
+            prices: PriceTable::new(&ai.prices),
             clock,
-            failure_mode: rl.failure_mode,
-            retention: (
-                ai.token_accounting.retention_days,
-                ai.token_accounting.retention_months,
-            ),
+            failure_mode: ai.failure_mode,
+            retention: (ai.retention_days, ai.retention_months),
             today: arc_swap::ArcSwap::from_pointee(Today::of(clock.now_unix())),
         }
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use aws_lc_rs::{constant_time, digest};
-use loom_config::ConsumerEntry;
+use loom_config::settings::ConsumerEntry;
 
 /// Who a request is accounted to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub fn hash_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loom_config::Secret;
+    use loom_config::settings::Secret;
 
     fn entry(name: &str, keys: &[&str]) -> ConsumerEntry {
         ConsumerEntry {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use loom_config::AiGateway;
+use loom_config::settings::Prices;
 
 /// Most (provider, model) answers remembered.
 const MEMO_LIMIT: usize = 4096;
@@ -124,29 +124,26 @@ pub struct PriceTable {
 
 impl PriceTable {
     /// The built-in table with the configuration's overrides.
-    pub fn from_config(ai: &AiGateway) -> PriceTable {
-        let overrides = ai
-            .pricing
+    pub fn new(prices: &Prices) -> PriceTable {
+        let overrides = prices
+            .models
             .iter()
             .map(|p| {
                 (
                     p.provider.clone(),
                     p.model.clone(),
-                    Price::per_thousand(
-                        p.cost_per_1k_input,
-                        p.cost_per_1k_output,
-                        p.cost_per_1k_cached_input,
-                    ),
+                    Price::per_thousand(p.input, p.output, p.cached_input),
                 )
             })
             .collect();
-        let per_provider = ai
-            .routing
+        let per_provider = prices
             .providers
             .iter()
-            .filter_map(|r| {
-                let (i, o) = (r.cost_per_1k_input?, r.cost_per_1k_output?);
-                Some((r.name.clone(), Price::per_thousand(i, o, None)))
+            .map(|p| {
+                (
+                    p.provider.clone(),
+                    Price::per_thousand(p.input, p.output, None),
+                )
             })
             .collect();
         PriceTable {
@@ -247,7 +244,7 @@ mod tests {
             "routes: [{{id: p, path: /p, upstream: u}}]\nupstreams: [{{name: u, endpoints: [\"http://127.0.0.1:1\"]}}]\n{yaml}"
         );
         let cfg = loom_config::load_str(&yaml, "t.yaml").expect("config");
-        PriceTable::from_config(&cfg.ai_gateway)
+        PriceTable::new(&cfg.ai_gateway.prices())
     }
 
     #[test]

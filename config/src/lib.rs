@@ -14,6 +14,7 @@ mod resilience;
 mod resolve;
 pub mod schema;
 mod secrets;
+pub mod settings;
 mod units;
 mod validate;
 mod warnings;
@@ -22,7 +23,6 @@ use std::path::Path;
 
 pub use error::{Error, Problem};
 pub use resilience::{Spelling, Spellings};
-pub use resolve::{FailoverPolicy, ProviderRouting};
 pub use schema::*;
 pub use units::{ByteSize, Duration, Pattern, Secret};
 pub use validate::listen_address;

@@ -241,7 +241,10 @@ impl Serialize for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        regex::Regex::new(&text)
+        // Bounded so that one pattern cannot make every request slow.
+        regex::RegexBuilder::new(&text)
+            .size_limit(1 << 20)
+            .build()
             .map(Pattern)
             .map_err(|e| de::Error::custom(format!("invalid regular expression: {e}")))
     }

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| loom_proxy::fuzzing::response(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| loom_http::fuzzing::response(data));

@@ -19,11 +19,11 @@ pub mod pii;
 pub mod rules;
 mod stream;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use loom_config::schema as cfg;
+use loom_config::settings as cfg;
 use loom_models::chat::{ChatRequest, Content, Role};
 
 use content::{Category, ContentRules};
@@ -277,11 +277,11 @@ impl Guardrails {
                 .iter()
                 .filter_map(|t| PiiKind::from_name(t))
                 .collect();
-            let custom: Vec<(String, String)> = p
+            let custom: Vec<(String, regex::Regex)> = p
                 .custom
                 .iter()
                 .filter(|c| p.types.is_empty() || p.types.contains(&c.name))
-                .map(|c| (c.name.clone(), c.pattern.clone()))
+                .map(|c| (c.name.clone(), c.pattern.regex().clone()))
                 .collect();
             if p.types.is_empty() {
                 kinds = DEFAULT_PII.to_vec();
@@ -719,26 +719,21 @@ struct Layer {
 }
 
 impl Layer {
-    fn build(
-        base: &cfg::Security,
-        tiers: &BTreeMap<String, cfg::Security>,
-        observer: &Arc<dyn Observer>,
-        models: &Models,
-    ) -> Layer {
+    /// Compiles a layer whose sections are already merged (a tier's
+    /// replace the route's, which replaced the global ones).
+    fn build(layer: &cfg::PolicyLayer, observer: &Arc<dyn Observer>, models: &Models) -> Layer {
         Layer {
-            base: Arc::new(Guardrails::from_config(base, observer.clone(), models)),
-            // A tier's sections replace the route's, which replaced the global ones.
-            tiers: tiers
+            base: Arc::new(Guardrails::from_config(
+                &layer.base,
+                observer.clone(),
+                models,
+            )),
+            tiers: layer
+                .tiers
                 .iter()
                 .map(|(tier, t)| {
-                    (
-                        tier.clone(),
-                        Arc::new(Guardrails::from_config(
-                            &merge(base, t),
-                            observer.clone(),
-                            models,
-                        )),
-                    )
+                    let compiled = Guardrails::from_config(t, observer.clone(), models);
+                    (tier.clone(), Arc::new(compiled))
                 })
                 .collect(),
         }
@@ -756,31 +751,19 @@ impl Layer {
 impl Policies {
     /// Compiles every policy of a configuration; `models` serve the
     /// policies whose classifiers are on.
-    pub fn from_config(
-        config: &cfg::Config,
+    pub fn new(
+        policies: &cfg::Guardrails,
         observer: Arc<dyn Observer>,
         models: &Models,
     ) -> Policies {
-        let global_cfg = &config.ai_gateway.security;
-        let global = Layer::build(global_cfg, &global_cfg.tiers, &observer, models);
-        let routes = config
-            .routes
-            .iter()
-            .filter(|r| r.ai_gateway)
-            .filter_map(|r| {
-                let own = r.security.as_ref()?;
-                Some((
-                    r.id.clone(),
-                    Layer::build(
-                        &merge(global_cfg, own),
-                        &global_cfg.tiers,
-                        &observer,
-                        models,
-                    ),
-                ))
-            })
-            .collect();
-        Policies { global, routes }
+        Policies {
+            global: Layer::build(&policies.global, &observer, models),
+            routes: policies
+                .routes
+                .iter()
+                .map(|(id, layer)| (id.clone(), Layer::build(layer, &observer, models)))
+                .collect(),
+        }
     }
 
     /// The policy of a request on `route` by a consumer of `tier`: two
@@ -789,61 +772,9 @@ impl Policies {
         self.routes.get(route).unwrap_or(&self.global).get(tier)
     }
 
-    /// Every classifier setting that is on, in any policy: the gateway
-    /// loads what they name.
-    pub fn classifiers(config: &cfg::Config) -> Vec<cfg::Classifier> {
-        let mut out: Vec<cfg::Classifier> = Vec::new();
-        let global = &config.ai_gateway.security;
-        let all = std::iter::once(global)
-            .chain(global.tiers.values())
-            .chain(config.routes.iter().filter_map(|r| r.security.as_ref()));
-        for s in all {
-            let injection = s
-                .prompt_injection
-                .as_ref()
-                .filter(|p| p.enabled)
-                .and_then(|p| p.classifier.as_ref());
-            let content = s
-                .content_filtering
-                .as_ref()
-                .filter(|c| c.enabled)
-                .and_then(|c| c.classifier.as_ref());
-            out.extend(
-                [injection, content]
-                    .into_iter()
-                    .flatten()
-                    .filter(|c| c.enabled)
-                    .cloned(),
-            );
-        }
-        out
-    }
-
     /// Whether any policy has a check.
     pub fn is_empty(&self) -> bool {
         self.global.is_empty() && self.routes.values().all(Layer::is_empty)
-    }
-}
-
-/// `narrow`'s sections replace `wide`'s.
-fn merge(wide: &cfg::Security, narrow: &cfg::Security) -> cfg::Security {
-    cfg::Security {
-        prompt_injection: narrow
-            .prompt_injection
-            .clone()
-            .or_else(|| wide.prompt_injection.clone()),
-        content_filtering: narrow
-            .content_filtering
-            .clone()
-            .or_else(|| wide.content_filtering.clone()),
-        pii_detection: narrow
-            .pii_detection
-            .clone()
-            .or_else(|| wide.pii_detection.clone()),
-        max_tokens_per_request: narrow
-            .max_tokens_per_request
-            .or(wide.max_tokens_per_request),
-        tiers: Default::default(),
     }
 }
 

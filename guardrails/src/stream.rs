@@ -155,7 +155,7 @@ fn release(g: &Guardrails, c: &mut Choice, mut cut: usize, last: bool) -> Releas
         window.push_str(&c.held);
         if let Some((category, _, _)) = crate::answer_content_hits(check, &window)
             .into_iter()
-            .find(|(_, a, _)| *a == loom_config::schema::ContentAction::Block)
+            .find(|(_, a, _)| *a == loom_config::settings::ContentAction::Block)
         {
             g.observer.blocked("content_filter");
             c.held.clear();

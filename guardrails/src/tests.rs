@@ -216,7 +216,7 @@ fn streamed_values_split_across_chunks_are_masked() {
 
 #[test]
 fn policies_narrow_by_route_then_tier() {
-    let config: cfg::Config = loom_config::load_str(
+    let config: loom_config::Config = loom_config::load_str(
         r#"
 listeners: [{address: "127.0.0.1:0"}]
 consumers:
@@ -243,7 +243,11 @@ routes:
         "loom.yaml",
     )
     .expect("config");
-    let p = Policies::from_config(&config, Arc::new(Unobserved), &Default::default());
+    let p = Policies::new(
+        &config.guardrails(),
+        Arc::new(Unobserved),
+        &Default::default(),
+    );
     let chat = p.get("chat", None);
     assert!(chat.pii.is_some() && chat.injection.is_none());
     let free = p.get("chat", Some("free"));

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{BoxFuture, CallResponse, Callouts};
-use loom_proxy::{ClientInfo, Forwarder, Upstream};
+use loom_http::ClientInfo;
+use loom_proxy::{Forwarder, Upstream};
 
 /// Largest callout answer handed to a plugin.
 const MAX_ANSWER: usize = 4 << 20;
@@ -44,7 +45,7 @@ impl Callouts for ToUpstreams {
         Box::pin(async move {
             let up = up.ok_or_else(|| "unknown upstream".to_owned())?;
             let (head, body) = request.into_parts();
-            let req = loom_proxy::rebuild(&head, body);
+            let req = loom_http::rebuild(&head, body);
             let local = ClientInfo::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), "http");
             let exchange = async {
                 let resp = forwarder
@@ -52,11 +53,11 @@ impl Callouts for ToUpstreams {
                     .await
                     .map_err(|e| e.to_string())?;
                 let (parts, body) = resp.into_parts();
-                let read = loom_proxy::collect(body, MAX_ANSWER as u64, 0)
+                let read = loom_http::collect(body, MAX_ANSWER as u64, 0)
                     .await
                     .map_err(|e| match e {
-                        loom_proxy::CollectError::TooLarge => "answer too large".to_owned(),
-                        loom_proxy::CollectError::Failed(e) => e,
+                        loom_http::CollectError::TooLarge => "answer too large".to_owned(),
+                        loom_http::CollectError::Failed(e) => e,
                     })?;
                 Ok(CallResponse {
                     status: parts.status,

@@ -18,7 +18,7 @@ use super::abi::{ACTION_CONTINUE, BufferType};
 use super::engine::{self, Cell, Exports, Inner, Plugin, ROOT};
 use super::host::{Dispatch, Host, Io};
 use super::{BoxFuture, CallResponse, LocalResponse, Phase, StreamInfo};
-use loom_proxy::{Body, BoxError};
+use loom_http::{Body, BoxError};
 
 /// The plugins of one route, in order.
 #[derive(Clone, Debug, Default)]

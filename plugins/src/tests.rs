@@ -57,7 +57,7 @@ fn info() -> StreamInfo {
     }
 }
 
-fn boxed(data: &'static [u8]) -> loom_proxy::Body {
+fn boxed(data: &'static [u8]) -> loom_http::Body {
     Full::new(Bytes::from_static(data))
         .map_err(|never| match never {})
         .boxed_unsync()

@@ -26,7 +26,8 @@ fn registry(strategy: &str) -> Registry {
     yaml.push_str(&routing);
     let cfg: AiGateway = serde_norway::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
     let client = HttpClient::new().unwrap_or_else(|e| panic!("{e}"));
-    Registry::build(&cfg, &client, &StatsBook::default()).unwrap_or_else(|e| panic!("{e}"))
+    Registry::build(&cfg.providers(), &client, &StatsBook::default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn benches(c: &mut Criterion) {

@@ -124,13 +124,13 @@ impl Error {
     }
 
     /// Classifies a transport error of the HTTP client.
-    pub(crate) fn from_transport(provider: &str, err: loom_proxy::Error) -> Error {
+    pub(crate) fn from_transport(provider: &str, err: loom_http::Error) -> Error {
         match err {
-            loom_proxy::Error::Connect { detail, .. } => Error::Connect {
+            loom_http::Error::Connect { detail, .. } => Error::Connect {
                 provider: provider.to_owned(),
                 detail,
             },
-            loom_proxy::Error::Failed { detail, .. } => Error::Stream {
+            loom_http::Error::Failed { detail, .. } => Error::Stream {
                 provider: provider.to_owned(),
                 detail,
             },

@@ -2,7 +2,7 @@
 //! store, HTTP/2 where the server offers it (ALPN), pooled keep-alive
 //! connections.
 //!
-//! This is Loom's own pool ([`loom_proxy::Pool`]) rather than reqwest:
+//! This is Loom's own pool ([`loom_http::Pool`]) rather than reqwest:
 //! reqwest re-parses every request URL with the `url` crate (with IDNA) and
 //! runs a redirect policy per request: under callgrind on the `bench/run.sh`
 //! chat workload that was 20% of the gateway's instructions per request, for
@@ -17,7 +17,7 @@ use http::header::{CONTENT_TYPE, HeaderMap};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
-use loom_proxy::{Pool, PoolBody};
+use loom_http::{Pool, PoolBody};
 
 use tokio::time::Instant;
 
@@ -60,7 +60,7 @@ impl HttpClient {
     pub(crate) async fn send(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, loom_proxy::Error> {
+    ) -> Result<Response<Incoming>, loom_http::Error> {
         self.pool.send(req).await
     }
 }
@@ -249,13 +249,13 @@ pub(crate) async fn collect(
 /// Reads a whole response body; no deadline of its own.
 async fn read_body(provider: &str, resp: Response<Incoming>) -> Result<Bytes, Error> {
     // The usual answer arrives in one frame and is kept as it is.
-    match loom_proxy::collect(resp.into_body(), u64::MAX, 0).await {
+    match loom_http::collect(resp.into_body(), u64::MAX, 0).await {
         Ok(read) => Ok(read.data),
         Err(e) => Err(Error::Stream {
             provider: provider.to_owned(),
             detail: match e {
-                loom_proxy::CollectError::Failed(detail) => detail,
-                loom_proxy::CollectError::TooLarge => "answer too large".to_owned(),
+                loom_http::CollectError::Failed(detail) => detail,
+                loom_http::CollectError::TooLarge => "answer too large".to_owned(),
             },
         }),
     }
@@ -264,7 +264,7 @@ async fn read_body(provider: &str, resp: Response<Incoming>) -> Result<Bytes, Er
 /// Builds the header map of a provider: fixed headers, then the configured
 /// extra headers. Every value is marked sensitive so it never prints.
 pub(crate) fn headers(
-    cfg: &loom_config::Provider,
+    cfg: &loom_config::settings::Provider,
     fixed: Vec<(http::HeaderName, String)>,
 ) -> Result<HeaderMap, Error> {
     let invalid = |what: String| Error::Unsupported(format!("provider {}: {what}", cfg.name));

@@ -35,7 +35,7 @@ pub use adapter::{Adapter, AnyAdapter, Wire};
 pub use anthropic::{Native, NativeEvent, NativeStream};
 pub use error::Error;
 pub use http::{HttpClient, with_plugin_headers};
-pub use loom_config::FailoverPolicy;
+pub use loom_config::settings::FailoverPolicy;
 pub use mock::rough_tokens;
 pub use passthrough::{RawEvents, RawStream, event_data, generated_text};
 pub use registry::{Provider, Registry, Target};

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine;
-use loom_config::MockOptions;
+use loom_config::settings::MockOptions;
 use loom_models::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, Message, Role, Usage,
 };

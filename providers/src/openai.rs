@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use std::collections::BTreeMap;
 
 use http::header::HeaderName;
-use loom_config::{Provider as ProviderConfig, ProviderKind};
+use loom_config::settings::{Provider as ProviderConfig, ProviderKind};
 use loom_models::chat::{ChatRequest, StreamOptions};
 use loom_models::completions::CompletionRequest;
 use loom_models::embeddings::EmbeddingRequest;
@@ -124,9 +124,8 @@ impl OpenAi {
         let mut fixed = Vec::new();
         let (routes, stream_usage) = if azure {
             let endpoint = cfg
-                .endpoint
+                .base_url
                 .as_deref()
-                .or(cfg.base_url.as_deref())
                 .ok_or_else(|| invalid(&cfg.name, "an azure_openai provider needs endpoint"))?
                 .trim_end_matches('/')
                 .to_owned();
@@ -178,7 +177,7 @@ impl OpenAi {
             routes,
             stream_usage,
             headers: crate::http::headers(cfg, fixed)?,
-            timeout: cfg.timeout.get(),
+            timeout: cfg.timeout,
             client,
         })
     }

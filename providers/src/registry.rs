@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use loom_config::{AiGateway, ProviderKind};
+use loom_config::settings::{ProviderKind, Providers};
 use loom_models::models_list::ModelCard;
 
 use crate::Error;
@@ -101,13 +101,13 @@ impl Registry {
     /// Builds every provider of `cfg`. The HTTP client is shared so that its
     /// connection pools outlive a configuration reload.
     pub fn build(
-        cfg: &AiGateway,
+        cfg: &Providers,
         client: &HttpClient,
         stats: &StatsBook,
     ) -> Result<Registry, Error> {
-        let mut providers = Vec::with_capacity(cfg.providers.len());
-        let mut priority = Vec::with_capacity(cfg.providers.len());
-        for (i, p) in cfg.providers.iter().enumerate() {
+        let mut providers = Vec::with_capacity(cfg.list.len());
+        let mut priority = Vec::with_capacity(cfg.list.len());
+        for (i, p) in cfg.list.iter().enumerate() {
             let kind = match p.kind {
                 ProviderKind::Openai
                 | ProviderKind::OpenaiCompatible
@@ -120,15 +120,12 @@ impl Registry {
                 ProviderKind::Anthropic => {
                     Kind::Anthropic(Box::new(Anthropic::new(p, client.clone())?))
                 }
-                ProviderKind::Mock => Kind::Mock(Box::new(Mock::new(
-                    &p.name,
-                    p.mock.clone().unwrap_or_default(),
-                ))),
+                ProviderKind::Mock => Kind::Mock(Box::new(Mock::new(&p.name, p.mock.clone()))),
             };
             let adapter = AnyAdapter(kind);
-            priority.push((cfg.provider_routing(&p.name).priority, i));
+            priority.push((p.priority, i));
             let provider_stats = stats.get(&p.name);
-            let breaker = &cfg.routing.circuit_breaker;
+            let breaker = &cfg.breaker;
             provider_stats.configure_breaker(
                 breaker.consecutive_failures,
                 breaker.open_for.get(),
@@ -149,7 +146,7 @@ impl Registry {
         let mut by_model: HashMap<String, Vec<(usize, Arc<str>)>> = HashMap::new();
         let mut cards = Vec::new();
         for &i in &order {
-            let p = &cfg.providers[i];
+            let p = &cfg.list[i];
             for m in &p.models {
                 by_model
                     .entry(m.clone())
@@ -161,7 +158,7 @@ impl Registry {
         for (model, per_provider) in &cfg.model_mapping {
             let list = by_model.entry(model.clone()).or_default();
             for &i in &order {
-                let Some(upstream) = per_provider.get(&cfg.providers[i].name) else {
+                let Some(upstream) = per_provider.get(&cfg.list[i].name) else {
                     continue;
                 };
                 // The mapping decides what a provider receives, also when its
@@ -179,7 +176,7 @@ impl Registry {
         let catch_all = order
             .iter()
             .copied()
-            .filter(|&i| cfg.providers[i].models.is_empty())
+            .filter(|&i| cfg.list[i].models.is_empty())
             .collect();
         Ok(Registry {
             providers,
@@ -261,8 +258,13 @@ mod tests {
     use super::*;
 
     fn registry(yaml: &str) -> Registry {
-        let cfg: AiGateway = serde_norway::from_str(yaml).unwrap();
-        Registry::build(&cfg, &HttpClient::new().unwrap(), &StatsBook::default()).unwrap()
+        let cfg: loom_config::AiGateway = serde_norway::from_str(yaml).unwrap();
+        Registry::build(
+            &cfg.providers(),
+            &HttpClient::new().unwrap(),
+            &StatsBook::default(),
+        )
+        .unwrap()
     }
 
     #[test]

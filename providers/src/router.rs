@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use loom_config::{AiGateway, FailoverPolicy, Strategy};
+use loom_config::settings::{FailoverPolicy, Providers, Strategy};
 
 use crate::{Error, Target};
 
@@ -50,24 +50,23 @@ const PROBE_EVERY: u64 = 20;
 
 impl Router {
     /// The router `cfg` describes.
-    pub fn new(cfg: &AiGateway) -> Router {
+    pub fn new(cfg: &Providers) -> Router {
         let mut by_provider = HashMap::new();
-        for p in &cfg.providers {
-            let weight = cfg.provider_routing(&p.name).weight;
-            by_provider.insert(p.name.clone(), Prices { weight });
+        for p in &cfg.list {
+            by_provider.insert(p.name.clone(), Prices { weight: p.weight });
         }
         Router {
-            strategy: cfg.routing.strategy,
-            policy: cfg.failover_policy(),
+            strategy: cfg.strategy,
+            policy: cfg.failover.clone(),
             by_provider,
-            prices: loom_accounting::PriceTable::from_config(cfg),
+            prices: loom_accounting::PriceTable::new(&cfg.prices),
             counter: AtomicU64::new(0),
             wrr: Mutex::new(HashMap::new()),
         }
     }
 
     /// The same router with another strategy, for a route that overrides it.
-    pub fn with_strategy(cfg: &AiGateway, strategy: Strategy) -> Router {
+    pub fn with_strategy(cfg: &Providers, strategy: Strategy) -> Router {
         Router {
             strategy,
             ..Router::new(cfg)

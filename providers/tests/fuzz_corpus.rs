@@ -20,12 +20,12 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn request_head_corpus() {
-    replay("request_head", loom_proxy::fuzzing::request);
+    replay("request_head", loom_http::fuzzing::request);
 }
 
 #[test]
 fn response_head_corpus() {
-    replay("response_head", loom_proxy::fuzzing::response);
+    replay("response_head", loom_http::fuzzing::response);
 }
 
 #[test]

@@ -59,7 +59,7 @@ pub struct Admitted<'a> {
 }
 
 impl Breaker {
-    pub fn new(cfg: &loom_config::UpstreamBreaker) -> Breaker {
+    pub fn new(cfg: &loom_config::settings::UpstreamBreaker) -> Breaker {
         Breaker {
             max_pending: cfg.max_pending.max(1),
             failure_rate: u64::from(cfg.failure_percent.min(100)),

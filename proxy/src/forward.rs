@@ -1,50 +1,22 @@
 //! Forwarding one request to an upstream endpoint.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::balance::InFlight;
-use crate::headers::strip_hop_by_hop;
-use crate::pool::{Pool, PoolBody};
 use crate::retry::{Failure, RetryPolicy};
 use crate::{Error, Upstream};
 use http_body_util::BodyExt;
-
-/// Error type of streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type requests are forwarded with.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+use loom_http::{Body, BoxError, ClientInfo, Pool, PoolBody, rebuild, strip_hop_by_hop};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// What the proxy knows about the downstream client; built once per connection.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    pub addr: SocketAddr,
-    /// The client IP as a header value, formatted once per connection.
-    pub ip: HeaderValue,
-    /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub scheme: &'static str,
-}
-
-impl ClientInfo {
-    /// Information about a client connected from `addr`.
-    pub fn new(addr: SocketAddr, scheme: &'static str) -> ClientInfo {
-        let ip = HeaderValue::try_from(addr.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"));
-        ClientInfo { addr, ip, scheme }
-    }
-}
 
 /// A pool's identity on its thread: the forwarder, the connect timeout,
 /// the idle bound, whether it speaks HTTP/2, and its TLS configuration.
@@ -223,7 +195,7 @@ impl Forwarder {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let headers = req.headers_mut();
-        let upgrade = is_upgrade_headers(headers)
+        let upgrade = loom_http::is_upgrade(headers)
             .then(|| crate::upgrade::upgrade_headers(headers))
             .flatten();
         // `TE: trailers` is the one TE value HTTP/2 allows, and gRPC
@@ -283,19 +255,19 @@ impl Forwarder {
                 });
             }
             // Named for the upstream rather than the endpoint's address.
-            Ok(Err(Error::Connect { detail, .. })) => {
+            Ok(Err(loom_http::Error::Connect { detail, .. })) => {
                 return Err(Error::Connect {
                     upstream: upstream.name.clone(),
                     detail,
                 });
             }
-            Ok(Err(Error::Failed { detail, .. })) => {
+            Ok(Err(loom_http::Error::Failed { detail, .. })) => {
                 return Err(Error::Failed {
                     upstream: upstream.name.clone(),
                     detail,
                 });
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => return Err(e.into()),
             Ok(Ok(resp)) => resp,
         };
         let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -334,32 +306,6 @@ fn plain_tls() -> rustls::ClientConfig {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth()
     })
-}
-
-/// Whether headers ask for a protocol upgrade.
-pub(crate) fn is_upgrade_headers(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(http::header::UPGRADE)
-        && headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// A request made again from its head and its body in memory (for a
-/// retry, or a copy to a shadow upstream).
-pub fn rebuild(parts: &http::request::Parts, body: Bytes) -> Request<Body> {
-    let mut req = Request::new(
-        http_body_util::Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    req
 }
 
 /// A response body that holds its endpoint's in-flight count until it ends

@@ -8,35 +8,19 @@
 //! that does not answer in time a 504.
 //!
 //! Connection pools live in the [`Forwarder`], which outlives configuration
-//! reloads, so keep-alive connections survive a reload.
+//! reloads, so keep-alive connections survive a reload. The transport
+//! itself (pool, HTTP/1.1 codec, body type) is `loom-http`.
 
 mod balance;
 mod breaker;
-mod collect;
 mod forward;
-mod h1;
-mod headers;
 mod health;
-pub mod pool;
-pub mod request_head;
 mod retry;
 mod upgrade;
 mod upstream;
 
-/// Entry points of the fuzz targets in `fuzz/` (and of the tests that
-/// replay their corpora): the HTTP/1.1 heads and bodies Loom parses itself.
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::h1::fuzzing::response;
-    pub use crate::request_head::fuzzing::request;
-}
-
 pub use balance::random;
-pub use collect::{CollectError, Collected, collect};
-pub use forward::{Body, BoxError, ClientInfo, Forwarder, rebuild};
-pub use h1::{content_length, tokens as header_tokens};
-pub use headers::strip_hop_by_hop;
-pub use pool::{Pool, PoolBody};
+pub use forward::Forwarder;
 pub use retry::{Failure, MAX_REPLAY, RetryPolicy};
 pub use upgrade::{is_upgrade, tunnel};
 pub use upstream::{EndpointState, Upstream, cookie};
@@ -75,6 +59,22 @@ impl Error {
             Error::BadRequest(_) => http::StatusCode::BAD_REQUEST,
             Error::CircuitOpen { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl From<loom_http::Error> for Error {
+    fn from(e: loom_http::Error) -> Error {
+        match e {
+            loom_http::Error::Connect { origin, detail } => Error::Connect {
+                upstream: origin,
+                detail,
+            },
+            loom_http::Error::Failed { origin, detail } => Error::Failed {
+                upstream: origin,
+                detail,
+            },
+            loom_http::Error::BadRequest(detail) => Error::BadRequest(detail),
         }
     }
 }

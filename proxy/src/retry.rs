@@ -64,14 +64,14 @@ struct Budget {
 
 impl RetryPolicy {
     /// The policy of `cfg`.
-    pub fn new(cfg: &loom_config::Retry) -> RetryPolicy {
+    pub fn new(cfg: &loom_config::settings::Retry) -> RetryPolicy {
         let mut p = RetryPolicy {
             attempts: cfg.attempts.max(1),
             on_connect: false,
             on_reset: false,
             on_timeout: false,
             statuses: HashSet::new(),
-            all_methods: cfg.methods == loom_config::RetryMethods::All,
+            all_methods: cfg.methods == loom_config::settings::RetryMethods::All,
             per_try_timeout: cfg.attempt_timeout.map(|d| d.get()),
             timeout: cfg.deadline.map(|d| d.get()),
             budget_percent: u64::from(cfg.budget_percent),
@@ -164,7 +164,7 @@ mod tests {
     use super::*;
 
     fn policy(yaml: &str) -> RetryPolicy {
-        let cfg: loom_config::Retry = serde_norway::from_str(yaml).expect("retry");
+        let cfg: loom_config::settings::Retry = serde_norway::from_str(yaml).expect("retry");
         RetryPolicy::new(&cfg)
     }
 

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Whether a request asks to switch protocols.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    crate::forward::is_upgrade_headers(req.headers())
+    loom_http::is_upgrade(req.headers())
 }
 
 /// The upgrade headers to send on after hop-by-hop headers were removed.

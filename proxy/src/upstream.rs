@@ -44,7 +44,7 @@ pub struct Upstream {
     balancer: Balancer,
     hash_on: HashKey,
     pub(crate) outliers: Option<Outliers>,
-    pub(crate) checks: Option<loom_config::UpstreamHealthCheck>,
+    pub(crate) checks: Option<loom_config::settings::UpstreamHealthCheck>,
     pub(crate) connect_timeout: Duration,
     pub(crate) timeout: Duration,
     pub(crate) max_idle: usize,
@@ -59,7 +59,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds an upstream; every endpoint must be an `http://` URL.
-    pub fn new(cfg: &loom_config::Upstream) -> Result<Upstream, Error> {
+    pub fn new(cfg: &loom_config::settings::Upstream) -> Result<Upstream, Error> {
         let endpoints = cfg
             .endpoints
             .iter()
@@ -67,7 +67,7 @@ impl Upstream {
             .collect::<Result<Vec<_>, _>>()?;
         let names: Vec<String> = cfg.endpoints.iter().map(|e| e.url().to_owned()).collect();
         let weights: Vec<u32> = cfg.endpoints.iter().map(|e| e.weight()).collect();
-        use loom_config::LoadBalancer as L;
+        use loom_config::settings::LoadBalancer as L;
         let kind = match cfg.load_balancer {
             L::RoundRobin => Kind::RoundRobin,
             L::Weighted => Kind::Weighted,
@@ -76,7 +76,7 @@ impl Upstream {
             L::Random => Kind::Random,
         };
         let hash_on = match &cfg.hash_on {
-            Some(loom_config::HashOn {
+            Some(loom_config::settings::HashOn {
                 header: Some(h), ..
             }) => HashKey::Header(http::HeaderName::try_from(h.as_str()).map_err(|_| {
                 Error::InvalidEndpoint {
@@ -84,7 +84,7 @@ impl Upstream {
                     endpoint: format!("hash_on.header {h:?}"),
                 }
             })?),
-            Some(loom_config::HashOn {
+            Some(loom_config::settings::HashOn {
                 cookie: Some(c), ..
             }) => HashKey::Cookie(c.clone()),
             _ => HashKey::ClientIp,
@@ -104,7 +104,7 @@ impl Upstream {
             timeout: cfg.timeout.get(),
             max_idle: cfg.max_idle_per_endpoint,
             tunnel_idle: cfg.tunnel_idle_timeout.get(),
-            h2: cfg.protocol == loom_config::UpstreamProtocol::H2,
+            h2: cfg.protocol == loom_config::settings::UpstreamProtocol::H2,
             breaker: cfg
                 .circuit_breaker
                 .as_ref()
@@ -262,7 +262,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 /// the system's roots (or `ca_file`'s), and a client certificate if given.
 fn client_tls(
     upstream: &str,
-    cfg: Option<&loom_config::UpstreamTls>,
+    cfg: Option<&loom_config::settings::UpstreamTls>,
 ) -> Result<rustls::ClientConfig, Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -336,7 +336,7 @@ mod tests {
     use super::*;
 
     fn upstream(endpoints: &[&str]) -> Result<Upstream, Error> {
-        let cfg: loom_config::Upstream =
+        let cfg: loom_config::settings::Upstream =
             serde_norway::from_str(&format!("name: u\nendpoints: [{}]", endpoints.join(", ")))
                 .unwrap();
         Upstream::new(&cfg)

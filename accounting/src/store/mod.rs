@@ -276,14 +276,14 @@ mod tests {
             eprintln!("SKIPPED: Redis is not reachable on 127.0.0.1:6379");
             return None;
         }
-        let cfg = loom_config::RedisStore {
+        let cfg = loom_config::settings::RedisStore {
             address: "127.0.0.1:6379".into(),
             key_prefix: prefix.into(),
             username: None,
             password: Default::default(),
             db: None,
             tls: false,
-            timeout: loom_config::Duration(Duration::from_secs(2)),
+            timeout: loom_config::settings::Duration(Duration::from_secs(2)),
         };
         Some(Store::Redis(
             RedisStore::connect(&cfg, 1000).expect("client"),

@@ -171,7 +171,7 @@ impl RedisStore {
     /// Connects lazily (start-up does not wait for Redis) and starts the
     /// background writer. Must be called inside a Tokio runtime.
     pub fn connect(
-        cfg: &loom_config::RedisStore,
+        cfg: &loom_config::settings::RedisStore,
         buffer_limit: usize,
     ) -> Result<RedisStore, Error> {
         let conn = connection(cfg)?;
@@ -770,7 +770,7 @@ async fn write<'a>(
 /// A lazily connecting, reconnecting Redis connection for `cfg`: address
 /// (`host:port`, `redis://`, `rediss://`), credentials, database, TLS, and
 /// the response timeout. Used by the usage store and the semantic cache.
-pub fn connection(cfg: &loom_config::RedisStore) -> Result<ConnectionManager, Error> {
+pub fn connection(cfg: &loom_config::settings::RedisStore) -> Result<ConnectionManager, Error> {
     let address = if cfg.address.contains("://") {
         cfg.address.clone()
     } else if cfg.tls {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Duration, Secret};
+use crate::settings::{FailureMode, RedisStore};
+use crate::units::Duration;
 
 /// `token_accounting:`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -75,38 +76,6 @@ pub enum StoreKind {
     Redis,
 }
 
-/// Redis connection of a store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RedisStore {
-    /// `host:port`, or a `redis://` / `rediss://` URL.
-    pub address: String,
-    /// Prefix of every key Loom writes.
-    #[serde(default = "default_key_prefix")]
-    pub key_prefix: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Secret,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub db: Option<u32>,
-    /// Connect with TLS (same as a `rediss://` address).
-    #[serde(default)]
-    pub tls: bool,
-    /// Longest a round trip to Redis on the request path may take before the
-    /// failure mode applies (a request can wait for the round trip ahead of
-    /// its own, so at most twice this).
-    #[serde(default = "default_redis_timeout")]
-    pub timeout: Duration,
-}
-
-fn default_key_prefix() -> String {
-    "loom:".to_owned()
-}
-fn default_redis_timeout() -> Duration {
-    Duration::from_millis(100)
-}
-
 /// Token and cost limits of one consumer. Token limits count prompt plus
 /// completion tokens; cost limits are in US dollars.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -159,17 +128,6 @@ pub struct AiRateLimit {
     /// requests through, `closed` refuses them with 503.
     #[serde(default)]
     pub failure_mode: FailureMode,
-}
-
-/// Behaviour while the rate-limit store is unreachable.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    #[default]
-    Open,
-    Closed,
 }
 
 /// A limit over a window.

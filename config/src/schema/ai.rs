@@ -113,50 +113,6 @@ fn default_provider_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
-/// Provider type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    Openai,
-    OpenaiCompatible,
-    Anthropic,
-    #[serde(alias = "azure")]
-    AzureOpenai,
-    Vertex,
-    Gemini,
-    /// Built in: answers from the prompt itself, for offline use and load tests.
-    Mock,
-}
-
-/// How a `mock` provider answers.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MockOptions {
-    /// Content chunks in a streamed answer.
-    #[serde(default = "default_mock_chunks")]
-    pub stream_chunks: u32,
-    /// Pause before each streamed chunk.
-    #[serde(default)]
-    pub chunk_delay: Duration,
-    /// Pause before the response starts.
-    #[serde(default)]
-    pub latency: Duration,
-}
-
-fn default_mock_chunks() -> u32 {
-    8
-}
-
-impl Default for MockOptions {
-    fn default() -> Self {
-        MockOptions {
-            stream_chunks: default_mock_chunks(),
-            chunk_delay: Duration::default(),
-            latency: Duration::default(),
-        }
-    }
-}
-
 /// `routing:`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -208,21 +164,6 @@ impl Default for HealthCheck {
             timeout: default_health_timeout(),
         }
     }
-}
-
-/// Provider selection strategy.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    #[default]
-    Priority,
-    RoundRobin,
-    Weighted,
-    Cost,
-    #[serde(alias = "least_latency")]
-    Latency,
 }
 
 /// `routing.providers[]`.

@@ -124,6 +124,28 @@ mod tests {
     }
 
     #[test]
+    fn custom_pii_patterns_are_compiled_once_as_the_file_is_read() {
+        let config = |pattern: &str| {
+            format!(
+                "routes: [{{id: ai, path: /v1/*, ai_gateway: true}}]\nai_gateway:\n  enabled: true\n  providers: [{{name: m, type: mock}}]\n  security:\n    pii_detection:\n      enabled: true\n      custom:\n        - {{name: ticket, pattern: '{pattern}'}}\n"
+            )
+        };
+        let loaded = load_with_env(&config("TCK-[0-9]{6}"), "loom.yaml", env).expect("valid");
+        let pii = loaded.ai_gateway.security.pii_detection.expect("pii");
+        assert!(pii.custom[0].pattern.regex().is_match("ref TCK-123456"));
+        let shown = load_with_env(&config("TCK-([0-9]"), "loom.yaml", env)
+            .expect_err("refused")
+            .to_string();
+        assert!(shown.contains("loom.yaml:9") && shown.contains("pattern"), "{shown}");
+        // Past the compiled-size bound: refused rather than slowing every request.
+        let shown = load_with_env(&config("(\\w{100}){100}"), "loom.yaml", env)
+            .expect_err("refused")
+            .to_string();
+        assert!(shown.contains("size limit"), "{shown}");
+        assert!(problems(&config("")).iter().any(|p| p.contains("the pattern is empty")));
+    }
+
+    #[test]
     fn seed_getting_started_config_loads() {
         let text = r#"
 listeners:

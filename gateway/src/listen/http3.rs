@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes};
 use http::{HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use loom_proxy::ClientInfo;
+use loom_http::ClientInfo;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -265,7 +265,7 @@ async fn respond(
 ) -> Result<(), h3::error::StreamError> {
     let (mut parts, mut body) = resp.into_parts();
     // HTTP/3 forbids connection-specific headers.
-    loom_proxy::strip_hop_by_hop(&mut parts.headers);
+    loom_http::strip_hop_by_hop(&mut parts.headers);
     send.send_response(Response::from_parts(parts, ())).await?;
     while let Some(frame) = body.frame().await {
         match frame {

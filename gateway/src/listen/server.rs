@@ -11,17 +11,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use loom_proxy::ClientInfo;
+use loom_http::ClientInfo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
-use crate::listen::http1;
 use crate::listen::spread::{Handed, Load, Spread};
 use crate::listen::tls::Certificates;
-use crate::route::pipeline;
+use crate::route::pipeline::{self, Pipeline};
 use crate::runtime::state::Shared;
+use loom_http::server as http1;
 use tokio_rustls::TlsAcceptor;
 
 /// A bound listener. Every worker thread accepts on its own copy of the
@@ -350,7 +350,8 @@ impl Serving {
             let (settings, stop) = (self.settings, self.stop.clone());
             tokio::spawn(async move {
                 let _held = (held, open);
-                http1::serve(stream, shared, client, settings, handoff, stop).await;
+                let pipeline = Pipeline { shared, client };
+                http1::serve(stream, pipeline, settings, handoff, stop).await;
             });
             return;
         };

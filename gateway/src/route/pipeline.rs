@@ -4,8 +4,8 @@
 //! 1. take the configuration generation the request will finish on;
 //! 2. request id (the client's `x-request-id` or a new one);
 //! 3. route lookup (host, path, method);
-//! 4. route middleware, in order: API-key authentication ([`crate::auth`],
-//!    names the consumer) → the route's rate limit ([`crate::traffic`]) →
+//! 4. route middleware, in order: API-key authentication ([`crate::route::auth`],
+//!    names the consumer) → the route's rate limit ([`crate::route::traffic`]) →
 //!    Proxy-Wasm plugins (`phase: before_auth` ones run before
 //!    authentication);
 //! 5. the route's handler: the AI API ([`crate::ai`], which applies the
@@ -15,21 +15,47 @@
 //!    written when the exchange ends (for a stream: at its last byte).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use loom_http::ClientInfo;
 use loom_plugins::{Phase, Stream, Verdict};
-use loom_proxy::{ClientInfo, Upstream};
+use loom_proxy::Upstream;
 
 use crate::ai;
 use crate::route::request_id;
 use crate::route::routes::{CompiledRoute, Lookup, RouteKind};
-use crate::runtime::body::{Body, json_response};
+use crate::runtime::body::{Body, BoxError, json_response};
 use crate::runtime::exchange::Exchange;
 use crate::runtime::state::Shared;
+
+/// The pipeline as one client's cleartext connection calls it.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub shared: Arc<Shared>,
+    pub client: ClientInfo,
+}
+
+impl loom_http::server::Handler for Pipeline {
+    fn handle<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<B>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        handle(self.shared.clone(), self.client.clone(), req)
+    }
+
+    fn overloaded(&self) -> bool {
+        self.shared.bounds.exceeded()
+    }
+}
 
 /// Serves one request, whatever its listener (HTTP/1.1, HTTP/2 or HTTP/3
 /// bodies).
@@ -40,7 +66,7 @@ pub async fn handle<B>(
 ) -> Result<Response<Body>, Infallible>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<loom_proxy::BoxError>,
+    B::Error: Into<BoxError>,
 {
     let started = Instant::now();
     // Judged before this request counts: at the bound, it is shed.
@@ -147,7 +173,7 @@ async fn admit<B>(
 ) -> Admitted
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<loom_proxy::BoxError>,
+    B::Error: Into<BoxError>,
 {
     // On AI routes, what plugins set on the request goes to the provider:
     // the client's headers are noted before any plugin runs.
@@ -514,7 +540,7 @@ async fn proxy(
             if let Some(s) = shadow {
                 // Fire and forget: the copy runs on its own task and its answer
                 // is dropped; the primary never waits for it.
-                let mut copy = loom_proxy::rebuild(&parts, body.clone());
+                let mut copy = loom_http::rebuild(&parts, body.clone());
                 copy.headers_mut()
                     .insert(SHADOW, HeaderValue::from_static("1"));
                 let (shared, up, client) = (shared.clone(), s.upstream.clone(), client.clone());
@@ -534,7 +560,7 @@ async fn proxy(
                     Ok(result)
                 }
                 None => {
-                    let req = loom_proxy::rebuild(&parts, body);
+                    let req = loom_http::rebuild(&parts, body);
                     Ok(shared.forwarder.forward(upstream, req, client).await)
                 }
             }

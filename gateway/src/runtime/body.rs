@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-pub use loom_proxy::{Body, BoxError};
+pub use loom_http::{Body, BoxError};
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -40,9 +40,9 @@ pub async fn read_limited(req: http::Request<Body>, limit: u64) -> Result<Bytes,
     if declared.is_some_and(|n| n > limit) {
         return Err(ReadError::TooLarge(limit));
     }
-    match loom_proxy::collect(req.into_body(), limit, declared.unwrap_or(0)).await {
+    match loom_http::collect(req.into_body(), limit, declared.unwrap_or(0)).await {
         Ok(read) => Ok(read.data),
-        Err(loom_proxy::CollectError::TooLarge) => Err(ReadError::TooLarge(limit)),
-        Err(loom_proxy::CollectError::Failed(e)) => Err(ReadError::Failed(e)),
+        Err(loom_http::CollectError::TooLarge) => Err(ReadError::TooLarge(limit)),
+        Err(loom_http::CollectError::Failed(e)) => Err(ReadError::Failed(e)),
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use loom_config::Config;
-use loom_guardrails::Policies;
 use loom_inference::batch::Batcher;
 use loom_inference::classify::SequenceClassifier;
 use loom_inference::embed::{DIMENSIONS, LocalEmbedder, ModelFiles};
@@ -96,8 +95,11 @@ impl StoreCache {
     /// The models `config`'s classifiers use, each loaded once per folder
     /// and kept across reloads: the sentence embedder (one models folder per
     /// gateway) and any injection classifier of the operator's own.
-    pub fn models(&self, config: &Config) -> anyhow::Result<loom_guardrails::Models> {
-        let wanted = Policies::classifiers(config);
+    pub fn models(
+        &self,
+        policies: &loom_config::settings::Guardrails,
+    ) -> anyhow::Result<loom_guardrails::Models> {
+        let wanted = policies.classifiers();
         let mut out = loom_guardrails::Models::default();
         if wanted.is_empty() {
             return Ok(out);

@@ -154,8 +154,9 @@ impl Runtime {
             config.ai_gateway.ledger_redis(),
             &plugins,
         )?;
+        let provider_settings = config.ai_gateway.providers();
         let providers =
-            Registry::build(&config.ai_gateway, http, stats).context("building providers")?;
+            Registry::build(&provider_settings, http, stats).context("building providers")?;
         let route_routers = config
             .routes
             .iter()
@@ -163,13 +164,13 @@ impl Runtime {
                 let strategy = r.strategy?;
                 Some((
                     r.id.clone(),
-                    loom_providers::Router::with_strategy(&config.ai_gateway, strategy),
+                    loom_providers::Router::with_strategy(&provider_settings, strategy),
                 ))
             })
             .collect();
         let store = stores.get(&config.ai_gateway.token_accounting)?;
         let accountant = Arc::new(Accountant::new(
-            &config.ai_gateway,
+            &config.ai_gateway.accounting(),
             &config.consumers,
             store,
             stores.clock,
@@ -215,11 +216,11 @@ impl Runtime {
             _health,
             providers,
             route_routers,
-            guardrails: Policies::from_config(
-                &config,
-                metrics.guardrails.clone(),
-                &stores.models(&config)?,
-            ),
+            guardrails: {
+                let policies = config.guardrails();
+                let models = stores.models(&policies)?;
+                Policies::new(&policies, metrics.guardrails.clone(), &models)
+            },
             generation,
             streaming_enabled: config.ai_gateway.streaming.enabled,
             config,

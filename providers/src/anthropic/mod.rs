@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use http::header::HeaderName;
 use http::{StatusCode, Uri};
 use http_body_util::BodyExt;
-use loom_config::Provider as ProviderConfig;
+use loom_config::settings::Provider as ProviderConfig;
 use loom_models::anthropic::{API_VERSION, ErrorEnvelope, MessagesResponse, StreamEvent};
 use loom_models::chat::ChatRequest;
 use loom_models::error::ErrorEnvelope as OpenAiError;
@@ -82,7 +82,7 @@ impl Anthropic {
             name: cfg.name.clone(),
             messages_uri,
             headers: crate::http::headers(cfg, fixed)?,
-            timeout: cfg.timeout.get(),
+            timeout: cfg.timeout,
             client,
         })
     }

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use http::header::{AUTHORIZATION, HeaderName};
 use http::{StatusCode, Uri};
 use http_body_util::BodyExt;
-use loom_config::{Provider as ProviderConfig, ProviderKind};
+use loom_config::settings::{Provider as ProviderConfig, ProviderKind};
 use loom_models::chat::{ChatRequest, Usage};
 use loom_models::embeddings::{Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage};
 use loom_models::error::ErrorEnvelope as OpenAiError;
@@ -79,7 +79,7 @@ impl Gemini {
             base,
             vertex,
             headers: crate::http::headers(cfg, fixed)?,
-            timeout: cfg.timeout.get(),
+            timeout: cfg.timeout,
             client,
         };
         adapter

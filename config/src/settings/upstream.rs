@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::*;
+use crate::schema::*;
 use crate::units::Duration;
 
 /// A named group of upstream endpoints.

@@ -4,7 +4,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::*;
+use crate::schema::*;
+use crate::units::Pattern;
+
+/// The guardrail policies of a configuration with their sections merged
+/// (built by [`crate::Config::guardrails`]).
+#[derive(Debug, Clone, Default)]
+pub struct Guardrails {
+    /// For routes without their own `security`.
+    pub global: PolicyLayer,
+    /// AI routes with their own `security`, by route id.
+    pub routes: Vec<(String, PolicyLayer)>,
+}
+
+/// A policy and its per-tier variants, each complete.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyLayer {
+    pub base: Security,
+    pub tiers: BTreeMap<String, Security>,
+}
 
 /// `security:`: guardrails. Globally under `ai_gateway`, per route
 /// (`routes[].security`) and per consumer tier (`security.tiers`); a
@@ -192,7 +210,9 @@ pub struct PiiDetection {
 #[serde(deny_unknown_fields)]
 pub struct CustomPii {
     pub name: String,
-    pub pattern: String,
+    /// Compiled as the file is read (at most 1 MiB compiled, so a pattern
+    /// cannot make every request slow).
+    pub pattern: Pattern,
 }
 
 /// What found PII does.

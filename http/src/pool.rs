@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::Error;
-use crate::forward::BoxError;
+use crate::body::BoxError;
 use crate::h1;
 
 /// How long a connection may sit unused before it is closed.
@@ -286,7 +286,7 @@ where
                 Err(h1::Failure::Closed(_)) if !fresh && h1::idempotent(&parts.method) => {}
                 Err(h1::Failure::Closed(detail) | h1::Failure::Broken(detail)) => {
                     return Err(Error::Failed {
-                        upstream: origin.1.to_string(),
+                        origin: origin.1.to_string(),
                         detail,
                     });
                 }
@@ -299,7 +299,7 @@ where
         match self.dial(origin, uri).await? {
             MaybeHttpsStream::Http(io) => Ok(h1::Conn::new(io.into_inner())),
             MaybeHttpsStream::Https(_) => Err(Error::Connect {
-                upstream: origin.1.to_string(),
+                origin: origin.1.to_string(),
                 detail: "TLS where plain HTTP was asked for".to_owned(),
             }),
         }
@@ -576,7 +576,7 @@ fn sent_whole<B: http_body::Body>(req: &Request<B>) -> bool {
             .size_hint()
             .exact()
             .is_some_and(|n| n <= h1::MAX_INLINE_BODY);
-    small && !crate::forward::is_upgrade_headers(req.headers())
+    small && !crate::headers::is_upgrade(req.headers())
 }
 
 /// Reads a (small) request body whole.
@@ -610,7 +610,7 @@ fn origin_form(uri: &Uri) -> Uri {
 /// A connection that could not be made (refused, unreachable, TLS).
 fn unreachable(origin: &Origin, e: &(dyn std::error::Error + 'static)) -> Error {
     Error::Connect {
-        upstream: origin.1.to_string(),
+        origin: origin.1.to_string(),
         detail: root_cause(e),
     }
 }
@@ -618,7 +618,7 @@ fn unreachable(origin: &Origin, e: &(dyn std::error::Error + 'static)) -> Error 
 /// An exchange that failed once the connection was made.
 fn failed(origin: &Origin, e: hyper::Error) -> Error {
     Error::Failed {
-        upstream: origin.1.to_string(),
+        origin: origin.1.to_string(),
         detail: root_cause(&e),
     }
 }

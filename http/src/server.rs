@@ -16,9 +16,10 @@
 //! body sent chunked or larger than 64 KiB, an HTTP/2 prior-knowledge
 //! preface, an `Expect` other than `100-continue`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,14 +32,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use loom_proxy::request_head::{self, Parsed, Stop, Wants};
-use loom_proxy::{Body, ClientInfo, header_tokens};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::route::pipeline;
-use crate::runtime::state::Shared;
+use crate::request_head::{self, Parsed, Stop, Wants};
+use crate::{Body, BoxError, header_tokens};
 
 /// Answer bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -60,12 +59,30 @@ pub struct Handoff {
     pub watcher: Watcher,
 }
 
+/// What a server connection calls: the request pipeline of one client.
+///
+/// A connection's handler is cloned only when the connection is handed to
+/// hyper; each request borrows it.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers one request (an error answer is still an answer).
+    fn handle<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<Self, B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>;
+
+    /// Whether this worker is at its bound: a request's body is then left
+    /// unread and [`Handler::handle`] is given its head only, to shed it.
+    fn overloaded(&self) -> bool;
+}
+
 /// Serves one cleartext connection until the client closes it, it stays
 /// idle past the header timeout, or `stop` turns true.
-pub async fn serve(
+pub async fn serve<H: Handler>(
     io: TcpStream,
-    shared: Arc<Shared>,
-    client: ClientInfo,
+    handler: H,
     settings: Settings,
     handoff: Handoff,
     stop: watch::Receiver<bool>,
@@ -80,7 +97,7 @@ pub async fn serve(
         first: true,
     };
     loop {
-        let (req, wants) = match conn.next_request(shared.bounds).await {
+        let (req, wants) = match conn.next_request(&handler).await {
             Next::Request(req, wants) => (req, wants),
             // The worker is at its bound: the pipeline sheds the request in
             // its route's format, its body unread, and the connection
@@ -91,9 +108,9 @@ pub async fn serve(
             }
             Next::Close => return,
             Next::Refuse(status) => return conn.refuse(status).await,
-            Next::Handoff => return conn.hand_off(shared, client, handoff).await,
+            Next::Handoff => return conn.hand_off(handler, handoff).await,
         };
-        let call = pin!(pipeline::handle(shared.clone(), client.clone(), req));
+        let call = pin!(handler.handle(req));
         let Some(Ok(resp)) = conn.unless_gone(call).await else {
             return;
         };
@@ -144,7 +161,7 @@ impl Conn {
 
     /// Reads the next request: a whole head and its whole body, or only
     /// the head when the worker is past its `bounds`.
-    async fn next_request(&mut self, bounds: crate::listen::overload::Bounds) -> Next {
+    async fn next_request<H: Handler>(&mut self, handler: &H) -> Next {
         let deadline = Instant::now() + self.settings.header_timeout;
         let parsed = loop {
             if !self.rbuf.is_empty() {
@@ -166,7 +183,7 @@ impl Conn {
             expect_continue,
         } = parsed;
         let length = length as usize;
-        if self.rbuf.len() < length && bounds.exceeded() {
+        if self.rbuf.len() < length && handler.overloaded() {
             return Next::Shed(parts, wants);
         }
         if self.rbuf.len() < length {
@@ -430,12 +447,12 @@ impl Conn {
     }
 
     /// Serves the rest of the connection with hyper, from the bytes read so far.
-    async fn hand_off(self, shared: Arc<Shared>, client: ClientInfo, handoff: Handoff) {
+    async fn hand_off<H: Handler>(self, handler: H, handoff: Handoff) {
         let io = Rewind {
             prefix: self.rbuf.freeze(),
             io: self.io,
         };
-        let svc = service_fn(move |req| pipeline::handle(shared.clone(), client.clone(), req));
+        let svc = service_fn(move |req| handler.handle(req));
         let conn = handoff
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), svc)
