@@ -10,7 +10,7 @@ mod listen;
 mod route;
 mod runtime;
 
-use listen::{http3, overload, server};
+use listen::{http3, server};
 use runtime::{redact, reload};
 
 use std::path::PathBuf;
@@ -243,10 +243,14 @@ fn clock_offset() -> anyhow::Result<i64> {
 }
 
 async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
-    let grace = config.server.shutdown_grace.get();
-    let header_timeout = config.server.header_read_timeout.get();
-    let max_header_size = usize::try_from(config.server.max_header_size.0).unwrap_or(usize::MAX);
-    let max_connections = config.server.max_connections;
+    let limits = server::Limits {
+        grace: config.server.shutdown_grace.get(),
+        header_timeout: config.server.header_read_timeout.get(),
+        max_header_size: usize::try_from(config.server.max_header_size.0).unwrap_or(usize::MAX),
+        connections: Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_connections.max(1),
+        )),
+    };
     let workers = config
         .server
         .workers
@@ -259,59 +263,20 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
     let (shared, inboxes) = Shared::build(config, clock_offset()?, workers)?;
-    let certificates = shared.certificates.clone();
 
-    let mut bound = server::bind(&listeners, &certificates).await?;
-    let limits = server::Limits {
-        grace,
-        header_timeout,
-        max_header_size,
-        connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
-    };
-    let quic = http3::bind(&listeners, &certificates, &limits)?;
+    let mut bound = server::bind(&listeners, &shared.certificates).await?;
+    let quic = http3::bind(&listeners, &shared.certificates, &limits)?;
     // TLS listeners tell clients where HTTP/3 is served.
     let alt_svc = http3::alt_svc(&quic);
     for b in bound.iter_mut().filter(|b| b.tls.is_some()) {
         b.alt_svc = alt_svc.clone();
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The admin listener stays up while the data plane drains, so readiness
     // can report the drain; it stops last.
-    let (admin_stop_tx, admin_stop_rx) = tokio::sync::watch::channel(false);
-    let admin_task = if admin.enabled {
-        let addr = loom_config::listen_address(&admin.address).map_err(anyhow::Error::msg)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("admin: cannot bind {addr}"))?;
-        tracing::info!(address = %addr, "admin listening");
-        Some(tokio::spawn(server::serve_admin(
-            shared.clone(),
-            listener,
-            admin_stop_rx,
-        )))
-    } else {
-        None
-    };
-    if let ConfigSource::File(path) = &source {
-        let shared = shared.clone();
-        let path = path.clone();
-        tokio::spawn(async move {
-            if let Err(e) = reload::watch(shared, path).await {
-                tracing::error!(error = %e, "hot reload is unavailable");
-            }
-        });
-    } else {
-        tracing::info!("serving the built-in quickstart configuration (mock provider)");
-    }
+    let admin = start_admin(&admin, &shared).await?;
+    watch_config(&source, &shared);
 
-    // The data plane: one thread per worker, each with its own event loop
-    // accepting on its copy of every listener; a worker that accepts a
-    // connection while another serves fewer hands it over (`spread`), so
-    // the cores share the clients evenly. A request, its upstream
-    // connection and its wakeups stay on one thread: no work stealing and
-    // no cross-thread wake-ups on the hot path (measured in
-    // docs/benchmarks.md). The control plane (admin, reload, health checks,
-    // background writers) stays on this runtime.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for b in &bound {
         tracing::info!(listener = %b.name, address = ?b.listener.local_addr().ok(), workers, "listening");
     }
@@ -327,44 +292,7 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
             ))
         })
         .collect();
-    let mut threads = Vec::with_capacity(workers);
-    for (i, inbox) in inboxes.into_iter().enumerate() {
-        let worker = server::Worker {
-            index: i,
-            spread: shared.spread.clone(),
-            inbox,
-        };
-        let copies = bound
-            .iter()
-            .map(server::Bound::try_clone)
-            .collect::<std::io::Result<Vec<_>>>()
-            .context("cloning the listeners for a worker")?;
-        let (shared, stop, limits) = (shared.clone(), stop_rx.clone(), limits.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("loom-worker-{i}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match rt {
-                    Ok(rt) => rt.block_on(async move {
-                        if shared.bounds.max_delay_us != 0 {
-                            tokio::spawn(overload::probe_loop_delay());
-                        }
-                        server::serve(shared, copies, stop, limits, worker).await
-                    }),
-                    Err(e) => tracing::error!(error = %e, "cannot start a worker's event loop"),
-                }
-            })
-            .context("starting a worker thread")?;
-        threads.push(thread);
-    }
-    drop(bound);
-    let serving = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    });
+    let serving = server::start_workers(&shared, bound, inboxes, &stop_rx, &limits)?;
     shared.ready.store(true, Ordering::Release);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ready");
 
@@ -380,17 +308,60 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     for t in quic_tasks {
         let _ = t.await;
     }
-    // Writing a large cache takes a while: off the runtime's workers.
-    let stores = shared.clone();
-    let _ = tokio::task::spawn_blocking(move || stores.stores.save_caches()).await;
-    // Usage not yet written to a shared store gets a last chance.
-    for store in shared.stores.all() {
-        store.flush(Duration::from_secs(5)).await;
-    }
-    let _ = admin_stop_tx.send(true);
-    if let Some(t) = admin_task {
-        let _ = t.await;
+    save_state(&shared).await;
+    if let Some((stop, task)) = admin {
+        let _ = stop.send(true);
+        let _ = task.await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the admin listener, when enabled; it stops when told through the
+/// returned sender.
+async fn start_admin(
+    admin: &loom_config::Admin,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<
+    Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
+> {
+    if !admin.enabled {
+        return Ok(None);
+    }
+    let addr = loom_config::listen_address(&admin.address).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("admin: cannot bind {addr}"))?;
+    tracing::info!(address = %addr, "admin listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(server::serve_admin(shared.clone(), listener, stop_rx));
+    Ok(Some((stop_tx, task)))
+}
+
+/// Reloads the configuration when its file changes or on SIGHUP.
+fn watch_config(source: &ConfigSource, shared: &Arc<Shared>) {
+    let ConfigSource::File(path) = source else {
+        tracing::info!("serving the built-in quickstart configuration (mock provider)");
+        return;
+    };
+    let (shared, path) = (shared.clone(), path.clone());
+    tokio::spawn(async move {
+        if let Err(e) = reload::watch(shared, path).await {
+            tracing::error!(error = %e, "hot reload is unavailable");
+        }
+    });
+}
+
+/// What must outlive the process: the semantic cache's snapshot and usage
+/// not yet written to a shared store.
+async fn save_state(shared: &Arc<Shared>) {
+    // Writing a large cache takes a while: off the runtime's workers.
+    let stores = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || stores.stores.save_caches()).await;
+    for store in shared.stores.all() {
+        store.flush(Duration::from_secs(5)).await;
+    }
 }

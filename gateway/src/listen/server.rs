@@ -156,6 +156,60 @@ struct Listening {
     alt_svc: Option<http::HeaderValue>,
 }
 
+/// Starts the data plane: one thread per worker, each with its own event
+/// loop accepting on its copy of every listener; a worker that accepts a
+/// connection while another serves fewer hands it over (`spread`), so the
+/// cores share the clients evenly. A request, its upstream connection and
+/// its wakeups stay on one thread: no work stealing and no cross-thread
+/// wake-ups on the hot path (measured in docs/benchmarks.md). The control
+/// plane (admin, reload, health checks, background writers) stays on the
+/// caller's runtime. The returned task ends when every worker has drained.
+pub fn start_workers(
+    shared: &Arc<Shared>,
+    bound: Vec<Bound>,
+    inboxes: Vec<UnboundedReceiver<Handed>>,
+    stop: &watch::Receiver<bool>,
+    limits: &Limits,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut threads = Vec::with_capacity(inboxes.len());
+    for (i, inbox) in inboxes.into_iter().enumerate() {
+        let worker = Worker {
+            index: i,
+            spread: shared.spread.clone(),
+            inbox,
+        };
+        let copies = bound
+            .iter()
+            .map(Bound::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cloning the listeners for a worker")?;
+        let (shared, stop, limits) = (shared.clone(), stop.clone(), limits.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("loom-worker-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match rt {
+                    Ok(rt) => rt.block_on(async move {
+                        if shared.bounds.max_delay_us != 0 {
+                            tokio::spawn(crate::listen::overload::probe_loop_delay());
+                        }
+                        serve(shared, copies, stop, limits, worker).await
+                    }),
+                    Err(e) => tracing::error!(error = %e, "cannot start a worker's event loop"),
+                }
+            })
+            .context("starting a worker thread")?;
+        threads.push(thread);
+    }
+    Ok(tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    }))
+}
+
 /// Serves the data-plane listeners until `stop` turns true, then waits up to
 /// `limits.grace` for in-flight requests and streams to finish. Connections
 /// this worker accepts but another should serve are handed to it, and those
