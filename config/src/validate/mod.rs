@@ -136,13 +136,20 @@ mod tests {
         let shown = load_with_env(&config("TCK-([0-9]"), "loom.yaml", env)
             .expect_err("refused")
             .to_string();
-        assert!(shown.contains("loom.yaml:9") && shown.contains("pattern"), "{shown}");
+        assert!(
+            shown.contains("loom.yaml:9") && shown.contains("pattern"),
+            "{shown}"
+        );
         // Past the compiled-size bound: refused rather than slowing every request.
         let shown = load_with_env(&config("(\\w{100}){100}"), "loom.yaml", env)
             .expect_err("refused")
             .to_string();
         assert!(shown.contains("size limit"), "{shown}");
-        assert!(problems(&config("")).iter().any(|p| p.contains("the pattern is empty")));
+        assert!(
+            problems(&config(""))
+                .iter()
+                .any(|p| p.contains("the pattern is empty"))
+        );
     }
 
     #[test]
