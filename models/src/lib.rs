@@ -17,6 +17,7 @@ pub mod embeddings;
 pub mod error;
 pub mod gemini;
 pub mod models_list;
+pub mod responses;
 
 /// Fields a type does not model explicitly, kept verbatim for the round trip.
 pub type Extra = serde_json::Map<String, serde_json::Value>;

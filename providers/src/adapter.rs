@@ -119,6 +119,23 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     ) -> impl Future<Output = Result<Native, Error>> + Send {
         not_served(self.name(), "the native Anthropic Messages API")
     }
+
+    /// Whether the provider serves OpenAI's Responses API itself (OpenAI
+    /// and Azure OpenAI do; OpenAI-compatible servers are not assumed to).
+    fn serves_responses(&self) -> bool {
+        false
+    }
+
+    /// A Responses API call in OpenAI's own format, untranslated both ways:
+    /// `body` is sent as it is (with `model` the provider's name for it).
+    fn responses(
+        &self,
+        _model: &str,
+        _body: Bytes,
+        _stream: bool,
+    ) -> impl Future<Output = Result<Native, Error>> + Send {
+        not_served(self.name(), "the native Responses API")
+    }
 }
 
 /// The answer of a call the provider does not serve.
@@ -216,5 +233,13 @@ impl Adapter for AnyAdapter {
 
     async fn messages(&self, body: Bytes, stream: bool) -> Result<Native, Error> {
         each!(self, a => Adapter::messages(&**a, body, stream).await)
+    }
+
+    fn serves_responses(&self) -> bool {
+        each!(self, a => a.serves_responses())
+    }
+
+    async fn responses(&self, model: &str, body: Bytes, stream: bool) -> Result<Native, Error> {
+        each!(self, a => Adapter::responses(&**a, model, body, stream).await)
     }
 }

@@ -19,6 +19,7 @@ mod mock;
 mod openai;
 mod passthrough;
 mod registry;
+pub mod responses;
 mod router;
 mod sse;
 mod stats;

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::adapter::{Adapter, Wire};
+use crate::anthropic::Native;
 use crate::http::HttpClient;
 use crate::passthrough::{RawStream, raw_events};
 use crate::sse::{StreamItem, sse_json};
@@ -45,6 +46,8 @@ pub struct OpenAi {
     routes: Routes,
     /// Whether streams may ask for the final usage chunk.
     stream_usage: bool,
+    /// OpenAI and Azure OpenAI serve the Responses API themselves.
+    native_responses: bool,
     headers: HeaderMap,
     timeout: Duration,
     client: HttpClient,
@@ -61,6 +64,7 @@ enum Routes {
         completions: Uri,
         embeddings: Uri,
         models: Uri,
+        responses: Uri,
     },
     /// Azure OpenAI: one deployment per model, the API version in the query.
     Azure {
@@ -75,6 +79,7 @@ enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    Responses,
 }
 
 impl Routes {
@@ -84,11 +89,13 @@ impl Routes {
                 chat,
                 completions,
                 embeddings,
+                responses,
                 ..
             } => Ok(match endpoint {
                 Endpoint::Chat => chat.clone(),
                 Endpoint::Completions => completions.clone(),
                 Endpoint::Embeddings => embeddings.clone(),
+                Endpoint::Responses => responses.clone(),
             }),
             Routes::Azure {
                 endpoint: base,
@@ -100,6 +107,14 @@ impl Routes {
                     Endpoint::Chat => "chat/completions",
                     Endpoint::Completions => "completions",
                     Endpoint::Embeddings => "embeddings",
+                    // Azure serves the Responses API on its OpenAI-style v1
+                    // surface only: no deployment in the path (the body's
+                    // `model` names it).
+                    Endpoint::Responses => {
+                        return format!("{base}/openai/v1/responses?api-version=preview")
+                            .parse()
+                            .map_err(|_| Error::Unsupported("invalid Azure endpoint".to_owned()));
+                    }
                 };
                 format!("{base}/openai/deployments/{deployment}/{path}?api-version={api_version}")
                     .parse()
@@ -169,6 +184,7 @@ impl OpenAi {
                 completions: uri("/completions")?,
                 embeddings: uri("/embeddings")?,
                 models: uri("/models")?,
+                responses: uri("/responses")?,
             };
             (routes, true)
         };
@@ -176,6 +192,7 @@ impl OpenAi {
             name: cfg.name.clone(),
             routes,
             stream_usage,
+            native_responses: cfg.kind != ProviderKind::OpenaiCompatible,
             headers: crate::http::headers(cfg, fixed)?,
             timeout: cfg.timeout,
             client,
@@ -194,6 +211,42 @@ impl OpenAi {
     pub(crate) async fn chat_stream(&self, req: &mut ChatRequest) -> Result<ChunkStream, Error> {
         self.ask_stream_usage(&mut req.stream_options);
         self.stream(Endpoint::Chat, &req.model, to_json(req)?).await
+    }
+
+    /// A Responses API call as OpenAI serves it: `body` goes as it is (on
+    /// Azure, with `model` the deployment's name) and the answer comes back
+    /// untranslated; usage is read from the answer, or from a stream's
+    /// `response.completed` (or `.incomplete`, `.failed`) event.
+    pub(crate) async fn responses(
+        &self,
+        model: &str,
+        body: Bytes,
+        stream: bool,
+    ) -> Result<Native, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let uri = self.routes.uri(Endpoint::Responses, model)?;
+        let body = match &self.routes {
+            Routes::Azure { deployments, .. } => match deployments.get(model) {
+                Some(d) if d != model => with_model(&body, d)?,
+                _ => body,
+            },
+            Routes::Fixed { .. } => body,
+        };
+        let resp = self.send(&uri, body, deadline).await?;
+        if !stream {
+            let body = crate::http::collect(&self.name, resp, deadline).await?;
+            let usage =
+                crate::responses::usage_of(&body).map_err(|detail| Error::InvalidResponse {
+                    provider: self.name.clone(),
+                    detail,
+                })?;
+            return Ok(Native::Whole(Box::new(Reply { body, usage })));
+        }
+        Ok(Native::Stream(crate::responses::native_events(
+            self.name.clone(),
+            resp.into_body().into_data_stream(),
+            deadline,
+        )))
     }
 
     /// A streamed chat completion relayed as the upstream's bytes.
@@ -403,6 +456,27 @@ impl Adapter for OpenAi {
     ) -> impl Future<Output = Result<Reply, Error>> + Send {
         self.embeddings(req, original)
     }
+
+    fn serves_responses(&self) -> bool {
+        self.native_responses
+    }
+
+    fn responses(
+        &self,
+        model: &str,
+        body: Bytes,
+        stream: bool,
+    ) -> impl Future<Output = Result<Native, Error>> + Send {
+        self.responses(model, body, stream)
+    }
+}
+
+/// `body` (a JSON object) with its `model` replaced.
+fn with_model(body: &[u8], model: &str) -> Result<Bytes, Error> {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| Error::Unsupported(format!("the request is not a JSON object: {e}")))?;
+    v.insert("model".to_owned(), serde_json::Value::from(model));
+    to_json(&v)
 }
 
 fn to_json(value: &impl Serialize) -> Result<Bytes, Error> {

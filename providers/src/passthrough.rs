@@ -461,6 +461,8 @@ pub fn generated_text(mut frames: &[u8], out: &mut String) {
             push(out, c.get("text"));
         }
         let delta = &v["delta"];
+        // A Responses API event's delta is the text itself.
+        push(out, Some(delta));
         push(out, delta.get("text"));
         push(out, delta.get("partial_json"));
         push(out, delta.get("thinking"));

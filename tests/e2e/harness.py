@@ -192,6 +192,8 @@ class FakeOpenAI:
                         doc["usage"].update(fake.next_usage())
                         payload = json.dumps(doc).encode()
                     return self._send(200, payload)
+                if path.endswith("/responses"):
+                    return self._responses(body)
                 if path.endswith("/completions"):
                     if body.get("stream"):
                         return self._completion_stream(body)
@@ -238,6 +240,31 @@ class FakeOpenAI:
                 out = ChunkedWriter(self.wfile)
                 for e in events:
                     out.write(e.encode())
+                out.close()
+
+            def _responses(self, body):
+                # OpenAI's own Responses API, from the recorded transcripts in
+                # fixtures/responses: a function call when tools are offered
+                # and no tool output is in the input yet, else text; a
+                # stream for model `fake-broken-stream` stops after three events.
+                items = body.get("input") if isinstance(body.get("input"), list) else []
+                answered = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+                name = "function_call" if body.get("tools") and not answered else "text"
+                if not body.get("stream"):
+                    return self._send(200, fixture(f"responses/{name}.json"))
+                events = [e for e in fixture(f"responses/{name}.sse").decode().split("\n\n") if e.strip()]
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream; charset=utf-8")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                out = ChunkedWriter(self.wfile)
+                for i, event in enumerate(events):
+                    if body.get("model") == "fake-broken-stream" and i == 3:
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
+                    out.write((event + "\n\n").encode())
                 out.close()
 
             def _embeddings(self, body):

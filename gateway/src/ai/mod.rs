@@ -37,6 +37,7 @@ use ingress::chat::Chat;
 use ingress::completions::Completions;
 use ingress::embeddings::Embeddings;
 use ingress::messages::Messages;
+use ingress::responses::Responses;
 
 /// Serves one request on an AI route. Returns the exchange back unless a
 /// stream took it over (it then ends with the stream's last byte).
@@ -79,6 +80,9 @@ async fn serve(
             return flow::run::<Chat>(rt, req, limit, ex, q).await;
         }
         ("/messages", &Method::POST) => return flow::run::<Messages>(rt, req, limit, ex, q).await,
+        ("/responses", &Method::POST) => {
+            return flow::run::<Responses>(rt, req, limit, ex, q).await;
+        }
         ("/completions", &Method::POST) => {
             return flow::run::<Completions>(rt, req, limit, ex, q).await;
         }
@@ -90,9 +94,11 @@ async fn serve(
             Ok(r) => return (r, Some(ex)),
             Err(e) => e,
         },
-        ("/chat/completions" | "/completions" | "/embeddings" | "/models" | "/messages", _) => {
-            ApiError::MethodNotAllowed
-        }
+        (
+            "/chat/completions" | "/completions" | "/embeddings" | "/models" | "/messages"
+            | "/responses",
+            _,
+        ) => ApiError::MethodNotAllowed,
         _ => ApiError::NotFound {
             message: format!("Unknown endpoint {path} on an AI route"),
             code: "unknown_url",
@@ -106,12 +112,13 @@ async fn serve(
 /// The API endpoint a path names, whatever prefix the route adds
 /// (`/v1/chat/completions`, `/team-a/v1/chat/completions`, `/chat/completions`).
 fn endpoint(path: &str) -> &str {
-    const ENDPOINTS: [&str; 5] = [
+    const ENDPOINTS: [&str; 6] = [
         "/chat/completions",
         "/completions",
         "/embeddings",
         "/messages",
         "/models",
+        "/responses",
     ];
     if let Some(e) = ENDPOINTS.iter().find(|e| path.ends_with(*e)) {
         return e;
@@ -257,6 +264,7 @@ mod tests {
         assert_eq!(endpoint("/completions"), "/completions");
         assert_eq!(endpoint("/v1/models/gpt-4o"), "/models/gpt-4o");
         assert_eq!(endpoint("/v1/messages"), "/messages");
+        assert_eq!(endpoint("/v1/responses"), "/responses");
         assert_eq!(endpoint("/v1/nothing"), "/v1/nothing");
     }
 }

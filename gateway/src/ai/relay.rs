@@ -33,6 +33,7 @@ use http_body_util::BodyExt;
 use loom_models::chat::{ChatChunk, Usage};
 use loom_models::completions::CompletionResponse;
 use loom_providers::anthropic::ingress::{self, EventEncoder};
+use loom_providers::responses;
 use loom_providers::{
     ChunkStream, CompletionStream, NativeEvent, NativeStream, Provider, RawEvents, RawStream,
 };
@@ -121,6 +122,9 @@ pub(crate) enum Encoder {
     /// Anthropic's named events: translated from canonical chunks, or the
     /// provider's own (`None`) passed through.
     Anthropic(Option<Box<EventEncoder>>),
+    /// OpenAI Responses API events: translated from canonical chunks, or
+    /// the provider's own (`None`) passed through.
+    Responses(Option<Box<responses::EventEncoder>>),
 }
 
 impl Encoder {
@@ -130,6 +134,8 @@ impl Encoder {
             Encoder::OpenAi => data(c, out),
             Encoder::Anthropic(Some(e)) => e.on_chunk(c, out),
             Encoder::Anthropic(None) => {}
+            Encoder::Responses(Some(e)) => e.on_chunk(c, out),
+            Encoder::Responses(None) => {}
         }
     }
 
@@ -139,11 +145,13 @@ impl Encoder {
             Encoder::OpenAi => out.put_slice(b"data: [DONE]\n\n"),
             Encoder::Anthropic(Some(e)) => e.finish(out),
             Encoder::Anthropic(None) => {}
+            Encoder::Responses(Some(e)) => e.finish(out),
+            Encoder::Responses(None) => {}
         }
     }
 
     /// The error event that ends a failed stream.
-    fn error(&self, err: &ApiError) -> Bytes {
+    fn error(&mut self, err: &ApiError) -> Bytes {
         let mut out = BytesMut::with_capacity(256);
         match self {
             Encoder::OpenAi => data(&err.envelope(), &mut out),
@@ -152,6 +160,18 @@ impl Encoder {
                 out.put_slice(b"event: error\ndata: ");
                 out.put_slice(body.to_string().as_bytes());
                 out.put_slice(b"\n\n");
+            }
+            Encoder::Responses(e) => {
+                let env = err.envelope();
+                let code = env.error.code.as_ref().and_then(|c| c.as_str());
+                let code = code.unwrap_or("server_error");
+                match e {
+                    Some(e) => e.fail(code, &env.error.message, &mut out),
+                    // The provider's own events: their numbering is not
+                    // followed, so the error event goes without one (the
+                    // SDKs raise on an event carrying `error`).
+                    None => responses::native_error(code, &env.error.message, &mut out),
+                }
             }
         }
         out.freeze()

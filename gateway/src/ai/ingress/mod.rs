@@ -11,6 +11,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod messages;
+pub mod responses;
 
 use std::sync::Arc;
 

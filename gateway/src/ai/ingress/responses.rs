@@ -1,0 +1,251 @@
+//! OpenAI's Responses API: `POST /v1/responses`, what the OpenAI SDKs'
+//! `client.responses.create`, the OpenAI Agents SDK and Codex call.
+//!
+//! A provider that serves the API itself (OpenAI, Azure OpenAI) gets the
+//! client's request as it is and its answer comes back untranslated, events
+//! included, while no stage rewrites the request or reads the answer. Every
+//! other provider is reached through the canonical chat shape
+//! (`loom_providers::responses`): the request translated once, the answer
+//! translated back, a stream's chunks written as Responses events. Errors
+//! keep OpenAI's envelope, which is this API's too.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use loom_guardrails::Guardrails;
+use loom_models::chat::{ChatRequest, ChatResponse, Message};
+use loom_models::responses::{Input, ResponsesRequest};
+use loom_providers::Adapter as _;
+use loom_providers::responses::{self, Echo, EventEncoder};
+use loom_providers::{Native, Target};
+
+use super::{Answer, Attempt, Ingress};
+use crate::ai::admit::uses_max_completion_tokens;
+use crate::ai::guard::{self, Applied};
+use crate::ai::relay::{Encoder, Source, Started};
+use crate::ai::{ApiError, JsonText, decode};
+use crate::runtime::exchange::Exchange;
+
+pub(crate) struct Responses {
+    req: ResponsesRequest,
+    body: Bytes,
+    model: Arc<str>,
+    /// The request's settings, repeated in every translated answer.
+    echo: Echo,
+    /// The canonical request, for guardrails and translating providers.
+    chat: Option<ChatRequest>,
+    /// Why the request cannot be translated, when a native provider may
+    /// still take it (`previous_response_id`, OpenAI's own items).
+    untranslatable: Option<String>,
+    /// The gateway's output budget, written in where the client set none.
+    cap: Option<u64>,
+    /// A provider that serves the API may get the client's request as it
+    /// is: nothing rewrote it and no check reads the answer.
+    native_ok: bool,
+    /// The provider of the last answer, when it was translated.
+    translated: Option<Arc<str>>,
+}
+
+/// Sets the output budget under the name `model` accepts.
+fn set_budget(chat: &mut ChatRequest, budget: u64) {
+    if uses_max_completion_tokens(&chat.model) {
+        chat.max_tokens = None;
+        chat.max_completion_tokens = Some(budget);
+    } else {
+        chat.max_tokens = Some(budget);
+    }
+}
+
+impl Responses {
+    fn native(&self, target: &Target) -> bool {
+        self.native_ok && target.provider.adapter().serves_responses()
+    }
+
+    /// Translates the request to the canonical shape, once.
+    fn canonical(&mut self) -> Result<&mut ChatRequest, ApiError> {
+        if self.chat.is_none() {
+            let mut chat = responses::to_chat(&self.req).map_err(ApiError::from)?;
+            if let Some(budget) = self.req.max_output_tokens.or(self.cap) {
+                set_budget(&mut chat, budget);
+            }
+            self.chat = Some(chat);
+        }
+        self.chat
+            .as_mut()
+            .ok_or(ApiError::Internal("no canonical request"))
+    }
+
+    /// The client's body for a native provider: as it came, or with the
+    /// mapped model and the gateway's budget written in.
+    fn native_body(&self, model: &str) -> Result<Bytes, String> {
+        if *model == *self.model && self.cap.is_none() {
+            return Ok(self.body.clone());
+        }
+        let mut v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&self.body).map_err(|e| e.to_string())?;
+        v.insert("model".to_owned(), model.into());
+        if let Some(cap) = self.cap {
+            v.insert("max_output_tokens".to_owned(), cap.into());
+        }
+        serde_json::to_vec(&v)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Ingress for Responses {
+    fn parse(body: JsonText) -> Result<Responses, ApiError> {
+        let req: ResponsesRequest = decode(body.text())?;
+        if matches!(&req.input, Input::Items(items) if items.is_empty()) {
+            return Err(ApiError::invalid(
+                "`input` must contain at least one item",
+                Some("input"),
+            ));
+        }
+        Ok(Responses {
+            model: Arc::from(req.model.as_str()),
+            echo: Echo::of(&req),
+            body: body.bytes().clone(),
+            req,
+            chat: None,
+            untranslatable: None,
+            cap: None,
+            native_ok: true,
+            translated: None,
+        })
+    }
+
+    fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn client_model(&self) -> Arc<str> {
+        self.model.clone()
+    }
+
+    fn stream(&self) -> bool {
+        self.req.stream == Some(true)
+    }
+
+    /// A Responses stream always ends with its usage (`response.completed`).
+    fn wants_usage(&self) -> bool {
+        true
+    }
+
+    fn max_output(&self) -> Option<u64> {
+        self.req.max_output_tokens
+    }
+
+    fn cap(&mut self, cap: u64) -> Result<bool, ApiError> {
+        self.cap = Some(cap);
+        if let Some(chat) = self.chat.as_mut() {
+            set_budget(chat, cap);
+        }
+        Ok(true)
+    }
+
+    async fn guard(
+        &mut self,
+        policy: Arc<Guardrails>,
+        ex: &Exchange,
+        _cache: bool,
+    ) -> Result<Applied, ApiError> {
+        // Guardrails read the canonical request.
+        if policy.is_empty() {
+            return Ok(Applied::unchecked(policy));
+        }
+        let chat = std::mem::take(self.canonical()?);
+        let (chat, applied) = guard::check(policy, chat, ex).await?;
+        self.chat = Some(chat);
+        self.native_ok = !applied.changed && !applied.policy.checks_answers();
+        Ok(applied)
+    }
+
+    fn prompt_chars(&self) -> usize {
+        match (&self.chat, &self.req.input) {
+            (Some(chat), _) => chat.messages.iter().map(Message::text_len).sum(),
+            (None, Input::Text(t)) => t.len(),
+            // Not translated (a native provider takes it): its size.
+            (None, Input::Items(_)) => self.body.len(),
+        }
+    }
+
+    fn prepare(&mut self, plan: &[Target], _applied: &Applied) -> Result<(), ApiError> {
+        if plan.iter().all(|t| self.native(t)) {
+            return Ok(());
+        }
+        if let Err(e) = self.canonical() {
+            // A native provider in the plan may still take it.
+            if !plan.iter().any(|t| self.native(t)) {
+                return Err(e);
+            }
+            self.untranslatable = Some(e.message());
+        }
+        Ok(())
+    }
+
+    async fn call(
+        &mut self,
+        target: &Target,
+        how: Attempt,
+    ) -> Result<Answer, loom_providers::Error> {
+        let p = &target.provider;
+        if self.native(target) {
+            let body = self
+                .native_body(&target.model)
+                .map_err(loom_providers::Error::Unsupported)?;
+            self.translated = None;
+            return Ok(
+                match p
+                    .adapter()
+                    .responses(&target.model, body, how.stream)
+                    .await?
+                {
+                    Native::Stream(events) => Answer::Stream(Source::Native(events)),
+                    Native::Whole(reply) => Answer::Whole(reply),
+                },
+            );
+        }
+        let Some(chat) = self.chat.as_mut() else {
+            return Err(loom_providers::Error::Unsupported(
+                self.untranslatable
+                    .clone()
+                    .unwrap_or_else(|| "the request was not prepared for this provider".into()),
+            ));
+        };
+        self.translated = Some(p.shared_name().clone());
+        chat.model.replace_range(.., &target.model);
+        Ok(if how.stream {
+            Answer::Stream(Source::Chunks(p.adapter().chat_stream(chat).await?))
+        } else {
+            Answer::Whole(Box::new(p.adapter().chat(chat).await?))
+        })
+    }
+
+    fn whole(&self, body: Bytes, applied: &Applied) -> Result<Bytes, ApiError> {
+        let Some(provider) = &self.translated else {
+            return Ok(body);
+        };
+        let body = guard::whole_chat(applied, body);
+        let parsed: ChatResponse = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::from(loom_providers::Error::InvalidResponse {
+                provider: provider.to_string(),
+                detail: e.to_string(),
+            })
+        })?;
+        Ok(Bytes::from(responses::from_chat(&parsed, &self.echo)))
+    }
+
+    fn encoder(&self, target: &Target, started: &Started) -> Encoder {
+        if started.is_native() {
+            Encoder::Responses(None)
+        } else {
+            let events = EventEncoder::new(&target.model, self.echo.clone());
+            Encoder::Responses(Some(Box::new(events)))
+        }
+    }
+}
