@@ -120,6 +120,16 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
         not_served(self.name(), "the native Anthropic Messages API")
     }
 
+    /// Counts the input tokens of a request in the provider's own format
+    /// (`api`), as the provider's count endpoint answers: the answer's body.
+    fn count_tokens(
+        &self,
+        api: CountApi,
+        _body: Bytes,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send {
+        not_served(self.name(), api.endpoint())
+    }
+
     /// Whether the provider serves OpenAI's Responses API itself (OpenAI
     /// and Azure OpenAI do; OpenAI-compatible servers are not assumed to).
     fn serves_responses(&self) -> bool {
@@ -135,6 +145,25 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
         _stream: bool,
     ) -> impl Future<Output = Result<Native, Error>> + Send {
         not_served(self.name(), "the native Responses API")
+    }
+}
+
+/// The token-count endpoints Loom serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountApi {
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    Messages,
+    /// OpenAI's `POST /v1/responses/input_tokens`.
+    Responses,
+}
+
+impl CountApi {
+    /// The endpoint, for messages.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            CountApi::Messages => "/v1/messages/count_tokens",
+            CountApi::Responses => "/v1/responses/input_tokens",
+        }
     }
 }
 
@@ -237,6 +266,10 @@ impl Adapter for AnyAdapter {
 
     fn serves_responses(&self) -> bool {
         each!(self, a => a.serves_responses())
+    }
+
+    async fn count_tokens(&self, api: CountApi, body: Bytes) -> Result<Bytes, Error> {
+        each!(self, a => Adapter::count_tokens(&**a, api, body).await)
     }
 
     async fn responses(&self, model: &str, body: Bytes, stream: bool) -> Result<Native, Error> {

@@ -32,7 +32,7 @@ use futures_util::Stream;
 use loom_models::chat::{ChatChunk, Usage};
 use loom_models::completions::CompletionResponse;
 
-pub use adapter::{Adapter, AnyAdapter, Wire};
+pub use adapter::{Adapter, AnyAdapter, CountApi, Wire};
 pub use anthropic::{Native, NativeEvent, NativeStream};
 pub use error::Error;
 pub use http::{HttpClient, with_plugin_headers};

@@ -65,6 +65,7 @@ enum Routes {
         embeddings: Uri,
         models: Uri,
         responses: Uri,
+        input_tokens: Uri,
     },
     /// Azure OpenAI: one deployment per model, the API version in the query.
     Azure {
@@ -80,6 +81,7 @@ enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    InputTokens,
 }
 
 impl Routes {
@@ -90,12 +92,14 @@ impl Routes {
                 completions,
                 embeddings,
                 responses,
+                input_tokens,
                 ..
             } => Ok(match endpoint {
                 Endpoint::Chat => chat.clone(),
                 Endpoint::Completions => completions.clone(),
                 Endpoint::Embeddings => embeddings.clone(),
                 Endpoint::Responses => responses.clone(),
+                Endpoint::InputTokens => input_tokens.clone(),
             }),
             Routes::Azure {
                 endpoint: base,
@@ -110,8 +114,12 @@ impl Routes {
                     // Azure serves the Responses API on its OpenAI-style v1
                     // surface only: no deployment in the path (the body's
                     // `model` names it).
-                    Endpoint::Responses => {
-                        return format!("{base}/openai/v1/responses?api-version=preview")
+                    Endpoint::Responses | Endpoint::InputTokens => {
+                        let tail = match endpoint {
+                            Endpoint::InputTokens => "/input_tokens",
+                            _ => "",
+                        };
+                        return format!("{base}/openai/v1/responses{tail}?api-version=preview")
                             .parse()
                             .map_err(|_| Error::Unsupported("invalid Azure endpoint".to_owned()));
                     }
@@ -185,6 +193,7 @@ impl OpenAi {
                 embeddings: uri("/embeddings")?,
                 models: uri("/models")?,
                 responses: uri("/responses")?,
+                input_tokens: uri("/responses/input_tokens")?,
             };
             (routes, true)
         };
@@ -459,6 +468,27 @@ impl Adapter for OpenAi {
 
     fn serves_responses(&self) -> bool {
         self.native_responses
+    }
+
+    async fn count_tokens(&self, api: crate::CountApi, body: Bytes) -> Result<Bytes, Error> {
+        if api != crate::CountApi::Responses || !self.native_responses {
+            return Err(Error::Unsupported(format!(
+                "provider {} does not serve {}",
+                self.name,
+                api.endpoint()
+            )));
+        }
+        let deadline = Instant::now() + self.timeout;
+        let uri = self.routes.uri(Endpoint::InputTokens, "")?;
+        crate::http::fetch(
+            &self.client,
+            &self.name,
+            &uri,
+            &self.headers,
+            body,
+            deadline,
+        )
+        .await
     }
 
     fn responses(

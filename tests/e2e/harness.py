@@ -192,6 +192,9 @@ class FakeOpenAI:
                         doc["usage"].update(fake.next_usage())
                         payload = json.dumps(doc).encode()
                     return self._send(200, payload)
+                if path.endswith("/responses/input_tokens"):
+                    # OpenAI's count: its own number, told apart from an estimate.
+                    return self._send(200, b'{"object":"response.input_tokens","input_tokens":777}')
                 if path.endswith("/responses"):
                     return self._responses(body)
                 if path.endswith("/completions"):
@@ -607,6 +610,13 @@ class FakeAnthropic:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                if self.path == "/v1/messages/count_tokens":
+                    if body.get("model", "").startswith("claude-error"):
+                        return self._send(529, fixture("anthropic_error_overloaded.json"))
+                    if not body.get("messages"):
+                        return self._send(400, fixture("anthropic_error_400.json"))
+                    # Anthropic's own count: a number no estimate would give.
+                    return self._send(200, b'{"input_tokens":1234}')
                 if self.path != "/v1/messages":
                     return self._send(404, b'{"type":"error","error":{"type":"not_found_error","message":"Not found"}}')
                 model = body.get("model", "")

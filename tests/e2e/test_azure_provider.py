@@ -53,6 +53,23 @@ def test_chat_goes_to_the_deployment_with_api_key(fake_openai):
         loom.stop()
 
 
+def test_responses_go_to_azures_v1_surface_with_the_deployment_as_model(fake_openai):
+    loom = Loom(config(fake_openai.url, "2024-10-21"), env={"AZURE_API_KEY": "azure-secret"})
+    try:
+        c = openai.OpenAI(base_url=loom.base + "/v1", api_key="x", max_retries=0)
+        r = c.responses.create(model="gpt-4", input="hi")
+        assert r.output_text == "Hi there! How can I help you today?"
+        sent = fake_openai.requests[-1]
+        assert sent["path"] == "/openai/v1/responses?api-version=preview"
+        assert sent["body"]["model"] == "my-gpt4-deployment" and sent["body"]["input"] == "hi"
+        assert sent["headers"]["api-key"] == "azure-secret"
+        events = list(c.responses.create(model="gpt-4", input="hi", stream=True))
+        assert events[-1].type == "response.completed"
+        assert events[-1].response.output_text == "Hi there! How can I help you today?"
+    finally:
+        loom.stop()
+
+
 def test_recent_api_version_asks_for_stream_usage(fake_openai):
     loom = Loom(config(fake_openai.url, "2024-10-21"), env={"AZURE_API_KEY": "k"})
     try:

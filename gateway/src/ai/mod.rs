@@ -7,6 +7,7 @@
 
 mod admit;
 pub mod cache;
+mod count;
 mod error;
 mod failover;
 mod flow;
@@ -83,6 +84,12 @@ async fn serve(
         ("/responses", &Method::POST) => {
             return flow::run::<Responses>(rt, req, limit, ex, q).await;
         }
+        ("/messages/count_tokens", &Method::POST) => {
+            return count::serve(rt, req, limit, loom_providers::CountApi::Messages, ex).await;
+        }
+        ("/responses/input_tokens", &Method::POST) => {
+            return count::serve(rt, req, limit, loom_providers::CountApi::Responses, ex).await;
+        }
         ("/completions", &Method::POST) => {
             return flow::run::<Completions>(rt, req, limit, ex, q).await;
         }
@@ -95,8 +102,14 @@ async fn serve(
             Err(e) => e,
         },
         (
-            "/chat/completions" | "/completions" | "/embeddings" | "/models" | "/messages"
-            | "/responses",
+            "/chat/completions"
+            | "/completions"
+            | "/embeddings"
+            | "/models"
+            | "/messages"
+            | "/responses"
+            | "/messages/count_tokens"
+            | "/responses/input_tokens",
             _,
         ) => ApiError::MethodNotAllowed,
         _ => ApiError::NotFound {
@@ -112,7 +125,9 @@ async fn serve(
 /// The API endpoint a path names, whatever prefix the route adds
 /// (`/v1/chat/completions`, `/team-a/v1/chat/completions`, `/chat/completions`).
 fn endpoint(path: &str) -> &str {
-    const ENDPOINTS: [&str; 6] = [
+    const ENDPOINTS: [&str; 8] = [
+        "/messages/count_tokens",
+        "/responses/input_tokens",
         "/chat/completions",
         "/completions",
         "/embeddings",
@@ -265,6 +280,14 @@ mod tests {
         assert_eq!(endpoint("/v1/models/gpt-4o"), "/models/gpt-4o");
         assert_eq!(endpoint("/v1/messages"), "/messages");
         assert_eq!(endpoint("/v1/responses"), "/responses");
+        assert_eq!(
+            endpoint("/v1/messages/count_tokens"),
+            "/messages/count_tokens"
+        );
+        assert_eq!(
+            endpoint("/v1/responses/input_tokens"),
+            "/responses/input_tokens"
+        );
         assert_eq!(endpoint("/v1/nothing"), "/v1/nothing");
     }
 }

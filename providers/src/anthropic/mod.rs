@@ -36,6 +36,7 @@ const ANTHROPIC_BASE: &str = "https://api.anthropic.com";
 pub struct Anthropic {
     name: String,
     messages_uri: Uri,
+    count_uri: Uri,
     headers: http::HeaderMap,
     timeout: Duration,
     client: HttpClient,
@@ -63,9 +64,12 @@ impl Anthropic {
         } else {
             "/v1/messages"
         };
-        let messages_uri = format!("{base}{path}").parse().map_err(|_| {
-            Error::Unsupported(format!("provider {}: invalid base_url {base:?}", cfg.name))
-        })?;
+        let invalid =
+            || Error::Unsupported(format!("provider {}: invalid base_url {base:?}", cfg.name));
+        let messages_uri = format!("{base}{path}").parse().map_err(|_| invalid())?;
+        let count_uri = format!("{base}{path}/count_tokens")
+            .parse()
+            .map_err(|_| invalid())?;
         let fixed = vec![
             (
                 HeaderName::from_static("x-api-key"),
@@ -81,6 +85,7 @@ impl Anthropic {
         Ok(Anthropic {
             name: cfg.name.clone(),
             messages_uri,
+            count_uri,
             headers: crate::http::headers(cfg, fixed)?,
             timeout: cfg.timeout,
             client,
@@ -369,6 +374,26 @@ impl Adapter for Anthropic {
         stream: bool,
     ) -> impl Future<Output = Result<Native, Error>> + Send {
         self.messages(body, stream)
+    }
+
+    async fn count_tokens(&self, api: crate::CountApi, body: Bytes) -> Result<Bytes, Error> {
+        if api != crate::CountApi::Messages {
+            return Err(Error::Unsupported(format!(
+                "provider {} does not serve {}",
+                self.name,
+                api.endpoint()
+            )));
+        }
+        let deadline = Instant::now() + self.timeout;
+        crate::http::fetch(
+            &self.client,
+            &self.name,
+            &self.count_uri,
+            &self.headers,
+            body,
+            deadline,
+        )
+        .await
     }
 }
 
