@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::Error;
+use crate::anthropic::translate::{REASONING, REASONING_SIGNATURE};
 use crate::anthropic::{NativeEvent, NativeStream};
 
 /// What a Responses answer repeats of its request (OpenAI's answers carry
@@ -137,8 +138,28 @@ pub fn to_chat(req: &ResponsesRequest) -> Result<ChatRequest, Error> {
     match &req.input {
         Input::Text(t) => messages.push(text_message(Role::User, t.clone())),
         Input::Items(items) => {
+            let mut reasoning = None;
             for item in items {
+                if item.kind() == "reasoning" {
+                    reasoning = ours(item);
+                    continue;
+                }
+                let before = messages.len();
                 push_item(&mut messages, item)?;
+                // Anthropic's signed thinking goes back on the assistant
+                // turn that follows it.
+                if let Some((text, sig)) = reasoning.take() {
+                    // A function call joins the assistant turn before it.
+                    let at = before.min(messages.len().saturating_sub(1));
+                    match messages.get_mut(at) {
+                        Some(m) if m.role == Role::Assistant => {
+                            m.extra.insert(REASONING.to_owned(), Value::from(text));
+                            m.extra
+                                .insert(REASONING_SIGNATURE.to_owned(), Value::from(sig));
+                        }
+                        _ => {}
+                    }
+                }
             }
             check_call_ids(items)?;
         }
@@ -218,6 +239,27 @@ fn text_message(role: Role, text: String) -> Message {
         content: Some(Content::Text(text)),
         ..Message::default()
     }
+}
+
+/// How Loom marks a reasoning item's `encrypted_content` that carries an
+/// Anthropic thinking signature: only such blobs are sent back (another
+/// provider's sealed reasoning, OpenAI's included, is left out).
+const SEALED: &str = "loom.anthropic.";
+
+fn sealed(signature: &str) -> String {
+    format!("{SEALED}{signature}")
+}
+
+/// The summary and Anthropic signature of a reasoning item Loom wrote.
+fn ours(item: &Item) -> Option<(String, String)> {
+    let sig = item.encrypted_content.as_deref()?.strip_prefix(SEALED)?;
+    let text: String = item
+        .summary
+        .iter()
+        .flatten()
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect();
+    Some((text, sig.to_owned()))
 }
 
 /// Every function output answers a call made earlier in the input.
@@ -466,7 +508,7 @@ fn outcome(finish: Option<&str>) -> (&'static str, Value) {
 /// (`reasoning_content`, or `reasoning` as some servers name it).
 fn reasoning_of(extra: &Map<String, Value>) -> Option<&str> {
     extra
-        .get("reasoning_content")
+        .get(REASONING)
         .or_else(|| extra.get("reasoning"))
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
@@ -526,10 +568,17 @@ pub fn from_chat(resp: &ChatResponse, echo: &Echo) -> Vec<u8> {
     let mut output = Vec::new();
     if let Some(c) = choice {
         if let Some(r) = reasoning_of(&c.message.extra) {
-            output.push(
-                json!({"type": "reasoning", "id": format!("rs_{}", &id[5..]),
-                "summary": [{"type": "summary_text", "text": r}], "status": "completed"}),
-            );
+            let mut item = json!({"type": "reasoning", "id": format!("rs_{}", &id[5..]),
+                "summary": [{"type": "summary_text", "text": r}], "status": "completed"});
+            if let Some(sig) = c
+                .message
+                .extra
+                .get(REASONING_SIGNATURE)
+                .and_then(Value::as_str)
+            {
+                item["encrypted_content"] = Value::from(sealed(sig));
+            }
+            output.push(item);
         }
         let text = c.message.text();
         if !text.is_empty() || c.message.refusal.is_some() {
@@ -567,6 +616,7 @@ enum Open {
     None,
     Reasoning {
         text: String,
+        signature: Option<String>,
     },
     Text {
         text: String,
@@ -734,7 +784,7 @@ impl EventEncoder {
         };
         let item = match open {
             Open::None => return,
-            Open::Reasoning { text } => {
+            Open::Reasoning { text, signature } => {
                 self.event(
                     out,
                     "response.reasoning_summary_text.done",
@@ -746,7 +796,11 @@ impl EventEncoder {
                     "response.reasoning_summary_part.done",
                     json!({"item_id": id, "output_index": index, "summary_index": 0, "part": part}),
                 );
-                json!({"type": "reasoning", "id": id, "summary": [part], "status": "completed"})
+                let mut item = json!({"type": "reasoning", "id": id, "summary": [part], "status": "completed"});
+                if let Some(sig) = signature {
+                    item["encrypted_content"] = Value::from(sealed(&sig));
+                }
+                item
             }
             Open::Text { text } => {
                 self.event(out, "response.output_text.done", json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}));
@@ -804,10 +858,11 @@ impl EventEncoder {
                     out,
                     Open::Reasoning {
                         text: String::new(),
+                        signature: None,
                     },
                 );
             }
-            if let Open::Reasoning { text } = &mut self.open {
+            if let Open::Reasoning { text, .. } = &mut self.open {
                 text.push_str(r);
             }
             let (id, index) = (self.item_id.clone(), self.index);
@@ -816,6 +871,11 @@ impl EventEncoder {
                 "response.reasoning_summary_text.delta",
                 json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": r}),
             );
+        }
+        if let Some(sig) = delta.extra.get(REASONING_SIGNATURE).and_then(Value::as_str)
+            && let Open::Reasoning { signature, .. } = &mut self.open
+        {
+            signature.get_or_insert_with(String::new).push_str(sig);
         }
         if let Some(t) = delta.content.as_deref().filter(|t| !t.is_empty()) {
             if !matches!(self.open, Open::Text { .. }) {
@@ -1289,5 +1349,36 @@ mod tests {
             "par"
         );
         assert_eq!(evs[n - 1]["response"]["output"][0]["status"], "incomplete");
+    }
+
+    #[test]
+    fn anthropic_thinking_round_trips_through_encrypted_content() {
+        let resp: ChatResponse = serde_json::from_value(json!({
+            "id": "msg_1", "object": "chat.completion", "created": 1, "model": "claude",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+                "reasoning_content": "Need the tool.", "reasoning_signature": "EqQB",
+                "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]
+        }))
+        .expect("chat");
+        let r: Value = serde_json::from_slice(&from_chat(&resp, &Echo::default())).expect("json");
+        let reasoning = r["output"][0].clone();
+        assert_eq!(reasoning["encrypted_content"], "loom.anthropic.EqQB");
+        // The client sends the items back: the signed thinking rejoins the
+        // assistant turn; another provider's blob is left out.
+        let next = request(json!({"model": "claude", "input": [
+            {"role": "user", "content": "x"},
+            reasoning,
+            {"type": "function_call", "call_id": "toolu_1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "toolu_1", "output": "1"},
+            {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "gAAAAforeign"},
+            {"role": "assistant", "content": "done"}
+        ]}));
+        let chat = to_chat(&next).expect("translated");
+        assert_eq!(
+            chat.messages[1].extra["reasoning_content"],
+            "Need the tool."
+        );
+        assert_eq!(chat.messages[1].extra["reasoning_signature"], "EqQB");
+        assert!(chat.messages[3].extra.get("reasoning_signature").is_none());
     }
 }

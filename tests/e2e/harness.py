@@ -629,6 +629,10 @@ class FakeAnthropic:
                     b.get("type") == "tool_result" for b in last["content"]
                 )
                 wants_tool = bool(body.get("tools")) and not has_result
+                if (body.get("thinking") or {}).get("type") == "enabled" and not wants_tool:
+                    if body.get("stream"):
+                        return self._stream(fixture("anthropic_thinking_stream.sse"))
+                    return self._send(200, fixture("anthropic_thinking.json"))
                 if body.get("stream"):
                     return self._stream(fixture("anthropic_tool_stream.sse" if wants_tool else "anthropic_stream.sse"))
                 return self._send(200, fixture("anthropic_tool_use.json" if wants_tool else "anthropic_message.json"))

@@ -161,9 +161,25 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
         .and_then(|c| c.disable_parallel_tool_use)
         .map(|disabled| !disabled);
     let stream = req.stream.unwrap_or(false);
+    // Thinking asked for in Anthropic's terms, as an effort: thinking
+    // blocks in the client's history were left out above (another
+    // provider cannot take them; the text around them stays).
+    let reasoning_effort = req
+        .extra
+        .get("thinking")
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("enabled"))
+        .map(|t| {
+            match t.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0) {
+                0..=2_048 => "low",
+                2_049..=8_192 => "medium",
+                _ => "high",
+            }
+            .to_owned()
+        });
     Ok(ChatRequest {
         model: req.model.clone(),
         messages,
+        reasoning_effort,
         stream: stream.then_some(true),
         stream_options: stream.then(|| StreamOptions {
             include_usage: Some(true),
@@ -497,5 +513,23 @@ mod tests {
         assert!(text.contains(r#""stop_reason":"tool_use""#));
         assert!(text.contains(r#""output_tokens":4"#));
         assert!(text.contains(r#""partial_json":"{\"c\":1}""#));
+    }
+
+    #[test]
+    fn thinking_becomes_an_effort_and_its_blocks_are_left_out() {
+        let req: MessagesRequest = serde_json::from_value(json!({
+            "model": "gpt-4o", "max_tokens": 2000,
+            "thinking": {"type": "enabled", "budget_tokens": 6000},
+            "messages": [
+                {"role": "user", "content": "Why?"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "redacted_thinking", "data": "x"}, {"type": "text", "text": "Because."}]},
+                {"role": "user", "content": "And?"}
+            ]
+        }))
+        .unwrap();
+        let chat = to_chat(&req).expect("no 400 for thinking blocks");
+        assert_eq!(chat.reasoning_effort.as_deref(), Some("medium"));
+        assert_eq!(chat.messages[1].text(), "Because.");
     }
 }

@@ -8,7 +8,7 @@ use loom_models::chat::{
     ChatChunk, ChunkChoice, Delta, FunctionCallDelta, Role, ToolCallDelta, Usage,
 };
 
-use super::translate::{finish_reason, usage};
+use super::translate::{REASONING, REASONING_SIGNATURE, finish_reason, thinking_of, usage};
 use crate::Error;
 
 /// The state of one translated stream.
@@ -49,6 +49,19 @@ impl Translator {
             }],
             ..ChatChunk::default()
         }
+    }
+
+    /// A chunk carrying reasoning (or its signature) beside the content,
+    /// under the name OpenAI-compatible servers use.
+    fn reasoning(&self, key: &str, text: &str) -> Option<ChatChunk> {
+        if text.is_empty() {
+            return None;
+        }
+        let mut delta = Delta::default();
+        delta
+            .extra
+            .insert(key.to_owned(), serde_json::Value::from(text));
+        Some(self.chunk(delta, None))
     }
 
     fn tool_delta(&self, call: ToolCallDelta) -> ChatChunk {
@@ -102,6 +115,7 @@ impl Translator {
                     },
                     None,
                 )),
+                Block::Other(v) => thinking_of(&v).and_then(|(t, _)| self.reasoning(REASONING, t)),
                 _ => None,
             },
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
@@ -128,7 +142,17 @@ impl Translator {
                         ..ToolCallDelta::default()
                     }))
                 }
-                BlockDelta::Other(_) => None,
+                BlockDelta::Other(v) => {
+                    let text =
+                        |key: &str| v.get(key).and_then(serde_json::Value::as_str).unwrap_or("");
+                    match v.get("type").and_then(serde_json::Value::as_str) {
+                        Some("thinking_delta") => self.reasoning(REASONING, text("thinking")),
+                        Some("signature_delta") => {
+                            self.reasoning(REASONING_SIGNATURE, text("signature"))
+                        }
+                        _ => None,
+                    }
+                }
             },
             StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping => None,
             StreamEvent::MessageDelta { delta, usage: u } => {
@@ -239,5 +263,42 @@ mod tests {
             .on_event(serde_json::from_str(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#).unwrap())
             .unwrap_err();
         assert!(e.to_string().contains("Overloaded"));
+    }
+
+    #[test]
+    fn thinking_streams_as_reasoning_content() {
+        let out = events(&[
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"First, "}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"add."}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCgIYAhIM"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"4"}}"#,
+            r#"{"type":"content_block_stop","index":1}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":20}}"#,
+            r#"{"type":"message_stop"}"#,
+        ]);
+        let field = |key: &str| -> String {
+            out.iter()
+                .filter_map(|c| {
+                    c.choices
+                        .first()?
+                        .delta
+                        .extra
+                        .get(key)?
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        };
+        assert_eq!(field("reasoning_content"), "First, add.");
+        assert_eq!(field("reasoning_signature"), "EqQBCgIYAhIM");
+        let text: String = out
+            .iter()
+            .filter_map(|c| c.choices.first()?.delta.content.clone())
+            .collect();
+        assert_eq!(text, "4");
     }
 }

@@ -16,6 +16,33 @@ use crate::Error;
 /// `max_tokens` sent when the client sets none: Anthropic requires one.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// Where a chat message carries a model's reasoning, as the widespread
+/// OpenAI-compatible servers put it, and the signature Anthropic needs to
+/// take that reasoning back in a later turn.
+pub const REASONING: &str = "reasoning_content";
+pub const REASONING_SIGNATURE: &str = "reasoning_signature";
+
+/// Anthropic's thinking budget for an OpenAI reasoning effort (`none` and
+/// `minimal` turn thinking off).
+fn thinking_budget(effort: &str) -> Option<u64> {
+    match effort {
+        "low" => Some(1_024),
+        "medium" => Some(4_096),
+        "high" => Some(16_384),
+        "xhigh" | "max" => Some(32_768),
+        _ => None,
+    }
+}
+
+/// The text and signature of a `thinking` block.
+pub(crate) fn thinking_of(block: &Value) -> Option<(&str, Option<&str>)> {
+    if block.get("type").and_then(Value::as_str) != Some("thinking") {
+        return None;
+    }
+    let text = block.get("thinking").and_then(Value::as_str).unwrap_or("");
+    Some((text, block.get("signature").and_then(Value::as_str)))
+}
+
 fn unsupported(what: impl Into<String>) -> Error {
     Error::Unsupported(what.into())
 }
@@ -102,20 +129,52 @@ pub fn request(req: &ChatRequest, model: &str, stream: bool) -> Result<MessagesR
         Stop::One(s) => vec![s.clone()],
         Stop::Many(v) => v.clone(),
     });
+    let mut max_tokens = req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+    let (mut temperature, mut top_p) = (req.temperature, req.top_p);
+    let mut extra = serde_json::Map::new();
+    // Thinking: the client's own `thinking` (Anthropic's shape, passed in
+    // the body), else its reasoning effort. It is left off where Anthropic
+    // would refuse it: with a forced tool, or after an assistant tool turn
+    // whose signed thinking the client did not send back.
+    let forced = tool_choice
+        .as_ref()
+        .is_some_and(|c| c.kind == "any" || c.kind == "tool");
+    let unsigned_tool_turn = req.messages.iter().any(|m| {
+        m.role == Role::Assistant
+            && m.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+            && !m.extra.contains_key(REASONING_SIGNATURE)
+    });
+    let thinking = req.extra.get("thinking").cloned().or_else(|| {
+        let budget = thinking_budget(req.reasoning_effort.as_deref()?)?;
+        (!forced && !unsigned_tool_turn)
+            .then(|| serde_json::json!({"type": "enabled", "budget_tokens": budget}))
+    });
+    if let Some(t) = thinking {
+        // The budget is part of `max_tokens`: the answer keeps what the
+        // client asked for on top of it.
+        if let Some(budget) = t.get("budget_tokens").and_then(Value::as_u64)
+            && max_tokens <= budget
+        {
+            max_tokens += budget;
+        }
+        // Anthropic takes no sampling settings with thinking on.
+        (temperature, top_p) = (None, None);
+        extra.insert("thinking".to_owned(), t);
+    }
     Ok(MessagesRequest {
         model: model.to_owned(),
-        max_tokens: req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
+        max_tokens,
         messages,
         system: (!system.is_empty()).then(|| System::Text(system.join("\n\n"))),
         stop_sequences,
-        temperature: req.temperature,
-        top_p: req.top_p,
+        temperature,
+        top_p,
         top_k: None,
         stream: stream.then_some(true),
         tools,
         tool_choice,
         metadata: req.user.as_ref().map(|u| serde_json::json!({"user_id": u})),
-        extra: Default::default(),
+        extra,
     })
 }
 
@@ -180,6 +239,16 @@ fn part_block(p: &ContentPart, i: usize, j: usize) -> Result<Block, Error> {
 
 fn assistant_blocks(m: &Message, i: usize) -> Result<Vec<Block>, Error> {
     let mut blocks = Vec::new();
+    // Reasoning goes back only with Anthropic's signature on it (unsigned
+    // thinking is refused); without one it is left out.
+    if let (Some(text), Some(signature)) = (
+        m.extra.get(REASONING).and_then(Value::as_str),
+        m.extra.get(REASONING_SIGNATURE).and_then(Value::as_str),
+    ) {
+        blocks.push(Block::Other(serde_json::json!({
+            "type": "thinking", "thinking": text, "signature": signature
+        })));
+    }
     let text = m.text();
     if !text.is_empty() {
         blocks.push(text_block(text));
@@ -241,9 +310,16 @@ pub fn usage(u: &an::Usage) -> Usage {
 pub fn response(resp: MessagesResponse, created: u64) -> ChatResponse {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    let (mut reasoning, mut signature) = (String::new(), None);
     for block in resp.content {
         match block {
             Block::Text { text: t, .. } => text.push_str(&t),
+            Block::Other(v) => {
+                if let Some((t, sig)) = thinking_of(&v) {
+                    reasoning.push_str(t);
+                    signature = sig.map(str::to_owned).or(signature);
+                }
+            }
             Block::ToolUse {
                 id, name, input, ..
             } => tool_calls.push(ToolCall {
@@ -258,12 +334,22 @@ pub fn response(resp: MessagesResponse, created: u64) -> ChatResponse {
             _ => {}
         }
     }
-    let message = Message {
+    let mut message = Message {
         role: Role::Assistant,
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(Content::Text(text)),
         tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
         ..Message::default()
     };
+    if !reasoning.is_empty() {
+        message
+            .extra
+            .insert(REASONING.to_owned(), Value::from(reasoning));
+        if let Some(sig) = signature {
+            message
+                .extra
+                .insert(REASONING_SIGNATURE.to_owned(), Value::from(sig));
+        }
+    }
     ChatResponse {
         id: resp.id,
         object: "chat.completion".to_owned(),
@@ -408,5 +494,79 @@ mod tests {
         );
         assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, Some(30));
         assert_eq!(out.model, "claude-3-opus-20240229");
+    }
+
+    #[test]
+    fn reasoning_effort_turns_thinking_on_where_anthropic_takes_it() {
+        let req = chat(
+            json!({"model": "m", "messages": [{"role": "user", "content": "Why?"}],
+            "reasoning_effort": "medium", "temperature": 0.2, "max_tokens": 1000}),
+        );
+        let out = serde_json::to_value(request(&req, "claude", false).unwrap()).unwrap();
+        assert_eq!(
+            out["thinking"],
+            json!({"type": "enabled", "budget_tokens": 4096})
+        );
+        assert_eq!(
+            out["max_tokens"], 5096,
+            "the answer keeps its 1,000 on top of the budget"
+        );
+        assert!(out.get("temperature").is_none());
+        // A forced tool, or a tool turn sent back without its signed
+        // thinking: thinking stays off rather than the request refused.
+        let forced = chat(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "reasoning_effort": "high", "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": "required"}),
+        );
+        assert!(
+            serde_json::to_value(request(&forced, "c", false).unwrap())
+                .unwrap()
+                .get("thinking")
+                .is_none()
+        );
+        let unsigned = chat(
+            json!({"model": "m", "reasoning_effort": "low", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "1"}]}),
+        );
+        assert!(
+            serde_json::to_value(request(&unsigned, "c", false).unwrap())
+                .unwrap()
+                .get("thinking")
+                .is_none()
+        );
+        // Signed reasoning goes back as the turn's first block.
+        let signed = chat(
+            json!({"model": "m", "reasoning_effort": "low", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "reasoning_content": "Need f.", "reasoning_signature": "sig1",
+             "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "1"}]}),
+        );
+        let out = serde_json::to_value(request(&signed, "c", false).unwrap()).unwrap();
+        assert_eq!(out["thinking"]["type"], "enabled");
+        assert_eq!(
+            out["messages"][1]["content"][0],
+            json!({"type": "thinking", "thinking": "Need f.", "signature": "sig1"})
+        );
+    }
+
+    #[test]
+    fn thinking_blocks_become_reasoning_content_with_their_signature() {
+        let resp: MessagesResponse = serde_json::from_value(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCg"},
+                        {"type": "redacted_thinking", "data": "xyz"},
+                        {"type": "text", "text": "42"}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 30}
+        }))
+        .unwrap();
+        let chat = response(resp, 1);
+        let m = &chat.choices[0].message;
+        assert_eq!(m.text(), "42");
+        assert_eq!(m.extra[REASONING], "Let me think.");
+        assert_eq!(m.extra[REASONING_SIGNATURE], "EqQBCg");
     }
 }
