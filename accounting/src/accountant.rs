@@ -395,7 +395,12 @@ impl Accountant {
     /// What `r`'s tokens cost at its provider's prices, in picodollars.
     fn cost(&self, r: &UsageRecord) -> u64 {
         self.prices.lookup(r.provider, r.model).map_or(0, |p| {
-            p.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
+            p.cost(
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.cached_tokens,
+                r.cache_write_tokens,
+            )
         })
     }
 

@@ -38,6 +38,8 @@ pub struct UsageRecord<'a> {
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's prompt cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
     /// True when Loom counted the tokens because the provider reported none.
     pub estimated: bool,
 }

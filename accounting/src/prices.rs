@@ -16,6 +16,9 @@ pub struct Price {
     pub input: u64,
     pub output: u64,
     pub cached_input: u64,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic
+    /// charges 1.25× the input price for its five-minute cache).
+    pub cache_write: u64,
 }
 
 impl Price {
@@ -25,25 +28,36 @@ impl Price {
             input: pico(input / 1e6),
             output: pico(output / 1e6),
             cached_input: pico(cached_input / 1e6),
+            cache_write: pico(input / 1e6),
         }
     }
 
-    /// From dollars per thousand tokens.
-    fn per_thousand(input: f64, output: f64, cached_input: Option<f64>) -> Price {
+    /// From dollars per thousand tokens; cache reads and writes at the
+    /// input price when not given.
+    fn per_thousand(
+        input: f64,
+        output: f64,
+        cached_input: Option<f64>,
+        cache_write: Option<f64>,
+    ) -> Price {
         Price {
             input: pico(input / 1e3),
             output: pico(output / 1e3),
             cached_input: pico(cached_input.unwrap_or(input) / 1e3),
+            cache_write: pico(cache_write.unwrap_or(input) / 1e3),
         }
     }
 
     /// Cost of a request, in picodollars. `cached` is the part of `prompt`
-    /// served from the provider's prompt cache.
-    pub fn cost(&self, prompt: u64, completion: u64, cached: u64) -> u64 {
+    /// read from the provider's prompt cache, `written` the part written
+    /// to it.
+    pub fn cost(&self, prompt: u64, completion: u64, cached: u64, written: u64) -> u64 {
         let cached = cached.min(prompt);
-        (prompt - cached)
+        let written = written.min(prompt - cached);
+        (prompt - cached - written)
             .saturating_mul(self.input)
             .saturating_add(cached.saturating_mul(self.cached_input))
+            .saturating_add(written.saturating_mul(self.cache_write))
             .saturating_add(completion.saturating_mul(self.output))
     }
 }
@@ -132,7 +146,7 @@ impl PriceTable {
                 (
                     p.provider.clone(),
                     p.model.clone(),
-                    Price::per_thousand(p.input, p.output, p.cached_input),
+                    Price::per_thousand(p.input, p.output, p.cached_input, p.cache_write),
                 )
             })
             .collect();
@@ -142,7 +156,7 @@ impl PriceTable {
             .map(|p| {
                 (
                     p.provider.clone(),
-                    Price::per_thousand(p.input, p.output, None),
+                    Price::per_thousand(p.input, p.output, None, None),
                 )
             })
             .collect();
@@ -152,7 +166,15 @@ impl PriceTable {
             per_provider,
             built_in: BUILT_IN
                 .iter()
-                .map(|&(m, i, o, c)| (m, Price::per_million(i, o, c)))
+                .map(|&(m, i, o, c)| {
+                    let mut price = Price::per_million(i, o, c);
+                    // Anthropic bills writes to its (five-minute) prompt
+                    // cache at 1.25× the input price; the others, not at all.
+                    if m.starts_with("claude") {
+                        price.cache_write = pico(i * 1.25 / 1e6);
+                    }
+                    (m, price)
+                })
                 .collect(),
         }
     }
@@ -299,13 +321,37 @@ mod tests {
         let p = Price::per_million(2.5, 10.0, 1.25);
         // 1000 prompt tokens of which 400 cached, 500 completion tokens.
         assert_eq!(
-            p.cost(1000, 500, 400),
+            p.cost(1000, 500, 400, 0),
             600 * 2_500_000 + 400 * 1_250_000 + 500 * 10_000_000
         );
-        assert_eq!(format_dollars(p.cost(1000, 500, 400)), "$0.007");
-        assert_eq!(format_dollars(p.cost(1000, 550, 400)), "$0.0075");
+        assert_eq!(format_dollars(p.cost(1000, 500, 400, 0)), "$0.007");
+        assert_eq!(format_dollars(p.cost(1000, 550, 400, 0)), "$0.0075");
         assert_eq!(format_dollars(1_730_000_000_000), "$1.73");
         assert_eq!(format_dollars(375_000_000), "$0.000375");
         assert_eq!(format_dollars(0), "$0.00");
+    }
+
+    #[test]
+    fn cache_writes_are_priced_apart() {
+        let t = table("ai_gateway: {}\n");
+        let sonnet = t
+            .lookup("anthropic", "claude-sonnet-4-5-20250929")
+            .expect("priced");
+        // $3/M input, $0.30/M cache reads, $3.75/M cache writes, $15/M output.
+        assert_eq!(sonnet.cache_write, 3_750_000);
+        assert_eq!(
+            sonnet.cost(3010, 50, 2000, 1000),
+            10 * 3_000_000 + 2000 * 300_000 + 1000 * 3_750_000 + 50 * 15_000_000
+        );
+        // OpenAI charges nothing extra to write its cache.
+        let gpt = t.lookup("openai", "gpt-4o").expect("priced");
+        assert_eq!(gpt.cache_write, gpt.input);
+        let own = table(
+            "ai_gateway:\n  pricing: [{model: m1, cost_per_1k_input: 1.0, cost_per_1k_output: 2.0, cost_per_1k_cache_write: 1.5}]\n",
+        );
+        assert_eq!(
+            own.lookup("p", "m1").expect("priced").cache_write,
+            1_500_000_000
+        );
     }
 }

@@ -127,6 +127,7 @@ impl AiGateway {
                     input: p.cost_per_1k_input,
                     output: p.cost_per_1k_output,
                     cached_input: p.cost_per_1k_cached_input,
+                    cache_write: p.cost_per_1k_cache_write,
                 })
                 .collect(),
             providers: self

@@ -38,6 +38,20 @@ pub use error::Error;
 pub use http::{HttpClient, with_plugin_headers};
 pub use loom_config::settings::FailoverPolicy;
 pub use mock::rough_tokens;
+
+/// Where canonical usage keeps the prompt tokens written to a provider's
+/// prompt cache (`prompt_tokens_details.cache_write_tokens`; Anthropic's
+/// `cache_creation_input_tokens`).
+pub const CACHE_WRITE_TOKENS: &str = "cache_write_tokens";
+
+/// The prompt tokens `u` says were written to the provider's prompt cache.
+pub fn cache_write_tokens(u: &Usage) -> u64 {
+    u.prompt_tokens_details
+        .as_ref()
+        .and_then(|d| d.extra.get(CACHE_WRITE_TOKENS))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
 pub use passthrough::{RawEvents, RawStream, event_data, generated_text};
 pub use registry::{Provider, Registry, Target};
 pub use router::Router;

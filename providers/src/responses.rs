@@ -488,7 +488,7 @@ fn usage(u: Option<&Usage>) -> Value {
         .unwrap_or(0);
     json!({
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": crate::cache_write_tokens(&u)},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
@@ -1023,6 +1023,8 @@ struct WireDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
     #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
     reasoning_tokens: Option<u64>,
 }
 
@@ -1030,11 +1032,17 @@ impl WireUsage {
     /// The same counts in the canonical (chat) shape.
     fn canonical(self) -> Usage {
         let mut u = Usage::new(self.input_tokens, self.output_tokens);
-        if let Some(cached) = self.input_tokens_details.and_then(|d| d.cached_tokens) {
-            u.prompt_tokens_details = Some(PromptTokensDetails {
-                cached_tokens: Some(cached),
+        if let Some(d) = self.input_tokens_details {
+            let mut details = PromptTokensDetails {
+                cached_tokens: d.cached_tokens,
                 ..PromptTokensDetails::default()
-            });
+            };
+            if let Some(w) = d.cache_write_tokens.filter(|w| *w > 0) {
+                details
+                    .extra
+                    .insert(crate::CACHE_WRITE_TOKENS.to_owned(), Value::from(w));
+            }
+            u.prompt_tokens_details = Some(details);
         }
         if let Some(r) = self.output_tokens_details.and_then(|d| d.reasoning_tokens) {
             u.completion_tokens_details = Some(CompletionTokensDetails {

@@ -169,7 +169,7 @@ impl Router {
     fn cost(&self, provider: &str, model: &str, prompt: u64, completion: u64) -> f64 {
         self.prices
             .lookup(provider, model)
-            .map_or(f64::INFINITY, |p| p.cost(prompt, completion, 0) as f64)
+            .map_or(f64::INFINITY, |p| p.cost(prompt, completion, 0, 0) as f64)
     }
 
     /// Smooth weighted round robin for the first choice; the rest keep

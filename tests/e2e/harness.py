@@ -635,6 +635,13 @@ class FakeAnthropic:
                     return self._send(200, fixture("anthropic_thinking.json"))
                 if body.get("stream"):
                     return self._stream(fixture("anthropic_tool_stream.sse" if wants_tool else "anthropic_stream.sse"))
+                if "cache_control" in json.dumps(body):
+                    # A request with prompt-cache markers: the answer reports
+                    # cache writes and reads, as Anthropic does.
+                    doc = json.loads(fixture("anthropic_message.json"))
+                    doc["usage"] = {"input_tokens": 10, "cache_creation_input_tokens": 1000,
+                                    "cache_read_input_tokens": 2000, "output_tokens": 50}
+                    return self._send(200, json.dumps(doc).encode())
                 return self._send(200, fixture("anthropic_tool_use.json" if wants_tool else "anthropic_message.json"))
 
             def _send(self, status, payload):

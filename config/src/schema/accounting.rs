@@ -107,6 +107,10 @@ pub struct Price {
     /// Prompt tokens served from the provider's cache; the input price when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_1k_cached_input: Option<f64>,
+    /// Prompt tokens written to the provider's cache (Anthropic charges
+    /// extra for them); the input price when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_1k_cache_write: Option<f64>,
 }
 
 /// `rate_limit:` of the AI gateway: per consumer, by requests and by tokens.

@@ -76,6 +76,8 @@ pub struct ModelPrice {
     pub input: f64,
     pub output: f64,
     pub cached_input: Option<f64>,
+    /// Prompt tokens written to the provider's prompt cache.
+    pub cache_write: Option<f64>,
 }
 
 /// A configured price of every model of a provider.

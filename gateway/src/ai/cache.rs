@@ -485,6 +485,7 @@ pub fn respond(hit: Hit, ex: &mut Exchange, stream: bool, wants_usage: bool) -> 
             prompt_tokens: answer.prompt_tokens,
             completion_tokens: answer.completion_tokens,
             cached_tokens: 0,
+            cache_write_tokens: 0,
             estimated: false,
         });
     }

@@ -15,6 +15,8 @@ pub(crate) struct Tokens {
     pub prompt: u64,
     pub completion: u64,
     pub cached: u64,
+    /// Prompt tokens written to the provider's prompt cache.
+    pub cache_write: u64,
     pub estimated: bool,
 }
 
@@ -29,6 +31,7 @@ impl Tokens {
                 .as_ref()
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
+            cache_write: loom_providers::cache_write_tokens(u),
             estimated: false,
         }
     }
@@ -39,6 +42,7 @@ impl Tokens {
             prompt: estimate_prompt(request, model),
             completion: loom_accounting::tokens::count(model, generated),
             cached: 0,
+            cache_write: 0,
             estimated: true,
         }
     }
@@ -134,6 +138,7 @@ pub(crate) fn settle(
             prompt_tokens: t.prompt,
             completion_tokens: t.completion,
             cached_tokens: t.cached,
+            cache_write_tokens: t.cache_write,
             estimated: t.estimated,
         }),
         _ => 0,

@@ -34,6 +34,31 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
     let mut messages = Vec::new();
     match &req.system {
         Some(System::Text(t)) => messages.push(plain(Role::System, t.clone())),
+        // Cache markers on system blocks are kept (as parts), so that a
+        // translated request to an Anthropic provider still caches there.
+        Some(System::Blocks(blocks))
+            if blocks.iter().any(
+                |b| matches!(b, Block::Text { extra, .. } if extra.contains_key("cache_control")),
+            ) =>
+        {
+            let parts = blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Text { text, extra } => Some(ContentPart {
+                        kind: "text".to_owned(),
+                        text: Some(text.clone()),
+                        extra: marker(extra),
+                        ..ContentPart::default()
+                    }),
+                    _ => None,
+                })
+                .collect();
+            messages.push(Message {
+                role: Role::System,
+                content: Some(Content::Parts(parts)),
+                ..Message::default()
+            });
+        }
         Some(System::Blocks(blocks)) => messages.push(plain(
             Role::System,
             text_of(&Some(MessageContent::Blocks(blocks.clone()))),
@@ -96,9 +121,10 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
                     content: Some(Content::Text(text_of(content))),
                     ..Message::default()
                 }),
-                Block::Text { text, .. } => parts.push(ContentPart {
+                Block::Text { text, extra } => parts.push(ContentPart {
                     kind: "text".to_owned(),
                     text: Some(text.clone()),
+                    extra: marker(extra),
                     ..ContentPart::default()
                 }),
                 Block::Image { source, .. } => {
@@ -143,7 +169,7 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
                     parameters: Some(t.input_schema.clone()),
                     ..FunctionDef::default()
                 }),
-                ..Tool::default()
+                extra: marker(&t.extra),
             })
             .collect()
     });
@@ -202,6 +228,14 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
     })
 }
 
+/// Only the prompt-caching marker of a block's fields.
+fn marker(extra: &loom_models::Extra) -> loom_models::Extra {
+    extra
+        .get("cache_control")
+        .map(|c| std::iter::once(("cache_control".to_owned(), c.clone())).collect())
+        .unwrap_or_default()
+}
+
 fn plain(role: Role, text: String) -> Message {
     Message {
         role,
@@ -226,10 +260,15 @@ fn an_usage(u: Option<&Usage>) -> AnUsage {
         .prompt_tokens_details
         .as_ref()
         .and_then(|d| d.cached_tokens);
+    let written = crate::cache_write_tokens(&u);
     AnUsage {
-        input_tokens: u.prompt_tokens.saturating_sub(cached.unwrap_or(0)),
+        input_tokens: u
+            .prompt_tokens
+            .saturating_sub(cached.unwrap_or(0))
+            .saturating_sub(written),
         output_tokens: u.completion_tokens,
         cache_read_input_tokens: cached,
+        cache_creation_input_tokens: (written > 0).then_some(written),
         ..AnUsage::default()
     }
 }
@@ -531,5 +570,37 @@ mod tests {
         let chat = to_chat(&req).expect("no 400 for thinking blocks");
         assert_eq!(chat.reasoning_effort.as_deref(), Some("medium"));
         assert_eq!(chat.messages[1].text(), "Because.");
+    }
+
+    #[test]
+    fn cache_markers_survive_the_canonical_shape_to_anthropic() {
+        let eph = json!({"type": "ephemeral"});
+        let req: MessagesRequest = serde_json::from_value(json!({
+            "model": "claude", "max_tokens": 100,
+            "system": [{"type": "text", "text": "Long instructions.", "cache_control": eph},
+                       {"type": "text", "text": "Short."}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}, "cache_control": eph}],
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "A long document.", "cache_control": eph},
+                {"type": "text", "text": "Question?"}]}]
+        }))
+        .unwrap();
+        let chat = to_chat(&req).unwrap();
+        let back = serde_json::to_value(
+            crate::anthropic::translate::request(&chat, "claude", false).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            back["system"][0],
+            json!({"type": "text", "text": "Long instructions.", "cache_control": eph})
+        );
+        assert_eq!(back["system"][1], json!({"type": "text", "text": "Short."}));
+        assert_eq!(back["tools"][0]["cache_control"], eph);
+        assert_eq!(back["messages"][0]["content"][0]["cache_control"], eph);
+        assert!(
+            back["messages"][0]["content"][1]
+                .get("cache_control")
+                .is_none()
+        );
     }
 }

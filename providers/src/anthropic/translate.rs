@@ -62,12 +62,27 @@ pub fn request(req: &ChatRequest, model: &str, stream: bool) -> Result<MessagesR
             f.kind
         )));
     }
-    let mut system: Vec<String> = Vec::new();
+    let mut system: Vec<Block> = Vec::new();
     let mut messages: Vec<an::Message> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
         let (role, blocks) = match m.role {
             Role::System | Role::Developer => {
-                system.push(m.text());
+                // Kept as blocks, so a cache marker on a system part (or
+                // message) stays where the client put it.
+                match &m.content {
+                    Some(Content::Parts(parts)) => {
+                        for p in parts.iter().filter(|p| p.kind == "text") {
+                            system.push(Block::Text {
+                                text: p.text.clone().unwrap_or_default(),
+                                extra: cache_marker(&p.extra),
+                            });
+                        }
+                    }
+                    _ => system.push(Block::Text {
+                        text: m.text(),
+                        extra: cache_marker(&m.extra),
+                    }),
+                }
                 continue;
             }
             Role::User => ("user", user_blocks(m, i)?),
@@ -96,15 +111,20 @@ pub fn request(req: &ChatRequest, model: &str, stream: bool) -> Result<MessagesR
     let tools = req.tools.as_ref().map(|tools| {
         tools
             .iter()
-            .filter_map(|t| t.function.as_ref())
-            .map(|f| an::Tool {
+            .filter_map(|t| Some((t, t.function.as_ref()?)))
+            .map(|(t, f)| an::Tool {
                 name: f.name.clone(),
                 description: f.description.clone(),
                 input_schema: f
                     .parameters
                     .clone()
                     .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
-                ..an::Tool::default()
+                // On the tool, or on its function.
+                extra: if t.extra.contains_key(CACHE_CONTROL) {
+                    cache_marker(&t.extra)
+                } else {
+                    cache_marker(&f.extra)
+                },
             })
             .collect::<Vec<_>>()
     });
@@ -165,7 +185,7 @@ pub fn request(req: &ChatRequest, model: &str, stream: bool) -> Result<MessagesR
         model: model.to_owned(),
         max_tokens,
         messages,
-        system: (!system.is_empty()).then(|| System::Text(system.join("\n\n"))),
+        system: system_of(system),
         stop_sequences,
         temperature,
         top_p,
@@ -176,6 +196,28 @@ pub fn request(req: &ChatRequest, model: &str, stream: bool) -> Result<MessagesR
         metadata: req.user.as_ref().map(|u| serde_json::json!({"user_id": u})),
         extra,
     })
+}
+
+/// The system prompt: one string, as before, unless a block carries a
+/// cache marker (then the blocks as they are).
+fn system_of(blocks: Vec<Block>) -> Option<System> {
+    if blocks.is_empty() {
+        return None;
+    }
+    let marked = blocks
+        .iter()
+        .any(|b| matches!(b, Block::Text { extra, .. } if !extra.is_empty()));
+    if marked {
+        return Some(System::Blocks(blocks));
+    }
+    let texts: Vec<String> = blocks
+        .into_iter()
+        .filter_map(|b| match b {
+            Block::Text { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect();
+    Some(System::Text(texts.join("\n\n")))
 }
 
 fn choice(kind: &str, name: Option<String>) -> ToolChoice {
@@ -196,7 +238,11 @@ fn text_block(text: String) -> Block {
 fn user_blocks(m: &Message, i: usize) -> Result<Vec<Block>, Error> {
     match &m.content {
         None => Ok(Vec::new()),
-        Some(Content::Text(t)) => Ok(vec![text_block(t.clone())]),
+        // A marker on the message itself goes on its (only) block.
+        Some(Content::Text(t)) => Ok(vec![Block::Text {
+            text: t.clone(),
+            extra: cache_marker(&m.extra),
+        }]),
         Some(Content::Parts(parts)) => parts
             .iter()
             .enumerate()
@@ -205,9 +251,25 @@ fn user_blocks(m: &Message, i: usize) -> Result<Vec<Block>, Error> {
     }
 }
 
+/// Anthropic's prompt-caching marker, where a client put it on a content
+/// part, a message or a tool (the shape OpenAI-format clients of Claude use).
+const CACHE_CONTROL: &str = "cache_control";
+
+/// `extra` holding only the cache marker of `from`, if it has one.
+fn cache_marker(from: &loom_models::Extra) -> loom_models::Extra {
+    let mut extra = loom_models::Extra::new();
+    if let Some(c) = from.get(CACHE_CONTROL) {
+        extra.insert(CACHE_CONTROL.to_owned(), c.clone());
+    }
+    extra
+}
+
 fn part_block(p: &ContentPart, i: usize, j: usize) -> Result<Block, Error> {
     match p.kind.as_str() {
-        "text" => Ok(text_block(p.text.clone().unwrap_or_default())),
+        "text" => Ok(Block::Text {
+            text: p.text.clone().unwrap_or_default(),
+            extra: cache_marker(&p.extra),
+        }),
         "image_url" => {
             let url = p
                 .image_url
@@ -228,7 +290,7 @@ fn part_block(p: &ContentPart, i: usize, j: usize) -> Result<Block, Error> {
                 };
             Ok(Block::Image {
                 source,
-                extra: Default::default(),
+                extra: cache_marker(&p.extra),
             })
         }
         other => Err(unsupported(format!(
@@ -292,16 +354,26 @@ pub fn finish_reason(stop: Option<&str>) -> Option<String> {
     })
 }
 
-/// OpenAI usage from Anthropic's: cache reads and writes count as prompt tokens.
+/// OpenAI usage from Anthropic's: cache reads and writes count as prompt
+/// tokens; the reads are `cached_tokens`, the writes `cache_write_tokens`
+/// (the Responses API's name), priced apart.
 pub fn usage(u: &an::Usage) -> Usage {
     let cache_read = u.cache_read_input_tokens.unwrap_or(0);
-    let prompt = u.input_tokens + cache_read + u.cache_creation_input_tokens.unwrap_or(0);
+    let cache_write = u.cache_creation_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens + cache_read + cache_write;
     let mut out = Usage::new(prompt, u.output_tokens);
-    if u.cache_read_input_tokens.is_some() {
-        out.prompt_tokens_details = Some(PromptTokensDetails {
+    if u.cache_read_input_tokens.is_some() || cache_write > 0 {
+        let mut details = PromptTokensDetails {
             cached_tokens: Some(cache_read),
             ..PromptTokensDetails::default()
-        });
+        };
+        if cache_write > 0 {
+            details.extra.insert(
+                crate::CACHE_WRITE_TOKENS.to_owned(),
+                Value::from(cache_write),
+            );
+        }
+        out.prompt_tokens_details = Some(details);
     }
     out
 }
@@ -568,5 +640,41 @@ mod tests {
         assert_eq!(m.text(), "42");
         assert_eq!(m.extra[REASONING], "Let me think.");
         assert_eq!(m.extra[REASONING_SIGNATURE], "EqQBCg");
+    }
+
+    #[test]
+    fn openai_format_cache_markers_reach_anthropic() {
+        let eph = json!({"type": "ephemeral", "ttl": "1h"});
+        let req = chat(json!({"model": "m", "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Rules.", "cache_control": eph}]},
+            {"role": "user", "content": "Doc", "cache_control": eph},
+            {"role": "user", "content": [{"type": "text", "text": "Q", "cache_control": eph}]}],
+            "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": eph}]}));
+        let out = serde_json::to_value(request(&req, "claude", false).unwrap()).unwrap();
+        assert_eq!(out["system"][0]["cache_control"], eph);
+        assert_eq!(out["messages"][0]["content"][0]["cache_control"], eph);
+        assert_eq!(out["messages"][0]["content"][1]["cache_control"], eph);
+        assert_eq!(out["tools"][0]["cache_control"], eph);
+        // Without markers the system prompt stays one string.
+        let plain = chat(
+            json!({"model": "m", "messages": [{"role": "system", "content": "A"}, {"role": "user", "content": "B"}]}),
+        );
+        assert_eq!(
+            serde_json::to_value(request(&plain, "c", false).unwrap()).unwrap()["system"],
+            "A"
+        );
+    }
+
+    #[test]
+    fn cache_reads_and_writes_are_reported_apart() {
+        let u: an::Usage = serde_json::from_value(json!({"input_tokens": 10,
+            "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000, "output_tokens": 50})).unwrap();
+        let out = usage(&u);
+        assert_eq!(out.prompt_tokens, 3010);
+        assert_eq!(
+            out.prompt_tokens_details.as_ref().unwrap().cached_tokens,
+            Some(2000)
+        );
+        assert_eq!(crate::cache_write_tokens(&out), 1000);
     }
 }
