@@ -382,3 +382,29 @@ def test_translated_answers_validate_against_the_sdk_types(loom, model, tools):
         adapter.validate_python(e)
     assert events[-1]["type"] == "response.completed"
     Response.model_validate(events[-1]["response"])
+
+
+def test_the_agents_sdk_against_an_anthropic_provider(loom, fakes):
+    agents = pytest.importorskip("agents") if not os.environ.get("CI") else __import__("agents")
+    _, a, _ = fakes
+    agents.set_tracing_disabled(True)
+    seen = []
+
+    @agents.function_tool
+    def get_weather(location: str, unit: str) -> str:
+        """Current weather in a city."""
+        seen.append((location, unit))
+        return "18C and sunny"
+
+    model = agents.OpenAIResponsesModel(
+        model="claude-3-opus-20240229",
+        openai_client=openai.AsyncOpenAI(base_url=loom.base + "/v1", api_key="client-key", max_retries=0),
+    )
+    agent = agents.Agent(name="weather", instructions="Answer with the tool.", tools=[get_weather], model=model)
+    result = agents.Runner.run_sync(agent, "Weather in Paris?")
+    assert seen == [("Paris, France", "celsius")]
+    assert result.final_output == json.loads(fixture("anthropic_message.json"))["content"][0]["text"]
+    last = a.requests[-1]["body"]
+    assert last["system"] == "Answer with the tool."
+    results = [b for m in last["messages"] if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"]
+    assert results and results[0]["tool_use_id"] == "toolu_01A09q90qw90lq917835lq9"
