@@ -116,16 +116,12 @@ fn unsupported_item(kind: &str) -> Error {
     ))
 }
 
-/// Translates a Responses request into a canonical one. Settings that need
-/// state Loom does not keep (`previous_response_id`, `background`) and
+/// Translates a Responses request into a canonical one (its
+/// `previous_response_id` already expanded by the caller). Settings that
+/// need state Loom does not keep (`background`) and
 /// input items it cannot translate are refused by name rather than ignored;
 /// tools only OpenAI hosts are left out.
 pub fn to_chat(req: &ResponsesRequest) -> Result<ChatRequest, Error> {
-    if req.previous_response_id.is_some() {
-        return Err(Error::Unsupported(
-            "previous_response_id is not supported: Loom keeps no responses; send the whole conversation in `input` (with store: false)".to_owned(),
-        ));
-    }
     if req.background == Some(true) {
         return Err(Error::Unsupported(
             "background responses are not supported".to_owned(),
@@ -648,9 +644,30 @@ pub struct EventEncoder {
     done: Vec<Value>,
     finish: Option<String>,
     usage: Option<Usage>,
+    /// Told the finished response: its id, output items and JSON.
+    on_done: Option<OnDone>,
+}
+
+/// Called with a finished response's id, output items and JSON.
+pub type DoneFn = Box<dyn FnOnce(&str, &[Value], &[u8]) + Send>;
+
+/// What a finished stream's response is handed to (to keep it).
+pub struct OnDone(pub DoneFn);
+
+impl std::fmt::Debug for OnDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDone")
+    }
 }
 
 impl EventEncoder {
+    /// The same encoder, handing the response to `done` when the stream
+    /// completes (not when it fails).
+    pub fn on_done(mut self, done: OnDone) -> EventEncoder {
+        self.on_done = Some(done);
+        self
+    }
+
     /// An encoder for a stream answering `model`, echoing the request's
     /// settings in its response objects.
     pub fn new(model: &str, echo: Echo) -> EventEncoder {
@@ -667,6 +684,7 @@ impl EventEncoder {
             done: Vec::new(),
             finish: None,
             usage: None,
+            on_done: None,
         }
     }
 
@@ -967,6 +985,9 @@ impl EventEncoder {
             "response.incomplete"
         };
         self.lifecycle(out, kind, &r);
+        if let Some(OnDone(done)) = self.on_done.take() {
+            done(&self.id, &self.done, &r);
+        }
     }
 
     /// Writes what ends a failed stream: an `error` event (its fields both
@@ -1211,8 +1232,6 @@ mod tests {
             Err(Error::Unsupported(m)) => m,
             other => panic!("{other:?}"),
         };
-        let m = refused(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}));
-        assert!(m.contains("previous_response_id"), "{m}");
         let m =
             refused(json!({"model": "m", "input": [{"type": "local_shell_call", "call_id": "c"}]}));
         assert!(m.contains("local_shell_call"), "{m}");

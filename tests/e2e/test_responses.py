@@ -186,7 +186,7 @@ def test_an_anthropic_provider_answers_the_responses_api(loom):
 @pytest.mark.parametrize(
     "body, status, needle",
     [
-        ({"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_123"}, 400, "previous_response_id"),
+        ({"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_123"}, 404, "resp_123"),
         ({"model": "gpt-4o", "input": [{"role": "user", "content": "x"}, {"type": "function_call_output", "call_id": "call_nope", "output": "1"}]}, 400, "call_nope"),
         ({"model": "gpt-4o", "input": [{"type": "local_shell_call", "call_id": "c"}]}, 400, "local_shell_call"),
         ({"model": "gpt-4o"}, 400, "input"),
@@ -223,9 +223,9 @@ def test_hosted_tools_are_left_out_for_a_translating_provider(loom, fakes):
 def test_malformed_json_is_a_400_and_the_sdk_raises_it(loom):
     r = httpx.post(loom.base + "/v1/responses", content=b'{"model": "gpt-4o", "input": ', headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    with pytest.raises(openai.BadRequestError) as e:
+    with pytest.raises(openai.NotFoundError) as e:
         client(loom).responses.create(model="gpt-4o", input="hi", previous_response_id="resp_1")
-    assert "previous_response_id" in str(e.value)
+    assert "resp_1" in str(e.value)
 
 
 def test_a_stream_cut_by_the_provider_ends_with_error_then_response_failed(loom):

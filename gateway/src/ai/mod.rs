@@ -18,6 +18,7 @@ mod pipeline_tests;
 mod plan;
 mod relay;
 mod settle;
+pub mod stored;
 
 use std::sync::Arc;
 
@@ -97,6 +98,12 @@ async fn serve(
             return flow::run::<Embeddings>(rt, req, limit, ex, q).await;
         }
         ("/models", &Method::GET) => return (models(rt), Some(ex)),
+        (p, m) if p.starts_with("/responses/") => {
+            match stored::serve(&ex, &p["/responses/".len()..], m) {
+                Ok(r) => return (r, Some(ex)),
+                Err(e) => e,
+            }
+        }
         (p, &Method::GET) if p.starts_with("/models/") => match model(rt, &p["/models/".len()..]) {
             Ok(r) => return (r, Some(ex)),
             Err(e) => e,
@@ -137,6 +144,9 @@ fn endpoint(path: &str) -> &str {
     ];
     if let Some(e) = ENDPOINTS.iter().find(|e| path.ends_with(*e)) {
         return e;
+    }
+    if let Some(i) = path.rfind("/responses/") {
+        return &path[i..];
     }
     match path.rfind("/models/") {
         Some(i) => &path[i..],
@@ -280,6 +290,10 @@ mod tests {
         assert_eq!(endpoint("/v1/models/gpt-4o"), "/models/gpt-4o");
         assert_eq!(endpoint("/v1/messages"), "/messages");
         assert_eq!(endpoint("/v1/responses"), "/responses");
+        assert_eq!(
+            endpoint("/v1/responses/resp_1/input_items"),
+            "/responses/resp_1/input_items"
+        );
         assert_eq!(
             endpoint("/v1/messages/count_tokens"),
             "/messages/count_tokens"

@@ -40,6 +40,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The name of the consumer the request is accounted to.
+    pub fn consumer_name(&self) -> &str {
+        self.consumer
+            .as_deref()
+            .map_or(loom_accounting::ANONYMOUS, |c| c.name.as_str())
+    }
+
     /// Starts tracking a request.
     pub fn new(
         shared: Arc<Shared>,

@@ -53,6 +53,8 @@ pub struct Shared {
     /// `server.max_requests_per_worker` and `server.shed_at_loop_delay`
     /// (fixed at start).
     pub bounds: crate::listen::overload::Bounds,
+    /// Responses kept for the Responses API (`previous_response_id`).
+    pub responses: crate::ai::stored::ResponseStore,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Shared {
             access_log,
             stores,
             bounds,
+            responses: Default::default(),
         });
         Ok((shared, inboxes))
     }

@@ -16,7 +16,7 @@ use loom_guardrails::Guardrails;
 use loom_models::chat::{ChatRequest, ChatResponse, Message};
 use loom_models::responses::{Input, ResponsesRequest};
 use loom_providers::Adapter as _;
-use loom_providers::responses::{self, Echo, EventEncoder};
+use loom_providers::responses::{self, Echo, EventEncoder, OnDone};
 use loom_providers::{Native, Target};
 
 use super::{Answer, Attempt, Ingress};
@@ -25,6 +25,7 @@ use crate::ai::guard::{self, Applied};
 use crate::ai::relay::{Encoder, Source, Started};
 use crate::ai::{ApiError, JsonText, decode};
 use crate::runtime::exchange::Exchange;
+use crate::runtime::state::Shared;
 
 pub(crate) struct Responses {
     req: ResponsesRequest,
@@ -44,6 +45,9 @@ pub(crate) struct Responses {
     native_ok: bool,
     /// The provider of the last answer, when it was translated.
     translated: Option<Arc<str>>,
+    /// Where a translated answer is kept (`store`, the default), and for
+    /// which consumer.
+    keep: Option<(Arc<Shared>, String)>,
 }
 
 /// Sets the output budget under the name `model` accepts.
@@ -63,6 +67,14 @@ impl Responses {
 
     /// Translates the request to the canonical shape, once.
     fn canonical(&mut self) -> Result<&mut ChatRequest, ApiError> {
+        if let Some(id) = &self.req.previous_response_id {
+            // Not one Loom kept (nor its consumer's): only a provider that
+            // keeps responses itself could know it.
+            return Err(ApiError::NotFound {
+                message: format!("Previous response with id '{id}' not found."),
+                code: "previous_response_not_found",
+            });
+        }
         if self.chat.is_none() {
             let mut chat = responses::to_chat(&self.req).map_err(ApiError::from)?;
             if let Some(budget) = self.req.max_output_tokens.or(self.cap) {
@@ -93,6 +105,46 @@ impl Responses {
     }
 }
 
+impl Responses {
+    /// Continues a response Loom kept for this consumer: its input and
+    /// output items come before this request's input. Notes where to keep
+    /// this one.
+    fn continue_kept(&mut self, ex: &Exchange) {
+        let shared = ex.shared();
+        let consumer = ex.consumer_name();
+        if let Some(id) = &self.req.previous_response_id
+            && let Some(prev) = shared.responses.get(id, consumer)
+        {
+            let mut items: Vec<serde_json::Value> = prev.input;
+            items.extend(prev.output);
+            items.extend(self.input_items());
+            if let Ok(input) = serde_json::from_value(serde_json::Value::Array(items)) {
+                self.req.input = Input::Items(input);
+                self.req.previous_response_id = None;
+                // The id is Loom's: a provider keeping its own would not
+                // know it.
+                self.native_ok = false;
+            }
+        }
+        if self.req.store != Some(false) {
+            self.keep = Some((shared.clone(), consumer.to_owned()));
+        }
+    }
+
+    /// This request's input as items (a string is one user message).
+    fn input_items(&self) -> Vec<serde_json::Value> {
+        match &self.req.input {
+            Input::Text(t) => {
+                vec![serde_json::json!({"type": "message", "role": "user", "content": t})]
+            }
+            Input::Items(items) => items
+                .iter()
+                .filter_map(|i| serde_json::to_value(i).ok())
+                .collect(),
+        }
+    }
+}
+
 impl Ingress for Responses {
     fn parse(body: JsonText) -> Result<Responses, ApiError> {
         let req: ResponsesRequest = decode(body.text())?;
@@ -112,6 +164,7 @@ impl Ingress for Responses {
             cap: None,
             native_ok: true,
             translated: None,
+            keep: None,
         })
     }
 
@@ -154,6 +207,7 @@ impl Ingress for Responses {
         ex: &Exchange,
         _cache: bool,
     ) -> Result<Applied, ApiError> {
+        self.continue_kept(ex);
         // Guardrails read the canonical request.
         if policy.is_empty() {
             return Ok(Applied::unchecked(policy));
@@ -237,14 +291,33 @@ impl Ingress for Responses {
                 detail: e.to_string(),
             })
         })?;
-        Ok(Bytes::from(responses::from_chat(&parsed, &self.echo)))
+        let answer = Bytes::from(responses::from_chat(&parsed, &self.echo));
+        if let Some((shared, consumer)) = &self.keep
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&answer)
+        {
+            let id = v["id"].as_str().unwrap_or_default();
+            let output = v["output"].as_array().cloned().unwrap_or_default();
+            shared
+                .responses
+                .put(id, consumer, self.input_items(), output, answer.clone());
+        }
+        Ok(answer)
     }
 
     fn encoder(&self, target: &Target, started: &Started) -> Encoder {
         if started.is_native() {
             Encoder::Responses(None)
         } else {
-            let events = EventEncoder::new(&target.model, self.echo.clone());
+            let mut events = EventEncoder::new(&target.model, self.echo.clone());
+            if let Some((shared, consumer)) = self.keep.clone() {
+                let input = self.input_items();
+                events = events.on_done(OnDone(Box::new(move |id, output, json| {
+                    let response = Bytes::copy_from_slice(json);
+                    shared
+                        .responses
+                        .put(id, &consumer, input, output.to_vec(), response);
+                })));
+            }
             Encoder::Responses(Some(Box::new(events)))
         }
     }
