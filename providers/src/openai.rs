@@ -236,7 +236,10 @@ impl OpenAi {
         let uri = self.routes.uri(Endpoint::Responses, model)?;
         let body = match &self.routes {
             Routes::Azure { deployments, .. } => match deployments.get(model) {
-                Some(d) if d != model => with_model(&body, d)?,
+                Some(d) if d != model => {
+                    crate::responses::with_fields(&body, &[("model", d.as_str().into())])
+                        .map_err(Error::Unsupported)?
+                }
                 _ => body,
             },
             Routes::Fixed { .. } => body,
@@ -499,14 +502,6 @@ impl Adapter for OpenAi {
     ) -> impl Future<Output = Result<Native, Error>> + Send {
         self.responses(model, body, stream)
     }
-}
-
-/// `body` (a JSON object) with its `model` replaced.
-fn with_model(body: &[u8], model: &str) -> Result<Bytes, Error> {
-    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| Error::Unsupported(format!("the request is not a JSON object: {e}")))?;
-    v.insert("model".to_owned(), serde_json::Value::from(model));
-    to_json(&v)
 }
 
 fn to_json(value: &impl Serialize) -> Result<Bytes, Error> {

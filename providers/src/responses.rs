@@ -136,6 +136,9 @@ pub fn to_chat(req: &ResponsesRequest) -> Result<ChatRequest, Error> {
         Input::Items(items) => {
             let mut reasoning = None;
             for item in items {
+                // A model's reasoning goes back only to the model that
+                // wrote it: Anthropic's signed thinking (a blob Loom
+                // marked), nothing sealed by another provider.
                 if item.kind() == "reasoning" {
                     reasoning = ours(item);
                     continue;
@@ -354,9 +357,6 @@ fn push_item(messages: &mut Vec<Message>, item: &Item) -> Result<(), Error> {
                 ..Message::default()
             });
         }
-        // A model's reasoning is for the model that wrote it; another
-        // provider cannot read it back (its blob is sealed).
-        "reasoning" => {}
         other => return Err(unsupported_item(other)),
     }
     Ok(())
@@ -1014,6 +1014,20 @@ impl EventEncoder {
         });
         self.lifecycle(out, "response.failed", &r);
     }
+}
+
+/// A client's request body (a JSON object) with `fields` set: what a
+/// natively relayed request is re-serialised for (a mapped model, an Azure
+/// deployment, the gateway's token cap).
+pub fn with_fields(body: &[u8], fields: &[(&str, Value)]) -> Result<Bytes, String> {
+    let mut v: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| format!("the request is not a JSON object: {e}"))?;
+    for (key, value) in fields {
+        v.insert((*key).to_owned(), value.clone());
+    }
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
 }
 
 /// The `error` event that ends a relayed provider stream which failed

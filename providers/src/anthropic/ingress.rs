@@ -13,6 +13,7 @@ use loom_models::chat::{
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::anthropic::translate::{CACHE_CONTROL, cache_marker};
 
 fn text_of(content: &Option<MessageContent>) -> String {
     match content {
@@ -38,7 +39,7 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
         // translated request to an Anthropic provider still caches there.
         Some(System::Blocks(blocks))
             if blocks.iter().any(
-                |b| matches!(b, Block::Text { extra, .. } if extra.contains_key("cache_control")),
+                |b| matches!(b, Block::Text { extra, .. } if extra.contains_key(CACHE_CONTROL)),
             ) =>
         {
             let parts = blocks
@@ -47,7 +48,7 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
                     Block::Text { text, extra } => Some(ContentPart {
                         kind: "text".to_owned(),
                         text: Some(text.clone()),
-                        extra: marker(extra),
+                        extra: cache_marker(extra),
                         ..ContentPart::default()
                     }),
                     _ => None,
@@ -124,7 +125,7 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
                 Block::Text { text, extra } => parts.push(ContentPart {
                     kind: "text".to_owned(),
                     text: Some(text.clone()),
-                    extra: marker(extra),
+                    extra: cache_marker(extra),
                     ..ContentPart::default()
                 }),
                 Block::Image { source, .. } => {
@@ -169,7 +170,7 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
                     parameters: Some(t.input_schema.clone()),
                     ..FunctionDef::default()
                 }),
-                extra: marker(&t.extra),
+                extra: cache_marker(&t.extra),
             })
             .collect()
     });
@@ -226,14 +227,6 @@ pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, Error> {
             .map(str::to_owned),
         ..ChatRequest::default()
     })
-}
-
-/// Only the prompt-caching marker of a block's fields.
-fn marker(extra: &loom_models::Extra) -> loom_models::Extra {
-    extra
-        .get("cache_control")
-        .map(|c| std::iter::once(("cache_control".to_owned(), c.clone())).collect())
-        .unwrap_or_default()
 }
 
 fn plain(role: Role, text: String) -> Message {

@@ -253,10 +253,10 @@ fn user_blocks(m: &Message, i: usize) -> Result<Vec<Block>, Error> {
 
 /// Anthropic's prompt-caching marker, where a client put it on a content
 /// part, a message or a tool (the shape OpenAI-format clients of Claude use).
-const CACHE_CONTROL: &str = "cache_control";
+pub(crate) const CACHE_CONTROL: &str = "cache_control";
 
 /// `extra` holding only the cache marker of `from`, if it has one.
-fn cache_marker(from: &loom_models::Extra) -> loom_models::Extra {
+pub(crate) fn cache_marker(from: &loom_models::Extra) -> loom_models::Extra {
     let mut extra = loom_models::Extra::new();
     if let Some(c) = from.get(CACHE_CONTROL) {
         extra.insert(CACHE_CONTROL.to_owned(), c.clone());

@@ -93,15 +93,9 @@ impl Responses {
         if *model == *self.model && self.cap.is_none() {
             return Ok(self.body.clone());
         }
-        let mut v: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&self.body).map_err(|e| e.to_string())?;
-        v.insert("model".to_owned(), model.into());
-        if let Some(cap) = self.cap {
-            v.insert("max_output_tokens".to_owned(), cap.into());
-        }
-        serde_json::to_vec(&v)
-            .map(Bytes::from)
-            .map_err(|e| e.to_string())
+        let mut fields = vec![("model", serde_json::Value::from(model))];
+        fields.extend(self.cap.map(|cap| ("max_output_tokens", cap.into())));
+        responses::with_fields(&self.body, &fields)
     }
 }
 
