@@ -77,6 +77,16 @@ impl AiGateway {
             .as_ref()
             .and_then(|s| s.redis.as_ref()))
     }
+    /// The Redis that kept responses are shared in: their own, else the
+    /// usage store's.
+    pub fn kept_redis(&self) -> Option<&RedisStore> {
+        self.responses.redis.as_ref().or(self
+            .token_accounting
+            .store
+            .as_ref()
+            .and_then(|s| s.redis.as_ref()))
+    }
+
     /// The providers and their routing, resolved: what the provider
     /// registry and the router read.
     pub fn providers(&self) -> Providers {

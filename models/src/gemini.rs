@@ -50,6 +50,10 @@ pub struct Part {
     /// Set on parts that are the model's reasoning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thought: Option<bool>,
+    /// Opaque state of the model's reasoning, to be sent back with the
+    /// part it came on (function calls need it on Gemini 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thought_signature: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -149,6 +153,15 @@ pub struct GenerationConfig {
     pub response_mime_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_json_schema: Option<Value>,
+    /// Return the chosen tokens' log probabilities (`logprobsResult`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_logprobs: Option<bool>,
+    /// How many alternatives per token `logprobsResult` lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
+    /// Thinking: `{thinkingBudget, includeThoughts}` (or `thinkingLevel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_config: Option<Value>,
 }
 
 /// `generateContent` response, and each event of `streamGenerateContent`.

@@ -146,6 +146,17 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     ) -> impl Future<Output = Result<Native, Error>> + Send {
         not_served(self.name(), "the native Responses API")
     }
+
+    /// A response the provider keeps itself, in OpenAI's format: `GET` or
+    /// `DELETE` of `/v1/responses/{rest}` (`rest` is the id, maybe followed
+    /// by `/input_items` and a query). The answer's body.
+    fn kept_response(
+        &self,
+        _method: http::Method,
+        _rest: &str,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send {
+        not_served(self.name(), "the native Responses API")
+    }
 }
 
 /// The token-count endpoints Loom serves.
@@ -274,5 +285,9 @@ impl Adapter for AnyAdapter {
 
     async fn responses(&self, model: &str, body: Bytes, stream: bool) -> Result<Native, Error> {
         each!(self, a => Adapter::responses(&**a, model, body, stream).await)
+    }
+
+    async fn kept_response(&self, method: http::Method, rest: &str) -> Result<Bytes, Error> {
+        each!(self, a => Adapter::kept_response(&**a, method, rest).await)
     }
 }

@@ -129,7 +129,21 @@ async fn send(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response<Incoming>, Error> {
-    let mut req = Request::post(uri.clone())
+    send_as(client, provider, http::Method::POST, uri, headers, body).await
+}
+
+/// Sends a request of `method`; no deadline of its own.
+async fn send_as(
+    client: &HttpClient,
+    provider: &str,
+    method: http::Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response<Incoming>, Error> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri.clone())
         .body(Full::new(body))
         .map_err(|e| Error::Unsupported(e.to_string()))?;
     *req.headers_mut() = headers.clone();
@@ -185,6 +199,30 @@ pub(crate) async fn fetch(
     // would copy all of it, twice.
     let call = std::pin::pin!(async {
         let resp = send(client, provider, uri, headers, body).await?;
+        let resp = checked(provider, resp).await?;
+        read_body(provider, resp).await
+    });
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            provider: provider.to_owned(),
+        }),
+    }
+}
+
+/// A bodiless request of `method` (`GET`, `DELETE`) whose whole answer is
+/// read before `deadline`; a status that is not a success becomes
+/// [`Error::Status`].
+pub(crate) async fn fetch_as(
+    client: &HttpClient,
+    provider: &str,
+    method: http::Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    deadline: Instant,
+) -> Result<Bytes, Error> {
+    let call = std::pin::pin!(async {
+        let resp = send_as(client, provider, method, uri, headers, Bytes::new()).await?;
         let resp = checked(provider, resp).await?;
         read_body(provider, resp).await
     });

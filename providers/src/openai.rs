@@ -85,6 +85,33 @@ enum Endpoint {
 }
 
 impl Routes {
+    /// The URI of a kept response: `rest` (an id, maybe `/input_items`, and
+    /// a query) under the Responses endpoint. Only the characters an id,
+    /// its sub-path and a list query use are let through.
+    fn kept_uri(&self, rest: &str) -> Result<Uri, Error> {
+        if rest.is_empty()
+            || !rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-/?=&.%".contains(&b))
+            || rest.contains("..")
+        {
+            return Err(Error::Unsupported(format!("invalid response id {rest:?}")));
+        }
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let uri = match self {
+            Routes::Fixed { responses, .. } => {
+                let sep = if query.is_empty() { "" } else { "?" };
+                format!("{responses}/{path}{sep}{query}")
+            }
+            Routes::Azure { endpoint: base, .. } => {
+                let and = if query.is_empty() { "" } else { "&" };
+                format!("{base}/openai/v1/responses/{path}?api-version=preview{and}{query}")
+            }
+        };
+        uri.parse()
+            .map_err(|_| Error::Unsupported(format!("invalid response id {rest:?}")))
+    }
+
     fn uri(&self, endpoint: Endpoint, model: &str) -> Result<Uri, Error> {
         match self {
             Routes::Fixed {
@@ -501,6 +528,26 @@ impl Adapter for OpenAi {
         stream: bool,
     ) -> impl Future<Output = Result<Native, Error>> + Send {
         self.responses(model, body, stream)
+    }
+
+    async fn kept_response(&self, method: http::Method, rest: &str) -> Result<Bytes, Error> {
+        if !self.native_responses {
+            return Err(Error::Unsupported(format!(
+                "provider {} does not serve the native Responses API",
+                self.name
+            )));
+        }
+        let uri = self.routes.kept_uri(rest)?;
+        let deadline = Instant::now() + self.timeout;
+        crate::http::fetch_as(
+            &self.client,
+            &self.name,
+            method,
+            &uri,
+            &self.headers,
+            deadline,
+        )
+        .await
     }
 }
 

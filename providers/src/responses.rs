@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use loom_models::chat::{
-    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, FunctionCall, FunctionDef,
     ImageUrl, Message, ResponseFormat, Role, StreamOptions, Tool, ToolCall, Usage,
 };
 use loom_models::chat::{CompletionTokensDetails, PromptTokensDetails};
@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::anthropic::translate::{REASONING, REASONING_SIGNATURE};
 use crate::anthropic::{NativeEvent, NativeStream};
+use crate::convert::{REASONING, REASONING_SIGNATURE};
 
 /// What a Responses answer repeats of its request (OpenAI's answers carry
 /// the request's settings beside the output), serialised once: the members
@@ -456,17 +456,16 @@ fn response_format(format: &Value) -> Option<ResponseFormat> {
 }
 
 /// A response id from the provider's: `resp_` and its letters and digits.
-fn response_id(id: &str) -> String {
-    let tail: String = id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(48)
-        .collect();
-    if tail.is_empty() {
-        "resp_loom".to_owned()
-    } else {
-        format!("resp_{tail}")
-    }
+fn response_id(_provider_id: &str) -> String {
+    // Loom's own, unique per response: it names what Loom keeps, and a
+    // provider's id need not be unique (some OpenAI-compatible servers
+    // answer every request with the same one).
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("resp_{nanos:x}{:x}{n:x}", std::process::id())
 }
 
 /// Responses usage from chat usage (the details are always present).
@@ -604,6 +603,122 @@ pub fn from_chat(resp: &ChatResponse, echo: &Echo) -> Vec<u8> {
         error: Value::Null,
     };
     response(&id, resp.created, &resp.model, state, echo)
+}
+
+/// The canonical answer of a finished Responses object (its JSON), for
+/// what keeps answers in the chat shape (the semantic cache): text,
+/// refusal, function calls, reasoning summary and usage. `None` for a
+/// response that did not complete or that holds items chat has no place
+/// for (hosted tool calls).
+pub fn chat_of(body: &[u8]) -> Option<ChatResponse> {
+    chat_of_value(&serde_json::from_slice(body).ok()?)
+}
+
+/// [`chat_of`] over a parsed Responses object.
+pub fn chat_of_value(v: &Value) -> Option<ChatResponse> {
+    let finish = match (
+        v.get("status")?.as_str()?,
+        v.pointer("/incomplete_details/reason")
+            .and_then(Value::as_str),
+    ) {
+        ("completed", _) => None,
+        ("incomplete", Some("max_output_tokens")) => Some("length"),
+        ("incomplete", Some("content_filter")) => Some("content_filter"),
+        _ => return None,
+    };
+    let mut message = Message {
+        role: Role::Assistant,
+        ..Message::default()
+    };
+    let (mut text, mut calls) = (String::new(), Vec::new());
+    for item in v.get("output")?.as_array()? {
+        match item.get("type")?.as_str()? {
+            "message" => {
+                for part in item.get("content")?.as_array()? {
+                    match part.get("type").and_then(Value::as_str) {
+                        Some("output_text") => {
+                            text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
+                        }
+                        Some("refusal") => {
+                            message.refusal = part
+                                .get("refusal")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned);
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            "function_call" => calls.push(ToolCall {
+                id: item.get("call_id")?.as_str()?.to_owned(),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: item.get("name")?.as_str()?.to_owned(),
+                    arguments: item.get("arguments")?.as_str()?.to_owned(),
+                },
+                extra: Default::default(),
+            }),
+            "reasoning" => {
+                let summary: String = item
+                    .get("summary")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.get("text").and_then(Value::as_str))
+                    .collect();
+                if !summary.is_empty() {
+                    message.extra.insert(REASONING.to_owned(), summary.into());
+                }
+                if let Some(sig) = item
+                    .get("encrypted_content")
+                    .and_then(Value::as_str)
+                    .and_then(|c| c.strip_prefix(SEALED))
+                {
+                    message
+                        .extra
+                        .insert(REASONING_SIGNATURE.to_owned(), sig.into());
+                }
+            }
+            _ => return None,
+        }
+    }
+    let called = !calls.is_empty();
+    message.content =
+        (!text.is_empty() || (!called && message.refusal.is_none())).then_some(Content::Text(text));
+    message.tool_calls = called.then_some(calls);
+    let u = v.get("usage");
+    let count = |p: &str| u.and_then(|u| u.pointer(p)).and_then(Value::as_u64);
+    let mut usage = Usage::new(count("/input_tokens")?, count("/output_tokens")?);
+    if let Some(c) = count("/input_tokens_details/cached_tokens").filter(|&c| c > 0) {
+        usage.prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: Some(c),
+            ..PromptTokensDetails::default()
+        });
+    }
+    if let Some(r) = count("/output_tokens_details/reasoning_tokens").filter(|&r| r > 0) {
+        usage.completion_tokens_details = Some(CompletionTokensDetails {
+            reasoning_tokens: Some(r),
+            ..CompletionTokensDetails::default()
+        });
+    }
+    Some(ChatResponse {
+        id: v.get("id")?.as_str()?.to_owned(),
+        object: "chat.completion".to_owned(),
+        created: v.get("created_at").and_then(Value::as_u64).unwrap_or(0),
+        model: v.get("model")?.as_str()?.to_owned(),
+        choices: vec![Choice {
+            index: 0,
+            message,
+            finish_reason: Some(
+                finish
+                    .unwrap_or(if called { "tool_calls" } else { "stop" })
+                    .to_owned(),
+            ),
+            ..Choice::default()
+        }],
+        usage: Some(usage),
+        ..ChatResponse::default()
+    })
 }
 
 /// The output item being streamed.
@@ -1266,6 +1381,41 @@ mod tests {
     }
 
     #[test]
+    fn a_responses_object_reads_back_as_the_chat_answer_it_came_from() {
+        let resp: ChatResponse = serde_json::from_value(json!({
+            "id": "chatcmpl-AB12", "object": "chat.completion", "created": 1741290958, "model": "claude-x",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+                "content": "Checking.", "reasoning_content": "The user wants weather.", "reasoning_signature": "EqQB",
+                "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28,
+                "prompt_tokens_details": {"cached_tokens": 16}, "completion_tokens_details": {"reasoning_tokens": 5}}
+        }))
+        .expect("chat");
+        let back = chat_of(&from_chat(&resp, &Echo::default())).expect("read back");
+        let (c, m) = (&back.choices[0], &back.choices[0].message);
+        assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(m.text(), "Checking.");
+        assert_eq!(m.tool_calls.as_ref().unwrap()[0].id, "call_9");
+        assert_eq!(m.extra[REASONING], "The user wants weather.");
+        assert_eq!(m.extra[REASONING_SIGNATURE], "EqQB");
+        let u = back.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (20, 8));
+        assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, Some(16));
+        assert_eq!(back.model, "claude-x");
+        // Cut short, failed, or holding what chat has no place for: none.
+        let cut = br#"{"id":"r","model":"m","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},
+            "output":[],"usage":{"input_tokens":1,"output_tokens":2}}"#;
+        assert_eq!(
+            chat_of(cut).unwrap().choices[0].finish_reason.as_deref(),
+            Some("length")
+        );
+        assert!(chat_of(br#"{"id":"r","model":"m","status":"failed","output":[]}"#).is_none());
+        let hosted = br#"{"id":"r","model":"m","status":"completed","output":[{"type":"web_search_call","id":"ws"}],
+            "usage":{"input_tokens":1,"output_tokens":2}}"#;
+        assert!(chat_of(hosted).is_none());
+    }
+
+    #[test]
     fn a_whole_answer_has_every_item_and_the_usage_details() {
         let resp: ChatResponse = serde_json::from_value(json!({
             "id": "chatcmpl-AB12", "object": "chat.completion", "created": 1741290958, "model": "gpt-4.1",
@@ -1278,7 +1428,10 @@ mod tests {
         .expect("chat");
         let req = request(json!({"model": "gpt-4.1", "input": "hi", "metadata": {"k": "v"}}));
         let r: Value = serde_json::from_slice(&from_chat(&resp, &Echo::of(&req))).expect("json");
-        assert_eq!(r["id"], "resp_chatcmplAB12");
+        let id = r["id"].as_str().unwrap();
+        assert!(id.starts_with("resp_") && id.len() > 16, "{id}");
+        let again: Value = serde_json::from_slice(&from_chat(&resp, &Echo::default())).unwrap();
+        assert_ne!(again["id"], r["id"], "each answer has an id of its own");
         assert_eq!(r["status"], "completed");
         let kinds: Vec<&str> = r["output"]
             .as_array()

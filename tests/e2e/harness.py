@@ -9,6 +9,7 @@ Loom itself.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 import os
 import signal
@@ -131,7 +132,34 @@ class FakeOpenAI:
                     if fake.models_status != 200:
                         return self._send(fake.models_status, fixture("openai_error_500.json"))
                     return self._send(200, b'{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"system"}]}')
+                if "/responses/" in self.path:
+                    return self._kept("GET")
                 return self._send(404, b'{"error":{"message":"Unknown URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}')
+
+            def do_DELETE(self):
+                if "/responses/" in self.path:
+                    return self._kept("DELETE")
+                return self._send(404, b'{"error":{"message":"Unknown URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}')
+
+            def _kept(self, method):
+                # OpenAI keeps the responses it created: the recorded one
+                # (fixtures/responses/text.json) is found, others are not.
+                fake.requests.append({"path": self.path, "method": method, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": None})
+                path, _, _query = self.path.partition("?")
+                rest = path.split("/responses/", 1)[1]
+                rid, _, items = rest.partition("/")
+                kept = json.loads(fixture("responses/text.json"))
+                if rid != kept["id"]:
+                    msg = json.dumps({"error": {"message": f"Response with id '{rid}' not found.", "type": "invalid_request_error", "param": None, "code": None}})
+                    return self._send(404, msg.encode())
+                if method == "DELETE":
+                    return self._send(200, json.dumps({"id": rid, "object": "response.deleted", "deleted": True}).encode())
+                if items == "input_items":
+                    item = {"id": "msg_in_1", "type": "message", "role": "user", "status": "completed",
+                            "content": [{"type": "input_text", "text": "Hello"}]}
+                    return self._send(200, json.dumps({"object": "list", "data": [item], "first_id": "msg_in_1",
+                                                       "last_id": "msg_in_1", "has_more": False}).encode())
+                return self._send(200, fixture("responses/text.json"))
 
             def do_POST(self):
                 length = int(self.headers.get("content-length", "0"))
@@ -676,8 +704,11 @@ class FakeGemini:
     """A Gemini API / Vertex AI upstream serving recorded transcripts.
 
     Models gemini-error-429 / -400 answer those errors; a request with tools
-    and no function response gets the recorded function call; streams are
-    written a few bytes at a time.
+    and no function response gets the recorded function call; one asking
+    for thoughts (`thinkingConfig.includeThoughts`) gets the recorded
+    thinking answers (thought summaries, signatures), one asking for log
+    probabilities the recorded `logprobsResult`; streams are written a few
+    bytes at a time.
     """
 
     def __init__(self):
@@ -704,9 +735,17 @@ class FakeGemini:
                     return self._send(200, fixture("gemini_embeddings.json"))
                 last = body["contents"][-1]["parts"]
                 wants_tool = bool(body.get("tools")) and not any("functionResponse" in p for p in last)
+                generation = body.get("generationConfig") or {}
+                thinking = (generation.get("thinkingConfig") or {}).get("includeThoughts")
                 if method == "streamGenerateContent":
                     assert query == "alt=sse", query
+                    if thinking and not wants_tool:
+                        return self._stream(fixture("gemini_thinking_stream.sse"))
                     return self._stream(fixture("gemini_tool_stream.sse" if wants_tool else "gemini_stream.sse"))
+                if generation.get("responseLogprobs"):
+                    return self._send(200, fixture("gemini_logprobs.json"))
+                if thinking:
+                    return self._send(200, fixture("gemini_thinking_function_call.json" if wants_tool else "gemini_thinking.json"))
                 return self._send(200, fixture("gemini_function_call.json" if wants_tool else "gemini_generate.json"))
 
             def _send(self, status, payload):
@@ -750,6 +789,40 @@ def drop_prefix(prefix: str, port: int = 6379) -> None:
                           capture_output=True, text=True).stdout.split()
     for i in range(0, len(keys), 500):
         subprocess.run(["redis-cli", "-p", str(port), "del", *keys[i:i + 500]], capture_output=True)
+
+
+class OwnRedis:
+    """A redis-server of the test's own, persisting every write, that can be killed and restarted."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="loom-redis-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: redis_up(self.port), what="own redis-server")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def need_redis_server():
+    """A test that starts and kills its own redis-server needs it installed."""
+    if not shutil.which("redis-server"):
+        if os.environ.get("CI"):
+            raise AssertionError("redis-server must be installed in CI")
+        pytest.skip("SKIPPED: redis-server is not installed")
 
 
 def need_redis():

@@ -19,7 +19,8 @@ import httpx
 import openai
 import pytest
 
-from harness import FakeBackend, Loom, drop_prefix, free_port, http_get, loom_bin, metric_value, need_redis, redis_up, wait_until
+from harness import (FakeBackend, Loom, OwnRedis, drop_prefix, free_port, http_get, loom_bin, metric_value,
+                     need_redis, redis_up, wait_until)
 
 WEB_KEY = "sk-web-0123456789abcdef"
 MOBILE_KEY = "sk-mobile-fedcba9876543210"
@@ -376,32 +377,6 @@ def test_two_replicas_sharing_redis_enforce_one_request_rate(fake):
 
 
 # --- failure of the shared store -----------------------------------------------
-
-
-class OwnRedis:
-    """A redis-server of the test's own, persisting every write, that can be killed and restarted."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="loom-redis-")
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: redis_up(self.port), what="own redis-server")
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def test_usage_survives_redis_going_away_and_nothing_counts_twice(fake):

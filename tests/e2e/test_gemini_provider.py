@@ -5,7 +5,7 @@ import json
 import openai
 import pytest
 
-from harness import FakeGemini, Loom
+from harness import FakeGemini, Loom, fixture
 
 CONFIG = """
 listeners:
@@ -111,7 +111,10 @@ def test_tool_call_round_trip(loom, fake_gemini):
     second = c.chat.completions.create(model="gemini-2.0-flash", messages=messages, tools=[WEATHER_TOOL])
     assert second.choices[0].message.content.startswith("Hello!")
     contents = fake_gemini.requests[-1]["body"]["contents"]
-    assert contents[1] == {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"location": "Paris, France"}}}]}
+    # A call the model made without thinking has no signature: the first
+    # of a turn goes back with the value Gemini 3 accepts in its place.
+    assert contents[1] == {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"location": "Paris, France"}},
+                                                       "thoughtSignature": "skip_thought_signature_validator"}]}
     assert contents[2] == {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp_c": 18}}}]}
 
 
@@ -167,3 +170,87 @@ def test_streaming_several_choices_is_a_clear_400(loom, fake_gemini):
         list(client(loom).chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}], n=2, stream=True))
     assert "`n` must be 1" in err.value.message
     assert fake_gemini.requests == []
+
+
+# --- thinking, signatures and log probabilities --------------------------------
+
+THINKING = json.loads(fixture("gemini_thinking.json"))["candidates"][0]["content"]["parts"][0]["text"]
+CALL = json.loads(fixture("gemini_thinking_function_call.json"))["candidates"][0]["content"]["parts"]
+
+
+def test_reasoning_effort_becomes_a_thinking_budget_and_thoughts_come_back(loom, fake_gemini):
+    c = client(loom)
+    r = c.chat.completions.create(model="gemini-2.0-flash", reasoning_effort="high",
+                                  messages=[{"role": "user", "content": "Weather in Paris?"}])
+    sent = fake_gemini.requests[-1]["body"]
+    assert sent["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 24576, "includeThoughts": True}
+    msg = r.choices[0].message
+    assert msg.content == "It's 18°C and sunny in Paris."
+    assert msg.model_extra["reasoning_content"] == THINKING
+    # Thought tokens are output tokens, counted (and priced) as reasoning.
+    assert r.usage.completion_tokens == 9 + 54
+    assert r.usage.completion_tokens_details.reasoning_tokens == 54
+
+    chunks = list(c.chat.completions.create(model="gemini-2.0-flash", reasoning_effort="low", stream=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "Weather in Paris?"}]))
+    deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+    reasoning = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+    text = "".join(d.content or "" for d in deltas)
+    assert reasoning.startswith("**Weighing the forecast**") and text == "It's 18°C and sunny in Paris."
+    first_text = next(i for i, d in enumerate(deltas) if d.content)
+    assert all(not (d.model_extra or {}).get("reasoning_content") for d in deltas[first_text:]), "thoughts come first"
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == 54
+    assert fake_gemini.requests[-1]["body"]["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 1024
+
+
+def test_a_signed_function_call_goes_back_with_its_signature(loom, fake_gemini):
+    c = client(loom)
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = c.chat.completions.create(model="gemini-2.0-flash", reasoning_effort="medium", messages=messages,
+                                      tools=[WEATHER_TOOL])
+    msg = first.choices[0].message
+    (call,) = msg.tool_calls
+    signature = CALL[1]["thoughtSignature"]
+    assert call.model_extra["extra_content"] == {"google": {"thought_signature": signature}}
+    assert msg.model_extra["reasoning_content"].startswith("**Checking the weather tool**")
+    # The SDK's own message object, sent back as the next turn.
+    messages += [msg.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 18}'}]
+    c.chat.completions.create(model="gemini-2.0-flash", reasoning_effort="medium", messages=messages, tools=[WEATHER_TOOL])
+    model_turn = fake_gemini.requests[-1]["body"]["contents"][1]
+    assert model_turn == {"role": "model", "parts": [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": signature}]}, \
+        "the reasoning text stays behind; the signature goes back on its call"
+
+
+def test_responses_clients_get_geminis_thoughts_as_a_reasoning_item(loom, fake_gemini):
+    r = client(loom).responses.create(model="gemini-2.0-flash", input="Weather in Paris?",
+                                      reasoning={"effort": "high"})
+    assert fake_gemini.requests[-1]["body"]["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 24576
+    kinds = [i.type for i in r.output]
+    assert kinds == ["reasoning", "message"]
+    assert r.output[0].summary[0].text == THINKING
+    assert r.output_text == "It's 18°C and sunny in Paris."
+    assert r.usage.output_tokens_details.reasoning_tokens == 54
+
+
+def test_log_probabilities_are_asked_for_and_returned_in_openai_shape(loom, fake_gemini):
+    r = client(loom).chat.completions.create(model="gemini-2.0-flash", logprobs=True, top_logprobs=2,
+                                             messages=[{"role": "user", "content": "Capital of France?"}])
+    g = fake_gemini.requests[-1]["body"]["generationConfig"]
+    assert g["responseLogprobs"] is True and g["logprobs"] == 2
+    tokens = r.choices[0].logprobs.content
+    assert [t.token for t in tokens] == ["Paris", "."]
+    assert tokens[0].logprob == pytest.approx(-0.0012)
+    assert tokens[0].bytes == list(b"Paris")
+    assert [t.token for t in tokens[0].top_logprobs] == ["Paris", "The"]
+
+
+def test_audio_output_is_refused_by_name_and_gemini_not_called(loom, fake_gemini):
+    before = len(fake_gemini.requests)
+    with pytest.raises(openai.BadRequestError) as e:
+        client(loom).chat.completions.create(model="gemini-2.0-flash", modalities=["text", "audio"],
+                                             audio={"voice": "alloy", "format": "wav"},
+                                             messages=[{"role": "user", "content": "Say hi"}])
+    assert "`modalities`" in e.value.message
+    assert len(fake_gemini.requests) == before

@@ -1,6 +1,7 @@
 """The official OpenAI Node SDK (tests/e2e/node, installed by scripts/test
 with `npm ci`) against Loom's `/v1/responses`, to an OpenAI-format fake
-upstream and to an Anthropic one."""
+upstream (natively and translated), to an Anthropic one and to a Gemini one:
+create, stream, tool call, retrieve, input items, previous_response_id."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import FakeAnthropic, FakeOpenAI, Loom, fixture
+from harness import FakeAnthropic, FakeGemini, FakeOpenAI, Loom, fixture
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -41,6 +42,11 @@ ai_gateway:
       api_key: sk-ant-provider
       base_url: {anthropic}
       models: [claude-3-opus-20240229]
+    - name: gemini
+      type: gemini
+      api_key: gem-key
+      base_url: {gemini}/v1beta
+      models: [gemini-2.0-flash]
 """
 
 
@@ -51,12 +57,13 @@ def loom():
         if os.environ.get("CI"):
             pytest.fail("node or tests/e2e/node/node_modules missing")
         pytest.skip("node or tests/e2e/node/node_modules missing (scripts/test runs npm ci)")
-    o, a = FakeOpenAI(), FakeAnthropic()
-    l = Loom(CONFIG.format(openai=o.url, anthropic=a.url))
+    o, a, g = FakeOpenAI(), FakeAnthropic(), FakeGemini()
+    l = Loom(CONFIG.format(openai=o.url, anthropic=a.url, gemini=g.url))
     yield l
     l.stop()
     o.close()
     a.close()
+    g.close()
 
 
 def run(loom, model):
@@ -80,6 +87,8 @@ def streamed(name: str) -> str:
                 text += (c.get("delta") or {}).get("content") or ""
             if doc.get("type") == "content_block_delta":
                 text += doc["delta"].get("text", "")
+            for c in doc.get("candidates") or []:
+                text += "".join(p.get("text", "") for p in c["content"]["parts"] if not p.get("thought"))
     return text
 
 
@@ -91,6 +100,9 @@ NATIVE_TEXT = json.loads(fixture("responses/text.json"))["output"][0]["content"]
     ("gpt-4o", json.loads(fixture("openai_chat.json"))["choices"][0]["message"]["content"], streamed("openai_chat_stream.sse")),
     # translated for Anthropic
     ("claude-3-opus-20240229", json.loads(fixture("anthropic_message.json"))["content"][0]["text"], streamed("anthropic_stream.sse")),
+    # translated for Gemini
+    ("gemini-2.0-flash", json.loads(fixture("gemini_generate.json"))["candidates"][0]["content"]["parts"][0]["text"],
+     streamed("gemini_stream.sse")),
     # relayed natively to OpenAI
     ("gpt-4.1", NATIVE_TEXT, NATIVE_TEXT),
 ])
@@ -104,6 +116,11 @@ def test_the_node_sdk_speaks_responses_through_loom(loom, model, text, stream_te
     assert stream_text and r["streamedText"] == stream_text
     assert r["call"]["name"] == "get_weather"
     assert r["argDeltas"] == r["call"]["arguments"] and json.loads(r["call"]["arguments"])
+    # Read back (from Loom's keeping, or from OpenAI's for a native one),
+    # its input listed, and continued.
+    assert r["retrieved"]["id"] == r["retrieved"]["wholeId"] and r["retrieved"]["text"] == text
+    assert r["inputTypes"] == ["message"]
+    assert r["continued"] == "completed"
     if model == "gpt-4.1":
         # OpenAI keeps responses itself: the request goes through.
         assert r["refused"] is None

@@ -408,3 +408,29 @@ def test_the_agents_sdk_against_an_anthropic_provider(loom, fakes):
     assert last["system"] == "Answer with the tool."
     results = [b for m in last["messages"] if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"]
     assert results and results[0]["tool_use_id"] == "toolu_01A09q90qw90lq917835lq9"
+
+
+def test_responses_openai_keeps_are_read_and_deleted_through_loom(loom, fakes):
+    """An id Loom did not keep is OpenAI's: GET, input items and DELETE go to
+    the OpenAI provider (with its key, not the client's) and its answer comes
+    back; one OpenAI does not know either is OpenAI's 404."""
+    _, _, n = fakes
+    c = client(loom)
+    made = c.responses.create(model="gpt-4.1", input="Hello")
+    got = c.responses.retrieve(made.id)
+    assert got.id == made.id and got.output_text == made.output_text
+    sent = n.requests[-1]
+    assert sent["method"] == "GET" and sent["path"] == f"/v1/responses/{made.id}"
+    assert sent["headers"]["authorization"] == "Bearer sk-native-provider-secret"
+    items = c.responses.input_items.list(made.id, limit=5, order="asc")
+    assert [i.type for i in items.data] == ["message"]
+    assert n.requests[-1]["path"] == f"/v1/responses/{made.id}/input_items?limit=5&order=asc"
+    c.responses.delete(made.id)
+    assert n.requests[-1]["method"] == "DELETE"
+    with pytest.raises(openai.NotFoundError) as e:
+        c.responses.retrieve("resp_nobody_has")
+    assert "resp_nobody_has" in e.value.message
+    # Not a path: refused before any provider is called.
+    calls = len(n.requests)
+    r = httpx.get(loom.base + "/v1/responses/..%2f..%2fadmin", timeout=10)
+    assert r.status_code in (400, 404) and len(n.requests) == calls

@@ -473,3 +473,52 @@ def test_an_unreachable_qdrant_only_costs_shared_hits(fake):
         wait_until(lambda: "Qdrant unreachable" in loom.log(), what="the warning")
     finally:
         loom.stop()
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
+def test_the_responses_api_is_cached_as_chat_is(fake, kind):
+    """`/v1/responses` through the same cache stage: an OpenAI provider
+    answering natively, or a chat-only one through translation; whole and
+    streamed, stored from either, and a hit is a response of its own."""
+    cfg = config(fake.url, "    absent_temperature_is_zero: true\n").replace("type: openai\n", f"type: {kind}\n")
+    loom = Loom(cfg)
+
+    def upstream() -> int:
+        return sum(1 for r in fake.requests if r["path"].endswith(("/responses", "/chat/completions")))
+
+    try:
+        c = client(loom)
+        raw = c.responses.with_raw_response.create(model="gpt-4o", input="Name three prime numbers.")
+        assert raw.headers["x-loom-cache"] == "miss"
+        first = raw.parse()
+        fake.answer_chunks = ["A different answer."]
+        raw = c.responses.with_raw_response.create(model="gpt-4o", input="Name three prime numbers.")
+        assert raw.headers["x-loom-cache"] == "hit"
+        second = raw.parse()
+        assert second.output_text == first.output_text and second.output_text
+        assert second.id != first.id, "each answer served is a response of its own"
+        assert second.usage.output_tokens == first.usage.output_tokens
+        assert upstream() == 1
+        with c.responses.stream(model="gpt-4o", input="Name three prime numbers.") as s:
+            kinds = [e.type for e in s]
+            final = s.get_final_response()
+        assert final.output_text == first.output_text
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+        assert "response.output_text.delta" in kinds
+        assert upstream() == 1
+        # A streamed answer is stored too, and serves a whole request.
+        with c.responses.stream(model="gpt-4o", input="Name two even numbers.") as s:
+            streamed = s.get_final_response()
+        assert upstream() == 2
+        raw = c.responses.with_raw_response.create(model="gpt-4o", input="Name two even numbers.")
+        assert raw.headers["x-loom-cache"] == "hit"
+        assert raw.parse().output_text == streamed.output_text
+        assert upstream() == 2
+        # The hit can be continued: Loom kept it.
+        c.responses.create(model="gpt-4o", input="And two more?", previous_response_id=second.id)
+        assert upstream() == 3
+        msgs = fake.requests[-1]["body"]["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+        assert msgs[1]["content"] == first.output_text
+    finally:
+        loom.stop()

@@ -39,6 +39,60 @@ pub struct AiGateway {
     /// Largest request body an AI route accepts.
     #[serde(default = "default_ai_body")]
     pub max_body_size: ByteSize,
+    /// Where responses of the Responses API are kept for translated
+    /// providers (`previous_response_id`, `GET /v1/responses/{id}`).
+    #[serde(default)]
+    pub responses: KeptResponses,
+}
+
+/// `ai_gateway.responses:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeptResponses {
+    /// `memory` (the default: this process only) or `redis` (shared by
+    /// every replica; each replica keeps its own copy in memory too, so an
+    /// unreachable Redis loses nothing this replica created).
+    #[serde(default)]
+    pub store: KeptStore,
+    /// The Redis of `store: redis`; the usage store's Redis when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStore>,
+    /// How long a response is kept; 24h when absent.
+    #[serde(default = "default_kept_ttl")]
+    pub ttl: Duration,
+    /// Bound of the memory copy (input items, output items and the
+    /// response); 256MB when absent. The oldest go first.
+    #[serde(default = "default_kept_size")]
+    pub max_size: ByteSize,
+}
+
+impl Default for KeptResponses {
+    fn default() -> Self {
+        KeptResponses {
+            store: KeptStore::default(),
+            redis: None,
+            ttl: default_kept_ttl(),
+            max_size: default_kept_size(),
+        }
+    }
+}
+
+fn default_kept_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_kept_size() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+/// Where kept responses live.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KeptStore {
+    #[default]
+    Memory,
+    Redis,
 }
 
 fn default_ai_body() -> ByteSize {
@@ -60,6 +114,7 @@ impl Default for AiGateway {
             rate_limit: AiRateLimit::default(),
             pricing: Vec::new(),
             max_body_size: default_ai_body(),
+            responses: KeptResponses::default(),
         }
     }
 }

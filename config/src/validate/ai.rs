@@ -125,6 +125,7 @@ pub(super) fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mu
         }
     }
     semantic_cache(ai, found);
+    kept_responses(ai, found);
     accounting(ai, found);
     let hc = &ai.routing.health_check;
     if hc.enabled && hc.interval.get().is_zero() {
@@ -154,6 +155,29 @@ pub(super) fn ai_gateway(ai: &AiGateway, consumers: &[ConsumerEntry], found: &mu
             found.push((format!("{at}.tiers"), "tiers cannot be nested".into()));
         }
         security(t, &at, found);
+    }
+}
+
+fn kept_responses(ai: &AiGateway, found: &mut Found) {
+    let r = &ai.responses;
+    if r.store == crate::schema::KeptStore::Redis && ai.kept_redis().is_none() {
+        found.push((
+            "ai_gateway.responses.store".into(),
+            "store: redis needs ai_gateway.responses.redis (or a Redis usage store to share)"
+                .into(),
+        ));
+    }
+    if r.ttl.get().is_zero() {
+        found.push((
+            "ai_gateway.responses.ttl".into(),
+            "must be above zero".into(),
+        ));
+    }
+    if r.max_size.0 == 0 {
+        found.push((
+            "ai_gateway.responses.max_size".into(),
+            "must be above zero".into(),
+        ));
     }
 }
 

@@ -272,11 +272,16 @@ fn complete(choices: &[(Option<&str>, bool)], tool_calls: bool) -> bool {
 }
 
 impl Saver {
-    /// Stores a whole answer as the client received it.
-    pub fn whole(self, body: &[u8], provider: &str, model: &str, usage: Option<&Usage>) {
-        let Ok(response) = serde_json::from_slice::<ChatResponse>(body) else {
-            return;
-        };
+    /// Stores a whole answer as the client received it (in the chat
+    /// shape), `size` bytes of it.
+    pub fn whole(
+        self,
+        response: ChatResponse,
+        size: usize,
+        provider: &str,
+        model: &str,
+        usage: Option<&Usage>,
+    ) {
         let finished: Vec<_> = response
             .choices
             .iter()
@@ -290,7 +295,7 @@ impl Saver {
         if !complete(&finished, self.tool_calls) {
             return;
         }
-        self.keep(response, body.len(), provider, model, usage);
+        self.keep(response, size, provider, model, usage);
     }
 
     fn keep(
@@ -424,6 +429,16 @@ impl Recorder {
         }
     }
 
+    /// A stream relayed as the provider sent it ended with this whole
+    /// answer (a native Responses stream's `response.completed`): kept as
+    /// a whole answer is.
+    pub fn whole(&mut self, response: ChatResponse, size: usize, provider: &str, model: &str) {
+        if let Some(saver) = self.saver.take() {
+            let usage = response.usage.clone();
+            saver.whole(response, size, provider, model, usage.as_ref());
+        }
+    }
+
     /// The stream was cut or filtered: nothing is kept.
     pub fn abandon(&mut self) {
         self.saver = None;
@@ -466,9 +481,15 @@ impl Recorder {
     }
 }
 
-/// Serves a hit: the stored answer whole, or replayed as a stream of
-/// chunks in OpenAI's shape. Records the request as a cache hit.
-pub fn respond(hit: Hit, ex: &mut Exchange, stream: bool, wants_usage: bool) -> Response<Body> {
+/// Serves a hit: the stored answer as `render` writes it for the client
+/// (whole, or as a stream when `stream`). Records the request as a cache
+/// hit.
+pub fn respond(
+    hit: Hit,
+    ex: &mut Exchange,
+    stream: bool,
+    render: impl FnOnce(&ChatResponse) -> Bytes,
+) -> Response<Body> {
     let answer = &hit.answer;
     ex.provider = Some(std::sync::Arc::from("cache"));
     ex.model = Some(std::sync::Arc::from(answer.response.model.as_str()));
@@ -489,18 +510,13 @@ pub fn respond(hit: Hit, ex: &mut Exchange, stream: bool, wants_usage: bool) -> 
             estimated: false,
         });
     }
+    let body = render(&answer.response);
     let mut resp = if stream {
-        let mut r = Response::new(crate::runtime::body::full(replay(
-            &answer.response,
-            wants_usage,
-        )));
+        let mut r = Response::new(crate::runtime::body::full(body));
         super::sse_headers(&mut r);
         r
     } else {
-        json_response(
-            StatusCode::OK,
-            serde_json::to_vec(&answer.response).unwrap_or_default(),
-        )
+        json_response(StatusCode::OK, body)
     };
     ex.status = 200;
     let h = resp.headers_mut();
@@ -511,11 +527,25 @@ pub fn respond(hit: Hit, ex: &mut Exchange, stream: bool, wants_usage: bool) -> 
     resp
 }
 
-/// A whole answer as the events of a stream: the role and content of each
+/// A whole answer as chat stream events: the role and content of each
 /// choice, its tool calls, its finish reason, then usage if asked, then
 /// `[DONE]`.
-fn replay(r: &ChatResponse, wants_usage: bool) -> Bytes {
+pub fn replay(r: &ChatResponse, wants_usage: bool) -> Bytes {
     let mut out = BytesMut::with_capacity(512);
+    for c in replay_chunks(r, wants_usage) {
+        out.put_slice(b"data: ");
+        if let Ok(j) = serde_json::to_vec(&c) {
+            out.put_slice(&j);
+        }
+        out.put_slice(b"\n\n");
+    }
+    out.put_slice(b"data: [DONE]\n\n");
+    out.freeze()
+}
+
+/// A whole answer as the chunks of a stream (see [`replay`]).
+pub fn replay_chunks(r: &ChatResponse, wants_usage: bool) -> Vec<ChatChunk> {
+    let mut out = Vec::with_capacity(2 * r.choices.len() + 1);
     let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatChunk {
         id: r.id.clone(),
         object: "chat.completion.chunk".into(),
@@ -527,13 +557,7 @@ fn replay(r: &ChatResponse, wants_usage: bool) -> Bytes {
         service_tier: r.service_tier.clone(),
         extra: Default::default(),
     };
-    let mut put = |c: &ChatChunk| {
-        out.put_slice(b"data: ");
-        if let Ok(j) = serde_json::to_vec(c) {
-            out.put_slice(&j);
-        }
-        out.put_slice(b"\n\n");
-    };
+    let mut put = |c: ChatChunk| out.push(c);
     for choice in &r.choices {
         let text = match &choice.message.content {
             Some(Content::Text(t)) => Some(t.clone()),
@@ -561,7 +585,7 @@ fn replay(r: &ChatResponse, wants_usage: bool) -> Bytes {
                 })
                 .collect()
         });
-        put(&chunk(
+        put(chunk(
             vec![ChunkChoice {
                 index: choice.index,
                 delta: Delta {
@@ -569,13 +593,14 @@ fn replay(r: &ChatResponse, wants_usage: bool) -> Bytes {
                     content: text,
                     refusal: choice.message.refusal.clone(),
                     tool_calls: tools,
-                    extra: Default::default(),
+                    // The reasoning kept with the answer, as it streamed.
+                    extra: choice.message.extra.clone(),
                 },
                 ..ChunkChoice::default()
             }],
             None,
         ));
-        put(&chunk(
+        put(chunk(
             vec![ChunkChoice {
                 index: choice.index,
                 finish_reason: choice.finish_reason.clone(),
@@ -585,10 +610,9 @@ fn replay(r: &ChatResponse, wants_usage: bool) -> Bytes {
         ));
     }
     if wants_usage && let Some(u) = &r.usage {
-        put(&chunk(Vec::new(), Some(u.clone())));
+        put(chunk(Vec::new(), Some(u.clone())));
     }
-    out.put_slice(b"data: [DONE]\n\n");
-    out.freeze()
+    out
 }
 
 #[cfg(test)]

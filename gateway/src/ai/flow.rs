@@ -131,7 +131,10 @@ async fn serve<I: Ingress>(
             // A hit calls no provider and costs no tokens: it is neither
             // routed nor admitted against the consumer's limits.
             Begin::Hit(hit) => {
-                let resp = cache::respond(hit, ex, stream, r.wants_usage());
+                let wants_usage = r.wants_usage();
+                let resp = cache::respond(hit, ex, stream, |answer| {
+                    r.cached_body(answer, stream, wants_usage)
+                });
                 return Ok(Served::Whole(resp));
             }
             Begin::Go { status, saver: s } => {
@@ -196,9 +199,11 @@ async fn serve<I: Ingress>(
                     Delivery::Whole,
                 );
                 let body = r.whole(body, &applied)?;
-                if let Some(s) = saver.take() {
+                if let Some(s) = saver.take()
+                    && let Some(answer) = r.cache_answer(&body)
+                {
                     let name = target.provider.name();
-                    s.whole(&body, name, &target.model, usage.as_ref());
+                    s.whole(answer, body.len(), name, &target.model, usage.as_ref());
                 }
                 let mut resp = json_response(StatusCode::OK, body);
                 routing_headers(&mut resp, &target, tries.attempts);

@@ -99,7 +99,7 @@ async fn serve(
         }
         ("/models", &Method::GET) => return (models(rt), Some(ex)),
         (p, m) if p.starts_with("/responses/") => {
-            match stored::serve(&ex, &p["/responses/".len()..], m) {
+            match stored::serve(rt, &ex, &p["/responses/".len()..], req.uri().query(), m).await {
                 Ok(r) => return (r, Some(ex)),
                 Err(e) => e,
             }

@@ -384,6 +384,25 @@ impl Relay {
             }
             Up::Native(ev) => {
                 self.count.keep(&ev.frame);
+                // A native Responses stream's last event holds the whole
+                // response: the cache keeps it from there.
+                if ev.final_usage
+                    && !ev.error
+                    && let Some(r) = self.call.recorder.as_mut()
+                {
+                    let response = loom_providers::event_data(&ev.frame)
+                        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+                        .and_then(|v| loom_providers::responses::chat_of_value(v.get("response")?));
+                    match response {
+                        Some(answer) => r.whole(
+                            answer,
+                            ev.frame.len(),
+                            self.call.provider.name(),
+                            &self.call.provider_model,
+                        ),
+                        None => r.abandon(),
+                    }
+                }
                 match ev.usage {
                     Some(u) if ev.final_usage => self.count.usage = Some(u),
                     Some(u) => self.count.prompt = Some(u),

@@ -53,8 +53,6 @@ pub struct Shared {
     /// `server.max_requests_per_worker` and `server.shed_at_loop_delay`
     /// (fixed at start).
     pub bounds: crate::listen::overload::Bounds,
-    /// Responses kept for the Responses API (`previous_response_id`).
-    pub responses: crate::ai::stored::ResponseStore,
 }
 
 impl Shared {
@@ -94,7 +92,6 @@ impl Shared {
             access_log,
             stores,
             bounds,
-            responses: Default::default(),
         });
         Ok((shared, inboxes))
     }
@@ -125,6 +122,8 @@ pub struct Runtime {
     /// Configuration generation, 1 for the first.
     pub generation: u64,
     pub streaming_enabled: bool,
+    /// Responses kept for the Responses API (`previous_response_id`).
+    pub kept: crate::ai::stored::Kept,
 }
 
 impl Runtime {
@@ -226,12 +225,12 @@ impl Runtime {
             },
             generation,
             streaming_enabled: config.ai_gateway.streaming.enabled,
+            kept: stores.kept_responses(&config.ai_gateway)?,
             config,
         })
     }
 }
 
-/// A background task that ends with its owner.
 /// Loads the configured Proxy-Wasm plugins (compiled code is reused across
 /// reloads; every reload starts new instances).
 fn load_plugins(
@@ -272,6 +271,7 @@ fn load_plugins(
     Ok(out)
 }
 
+/// A background task that ends with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

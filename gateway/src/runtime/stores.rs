@@ -11,6 +11,7 @@ use loom_inference::batch::Batcher;
 use loom_inference::embed::LocalEmbedder;
 
 use super::models::CacheSlot;
+use crate::ai::stored::{Kept, RedisKept, ResponseStore};
 
 /// Usage stores and loaded models, kept across reloads so that neither the
 /// memory ledger nor Redis records waiting to be written are lost when
@@ -26,6 +27,10 @@ pub struct StoreCache {
     /// Semantic cache indexes by embedder identity, with the snapshot file
     /// the latest configuration names.
     pub(super) caches: Mutex<Vec<CacheSlot>>,
+    /// Responses kept for the Responses API, in memory.
+    pub(super) responses: Arc<ResponseStore>,
+    /// Their Redis copies, one per Redis, with the writes each missed.
+    pub(super) kept_redis: Mutex<Vec<(loom_config::RedisStore, Arc<RedisKept>)>>,
 }
 
 impl StoreCache {
@@ -61,6 +66,38 @@ impl StoreCache {
         )?));
         stores.push((cfg.clone(), store.clone()));
         Ok(store)
+    }
+
+    /// Kept responses as `ai` configures them: the process's memory copy,
+    /// bounded as configured, and the Redis copy of `store: redis`.
+    pub fn kept_responses(&self, ai: &loom_config::AiGateway) -> anyhow::Result<Kept> {
+        let r = &ai.responses;
+        self.responses.bound(r.ttl.get(), r.max_size.0);
+        let redis = match (r.store, ai.kept_redis()) {
+            (loom_config::KeptStore::Redis, Some(cfg)) => {
+                let mut all = self.kept_redis.lock().unwrap_or_else(|e| e.into_inner());
+                Some(match all.iter().find(|(c, _)| c == cfg) {
+                    Some((_, kept)) => kept.clone(),
+                    None => {
+                        let conn = loom_accounting::redis_connection(cfg)
+                            .map_err(|e| anyhow::anyhow!("ai_gateway.responses.redis: {e}"))?;
+                        let kept = RedisKept::start(
+                            conn,
+                            &cfg.key_prefix,
+                            cfg.timeout.get(),
+                            self.responses.clone(),
+                        );
+                        all.push((cfg.clone(), kept.clone()));
+                        kept
+                    }
+                })
+            }
+            (loom_config::KeptStore::Redis, None) => {
+                anyhow::bail!("ai_gateway.responses.store: redis needs a Redis")
+            }
+            (loom_config::KeptStore::Memory, _) => None,
+        };
+        Ok(Kept::new(self.responses.clone(), redis))
     }
 
     /// Every store in use, for a flush at shutdown.

@@ -16,11 +16,7 @@ use crate::Error;
 /// `max_tokens` sent when the client sets none: Anthropic requires one.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-/// Where a chat message carries a model's reasoning, as the widespread
-/// OpenAI-compatible servers put it, and the signature Anthropic needs to
-/// take that reasoning back in a later turn.
-pub const REASONING: &str = "reasoning_content";
-pub const REASONING_SIGNATURE: &str = "reasoning_signature";
+pub use crate::convert::{REASONING, REASONING_SIGNATURE};
 
 /// Anthropic's thinking budget for an OpenAI reasoning effort (`none` and
 /// `minimal` turn thinking off).
@@ -49,6 +45,13 @@ fn unsupported(what: impl Into<String>) -> Error {
 
 /// Translates a canonical chat request for the Messages API.
 pub fn request(req: &ChatRequest, model: &str, stream: bool) -> Result<MessagesRequest, Error> {
+    crate::convert::check_fields(
+        req,
+        crate::convert::Takes {
+            provider: "anthropic",
+            logprobs: false,
+        },
+    )?;
     if req.n.is_some_and(|n| n > 1) {
         return Err(unsupported(
             "The anthropic provider cannot return several choices: `n` must be 1",
@@ -152,6 +155,17 @@ pub fn request(req: &ChatRequest, model: &str, stream: bool) -> Result<MessagesR
     let mut max_tokens = req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
     let (mut temperature, mut top_p) = (req.temperature, req.top_p);
     let mut extra = serde_json::Map::new();
+    // OpenAI's `default` tier is Anthropic's standard capacity only;
+    // `auto` may use priority capacity where the account has it.
+    match req.service_tier.as_deref() {
+        Some("auto") => {
+            extra.insert("service_tier".to_owned(), "auto".into());
+        }
+        Some("default") => {
+            extra.insert("service_tier".to_owned(), "standard_only".into());
+        }
+        _ => {}
+    }
     // Thinking: the client's own `thinking` (Anthropic's shape, passed in
     // the body), else its reasoning effort. It is left off where Anthropic
     // would refuse it: with a forced tool, or after an assistant tool turn
@@ -535,6 +549,51 @@ mod tests {
         let req = request(&chat(base), "m", false).unwrap();
         assert_eq!(req.max_tokens, DEFAULT_MAX_TOKENS);
         assert_eq!(req.stream, None);
+    }
+
+    #[test]
+    fn optional_chat_fields_are_translated_dropped_or_refused_by_name() {
+        let base = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+        let with = |k: &str, v: Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            request(&chat(b), "m", false)
+        };
+        for (field, value) in [
+            ("logprobs", json!(true)),
+            ("top_logprobs", json!(3)),
+            ("store", json!(true)),
+            ("service_tier", json!("flex")),
+            ("modalities", json!(["text", "audio"])),
+            ("audio", json!({"voice": "alloy", "format": "wav"})),
+        ] {
+            match with(field, value) {
+                Err(Error::Unsupported(m)) => {
+                    assert!(m.contains(&format!("`{field}`")), "{field}: {m}")
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let tier = |t: &str| {
+            serde_json::to_value(with("service_tier", json!(t)).unwrap()).unwrap()["service_tier"]
+                .clone()
+        };
+        assert_eq!(tier("auto"), "auto");
+        assert_eq!(tier("default"), "standard_only");
+        // Hints that leave the answer the same are not sent.
+        for (field, value) in [
+            (
+                "prediction",
+                json!({"type": "content", "content": "fn main() {}"}),
+            ),
+            ("metadata", json!({"app": "x"})),
+            ("store", json!(false)),
+            ("logprobs", json!(false)),
+            ("modalities", json!(["text"])),
+        ] {
+            let out = serde_json::to_value(with(field, value).unwrap()).unwrap();
+            assert!(out.get(field).is_none(), "{field} sent: {out}");
+        }
     }
 
     #[test]

@@ -29,6 +29,13 @@ fn text_part(text: String) -> Part {
 
 /// Translates a canonical chat request for `generateContent`.
 pub fn request(req: &ChatRequest) -> Result<GenerateRequest, Error> {
+    crate::convert::check_fields(
+        req,
+        crate::convert::Takes {
+            provider: "gemini",
+            logprobs: true,
+        },
+    )?;
     let mut system = Vec::new();
     let mut contents: Vec<g::Content> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
@@ -112,6 +119,11 @@ pub fn request(req: &ChatRequest) -> Result<GenerateRequest, Error> {
         frequency_penalty: req.frequency_penalty,
         response_mime_type,
         response_json_schema,
+        response_logprobs: req.logprobs.filter(|&on| on),
+        logprobs: req
+            .top_logprobs
+            .filter(|&n| n > 0 && req.logprobs == Some(true)),
+        thinking_config: thinking_config(req),
     };
     Ok(GenerateRequest {
         contents,
@@ -135,6 +147,70 @@ fn calling(mode: &str, names: Option<Vec<String>>) -> ToolConfig {
         },
     }
 }
+
+/// Gemini's thinking budget for an OpenAI reasoning effort. `none` turns
+/// thinking off (models that cannot turn it off answer 400 themselves).
+fn thinking_budget(effort: &str) -> Option<i64> {
+    match effort {
+        "none" => Some(0),
+        "minimal" => Some(512),
+        "low" => Some(1_024),
+        "medium" => Some(8_192),
+        "high" => Some(24_576),
+        "xhigh" | "max" => Some(32_768),
+        _ => None,
+    }
+}
+
+/// `thinkingConfig`: the client's own (Google's OpenAI-compatible shape,
+/// `google.thinking_config` in the body), else its reasoning effort, with
+/// the thoughts' summaries asked for so that they reach the client as
+/// `reasoning_content`.
+fn thinking_config(req: &ChatRequest) -> Option<Value> {
+    if let Some(own) = req
+        .extra
+        .get("google")
+        .and_then(|g| g.get("thinking_config"))
+    {
+        let mut config = serde_json::Map::new();
+        for (k, v) in own.as_object()? {
+            let camel = match k.as_str() {
+                "thinking_budget" => "thinkingBudget",
+                "include_thoughts" => "includeThoughts",
+                "thinking_level" => "thinkingLevel",
+                other => other,
+            };
+            config.insert(camel.to_owned(), v.clone());
+        }
+        return Some(Value::Object(config));
+    }
+    let budget = thinking_budget(req.reasoning_effort.as_deref()?)?;
+    Some(serde_json::json!({"thinkingBudget": budget, "includeThoughts": budget > 0}))
+}
+
+/// Where a tool call carries Gemini's thought signature, as Google's own
+/// OpenAI-compatible endpoint puts it.
+fn signature_of(call: &ToolCall) -> Option<&str> {
+    call.extra
+        .get("extra_content")?
+        .pointer("/google/thought_signature")?
+        .as_str()
+}
+
+fn with_signature(signature: Option<String>) -> loom_models::Extra {
+    let mut extra = loom_models::Extra::new();
+    if let Some(sig) = signature {
+        extra.insert(
+            "extra_content".to_owned(),
+            serde_json::json!({"google": {"thought_signature": sig}}),
+        );
+    }
+    extra
+}
+
+/// What Gemini takes, in place of a signature, on a function call it did
+/// not make (a conversation begun on another provider).
+const NO_SIGNATURE: &str = "skip_thought_signature_validator";
 
 fn user_parts(m: &Message, i: usize) -> Result<Vec<Part>, Error> {
     match &m.content {
@@ -195,14 +271,21 @@ fn model_parts(m: &Message, i: usize) -> Result<Vec<Part>, Error> {
     if !text.is_empty() {
         parts.push(text_part(text));
     }
+    // Reasoning text is not sent back (Gemini keeps its state in the
+    // signatures); each call's signature is, and the first call of a turn
+    // always carries one, as Gemini 3 requires.
     for (j, call) in m.tool_calls.iter().flatten().enumerate() {
         let args = crate::convert::tool_arguments(call, &format!("messages[{i}].tool_calls[{j}]"))?;
+        let signature = signature_of(call)
+            .or((j == 0).then_some(NO_SIGNATURE))
+            .map(str::to_owned);
         parts.push(Part {
             function_call: Some(g::FunctionCall {
                 id: None,
                 name: call.function.name.clone(),
                 args,
             }),
+            thought_signature: signature,
             ..Part::default()
         });
     }
@@ -281,22 +364,78 @@ fn call_id() -> String {
     format!("call_{:08x}{n:06x}", std::process::id())
 }
 
-/// The text and tool calls of one candidate's parts (thought parts skipped).
-fn split_parts(parts: Vec<Part>) -> (String, Vec<(String, String, String)>) {
-    let mut text = String::new();
-    let mut calls = Vec::new();
+/// One function call of an answer.
+struct Call {
+    id: String,
+    name: String,
+    arguments: String,
+    signature: Option<String>,
+}
+
+/// One candidate's parts, split.
+#[derive(Default)]
+struct Split {
+    text: String,
+    /// The thoughts' summaries.
+    reasoning: String,
+    calls: Vec<Call>,
+}
+
+fn split_parts(parts: Vec<Part>) -> Split {
+    let mut out = Split::default();
     for p in parts {
         if p.thought == Some(true) {
+            if let Some(t) = p.text {
+                out.reasoning.push_str(&t);
+            }
             continue;
         }
         if let Some(t) = p.text {
-            text.push_str(&t);
+            out.text.push_str(&t);
         }
         if let Some(c) = p.function_call {
-            calls.push((c.id.unwrap_or_else(call_id), c.name, c.args.to_string()));
+            out.calls.push(Call {
+                id: c.id.unwrap_or_else(call_id),
+                name: c.name,
+                arguments: c.args.to_string(),
+                signature: p.thought_signature,
+            });
         }
     }
-    (text, calls)
+    out
+}
+
+/// OpenAI's `logprobs` of a choice, from Gemini's `logprobsResult`: the
+/// chosen tokens, each with the alternatives listed at its position.
+fn logprobs(candidate: &g::Candidate) -> Option<Value> {
+    let result = candidate.extra.get("logprobsResult")?;
+    let entry = |c: &Value| {
+        let token = c.get("token").and_then(Value::as_str).unwrap_or_default();
+        serde_json::json!({
+            "token": token,
+            "logprob": c.get("logProbability").and_then(Value::as_f64).unwrap_or(0.0),
+            "bytes": token.as_bytes(),
+        })
+    };
+    let top = result.get("topCandidates").and_then(Value::as_array);
+    let content: Vec<Value> = result
+        .get("chosenCandidates")?
+        .as_array()?
+        .iter()
+        .enumerate()
+        .map(|(i, chosen)| {
+            let mut e = entry(chosen);
+            let alternatives: Vec<Value> = top
+                .and_then(|t| t.get(i))
+                .and_then(|t| t.get("candidates"))
+                .and_then(Value::as_array)
+                .map(|c| c.iter().map(entry).collect())
+                .unwrap_or_default();
+            e["top_logprobs"] = Value::Array(alternatives);
+            e
+        })
+        .collect();
+    Some(serde_json::json!({"content": content, "refusal": null}))
 }
 
 /// Translates a complete response.
@@ -304,26 +443,40 @@ pub fn response(resp: GenerateResponse, model: &str, created: u64) -> ChatRespon
     let choices = resp
         .candidates
         .into_iter()
-        .map(|c| {
-            let (text, calls) = split_parts(c.content.parts);
+        .map(|mut c| {
+            let logprobs = logprobs(&c);
+            let Split {
+                text,
+                reasoning,
+                calls,
+            } = split_parts(std::mem::take(&mut c.content.parts));
             let called = !calls.is_empty();
             let tool_calls: Vec<ToolCall> = calls
                 .into_iter()
-                .map(|(id, name, arguments)| ToolCall {
-                    id,
+                .map(|c| ToolCall {
+                    id: c.id,
                     kind: "function".to_owned(),
-                    function: FunctionCall { name, arguments },
-                    extra: Default::default(),
+                    function: FunctionCall {
+                        name: c.name,
+                        arguments: c.arguments,
+                    },
+                    extra: with_signature(c.signature),
                 })
                 .collect();
+            let mut extra = loom_models::Extra::new();
+            if !reasoning.is_empty() {
+                extra.insert(crate::convert::REASONING.to_owned(), reasoning.into());
+            }
             Choice {
                 index: c.index,
                 message: Message {
                     role: Role::Assistant,
                     content: (!text.is_empty() || !called).then_some(Content::Text(text)),
                     tool_calls: called.then_some(tool_calls),
+                    extra,
                     ..Message::default()
                 },
+                logprobs,
                 finish_reason: Some(finish_reason(
                     c.finish_reason.as_deref().unwrap_or("STOP"),
                     called,
@@ -382,26 +535,35 @@ impl StreamTranslator {
         if let Some(u) = ev.usage_metadata {
             self.usage = Some(u);
         }
-        let candidate = ev.candidates.into_iter().next()?;
-        let (text, calls) = split_parts(candidate.content.parts);
+        let mut candidate = ev.candidates.into_iter().next()?;
+        let logprobs = logprobs(&candidate);
+        let Split {
+            text,
+            reasoning,
+            calls,
+        } = split_parts(std::mem::take(&mut candidate.content.parts));
         let called = !calls.is_empty();
         let tool_calls: Vec<ToolCallDelta> = calls
             .into_iter()
-            .map(|(id, name, arguments)| {
+            .map(|c| {
                 let index = self.tools;
                 self.tools += 1;
                 ToolCallDelta {
                     index,
-                    id: Some(id),
+                    id: Some(c.id),
                     kind: Some("function".to_owned()),
                     function: Some(FunctionCallDelta {
-                        name: Some(name),
-                        arguments: Some(arguments),
+                        name: Some(c.name),
+                        arguments: Some(c.arguments),
                     }),
-                    ..ToolCallDelta::default()
+                    extra: with_signature(c.signature),
                 }
             })
             .collect();
+        let mut extra = loom_models::Extra::new();
+        if !reasoning.is_empty() {
+            extra.insert(crate::convert::REASONING.to_owned(), reasoning.into());
+        }
         let finish = candidate
             .finish_reason
             .as_deref()
@@ -420,9 +582,11 @@ impl StreamTranslator {
                     role,
                     content: (!text.is_empty() || role.is_some()).then_some(text),
                     tool_calls: called.then_some(tool_calls),
+                    extra,
                     ..Delta::default()
                 },
                 finish_reason: finish,
+                logprobs,
                 ..ChunkChoice::default()
             }],
             ..ChatChunk::default()
@@ -478,7 +642,8 @@ mod tests {
         );
         assert_eq!(
             out["contents"][1],
-            json!({"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"}}}]})
+            json!({"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"}},
+                "thoughtSignature": NO_SIGNATURE}]})
         );
         assert_eq!(
             out["contents"][2]["parts"][0],
@@ -579,5 +744,143 @@ mod tests {
                 prop_assert_eq!(gc.stop_sequences, stop);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod reasoning_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(body: Value) -> ChatRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn effort_becomes_a_thinking_budget_and_signatures_go_back() {
+        let req = chat(json!({
+            "model": "gemini-2.5-pro",
+            "reasoning_effort": "high",
+            "messages": [
+                {"role": "user", "content": "Weather in Paris and Rome?"},
+                {"role": "assistant", "content": null, "reasoning_content": "I should call the tool.",
+                 "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"},
+                     "extra_content": {"google": {"thought_signature": "c2lnLTE="}}},
+                    {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Rome\"}"}}
+                 ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "c2", "content": "24C"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c3", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+                 ]},
+                {"role": "tool", "tool_call_id": "c3", "content": "?"}
+            ]
+        }));
+        let out = serde_json::to_value(request(&req).unwrap()).unwrap();
+        assert_eq!(
+            out["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 24576, "includeThoughts": true})
+        );
+        let model = &out["contents"][1];
+        assert_eq!(model["role"], "model");
+        let parts = model["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), 2, "reasoning text is not sent back: {parts:?}");
+        assert_eq!(parts[0]["thoughtSignature"], "c2lnLTE=");
+        assert!(parts[1].get("thoughtSignature").is_none());
+        // A call Gemini did not sign (made elsewhere) is let through.
+        assert_eq!(
+            out["contents"][3]["parts"][0]["thoughtSignature"],
+            NO_SIGNATURE
+        );
+
+        let off = chat(json!({"model": "m", "reasoning_effort": "none",
+            "messages": [{"role": "user", "content": "x"}]}));
+        assert_eq!(
+            serde_json::to_value(request(&off).unwrap()).unwrap()["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 0, "includeThoughts": false})
+        );
+        let own = chat(
+            json!({"model": "m", "google": {"thinking_config": {"thinking_level": "low", "include_thoughts": true}},
+            "messages": [{"role": "user", "content": "x"}]}),
+        );
+        assert_eq!(
+            serde_json::to_value(request(&own).unwrap()).unwrap()["generationConfig"]["thinkingConfig"],
+            json!({"thinkingLevel": "low", "includeThoughts": true})
+        );
+    }
+
+    #[test]
+    fn thoughts_signatures_and_logprobs_come_back_in_openai_shape() {
+        let resp: GenerateResponse = serde_json::from_value(json!({
+            "candidates": [{
+                "content": {"role": "model", "parts": [
+                    {"text": "The user wants weather.", "thought": true},
+                    {"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnLTI="}
+                ]},
+                "finishReason": "STOP",
+                "index": 0,
+                "logprobsResult": {
+                    "topCandidates": [{"candidates": [
+                        {"token": "Hi", "logProbability": -0.1},
+                        {"token": "Hello", "logProbability": -2.5}
+                    ]}],
+                    "chosenCandidates": [{"token": "Hi", "logProbability": -0.1}]
+                }
+            }],
+            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 7, "totalTokenCount": 22}
+        }))
+        .unwrap();
+        let out = serde_json::to_value(response(resp, "gemini-2.5-pro", 1)).unwrap();
+        let msg = &out["choices"][0]["message"];
+        assert_eq!(msg["reasoning_content"], "The user wants weather.");
+        assert_eq!(
+            msg["tool_calls"][0]["extra_content"]["google"]["thought_signature"],
+            "c2lnLTI="
+        );
+        assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+        let lp = &out["choices"][0]["logprobs"]["content"][0];
+        assert_eq!(lp["token"], "Hi");
+        assert_eq!(lp["logprob"], -0.1);
+        assert_eq!(lp["bytes"], json!([72, 105]));
+        assert_eq!(lp["top_logprobs"][1]["token"], "Hello");
+        assert_eq!(out["usage"]["completion_tokens"], 12);
+        assert_eq!(
+            out["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            7
+        );
+
+        let mut t = StreamTranslator::new("gemini-2.5-pro", 1);
+        let thought: GenerateResponse = serde_json::from_value(
+            json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "Thinking about it.", "thought": true}]}, "index": 0}]}),
+        )
+        .unwrap();
+        let chunk = serde_json::to_value(t.on_event(thought).unwrap()).unwrap();
+        assert_eq!(
+            chunk["choices"][0]["delta"]["reasoning_content"],
+            "Thinking about it."
+        );
+        let call: GenerateResponse = serde_json::from_value(json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"}]}, "finishReason": "STOP", "index": 0}]})).unwrap();
+        let chunk = serde_json::to_value(t.on_event(call).unwrap()).unwrap();
+        assert_eq!(
+            chunk["choices"][0]["delta"]["tool_calls"][0]["extra_content"]["google"]["thought_signature"],
+            "c2ln"
+        );
+    }
+
+    #[test]
+    fn logprobs_are_asked_for_and_audio_refused() {
+        let req = chat(json!({"model": "m", "logprobs": true, "top_logprobs": 2,
+            "messages": [{"role": "user", "content": "x"}]}));
+        let out = serde_json::to_value(request(&req).unwrap()).unwrap();
+        assert_eq!(out["generationConfig"]["responseLogprobs"], true);
+        assert_eq!(out["generationConfig"]["logprobs"], 2);
+        let audio = chat(json!({"model": "m", "modalities": ["text", "audio"],
+            "messages": [{"role": "user", "content": "x"}]}));
+        assert!(
+            matches!(request(&audio), Err(Error::Unsupported(m)) if m.contains("`modalities`"))
+        );
     }
 }

@@ -26,6 +26,10 @@ const argDeltas = [];
 helper.on("response.function_call_arguments.delta", (e) => argDeltas.push(e.delta));
 const final = await helper.finalResponse();
 const call = final.output.find((i) => i.type === "function_call");
+// Kept: read back, its input listed, continued.
+const got = await client.responses.retrieve(whole.id);
+const inputs = await client.responses.inputItems.list(whole.id);
+const next = await client.responses.create({ model, input: "And again?", previous_response_id: whole.id });
 let refused = null;
 try {
   await client.responses.create({ model, input: "hi", previous_response_id: "resp_x" });
@@ -39,6 +43,9 @@ console.log(
     streamedText: events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""),
     call: call && { name: call.name, arguments: call.arguments, call_id: call.call_id },
     argDeltas: argDeltas.join(""),
+    retrieved: { id: got.id, text: got.output_text, wholeId: whole.id },
+    inputTypes: inputs.data.map((i) => i.type),
+    continued: next.status,
     refused,
   }),
 );

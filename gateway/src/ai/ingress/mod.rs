@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Response;
 use loom_guardrails::Guardrails;
-use loom_models::chat::ChatRequest;
+use loom_models::chat::{ChatRequest, ChatResponse};
 use loom_providers::{Reply, Target};
 
 use super::guard::Applied;
@@ -100,6 +100,22 @@ pub(crate) trait Ingress: Sized + Send {
     /// The chat request the semantic cache keys on.
     fn cacheable(&self) -> Option<&ChatRequest> {
         None
+    }
+
+    /// A whole answer as the semantic cache keeps it (the chat shape),
+    /// from the body the client got.
+    fn cache_answer(&self, body: &Bytes) -> Option<ChatResponse> {
+        serde_json::from_slice(body).ok()
+    }
+
+    /// A cached answer written for this client: whole, or as the stream
+    /// the client asked for.
+    fn cached_body(&self, answer: &ChatResponse, stream: bool, wants_usage: bool) -> Bytes {
+        if stream {
+            crate::ai::cache::replay(answer, wants_usage)
+        } else {
+            Bytes::from(serde_json::to_vec(answer).unwrap_or_default())
+        }
     }
 
     /// Characters of prompt, for routing by size.

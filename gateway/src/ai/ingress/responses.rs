@@ -23,9 +23,9 @@ use super::{Answer, Attempt, Ingress};
 use crate::ai::admit::uses_max_completion_tokens;
 use crate::ai::guard::{self, Applied};
 use crate::ai::relay::{Encoder, Source, Started};
+use crate::ai::stored::Kept;
 use crate::ai::{ApiError, JsonText, decode};
 use crate::runtime::exchange::Exchange;
-use crate::runtime::state::Shared;
 
 pub(crate) struct Responses {
     req: ResponsesRequest,
@@ -47,7 +47,7 @@ pub(crate) struct Responses {
     translated: Option<Arc<str>>,
     /// Where a translated answer is kept (`store`, the default), and for
     /// which consumer.
-    keep: Option<(Arc<Shared>, String)>,
+    keep: Option<(Kept, String)>,
 }
 
 /// Sets the output budget under the name `model` accepts.
@@ -103,11 +103,11 @@ impl Responses {
     /// Continues a response Loom kept for this consumer: its input and
     /// output items come before this request's input. Notes where to keep
     /// this one.
-    fn continue_kept(&mut self, ex: &Exchange) {
-        let shared = ex.shared();
+    async fn continue_kept(&mut self, ex: &Exchange) {
+        let kept = ex.shared().runtime.load().kept.clone();
         let consumer = ex.consumer_name();
         if let Some(id) = &self.req.previous_response_id
-            && let Some(prev) = shared.responses.get(id, consumer)
+            && let Some(prev) = kept.get(id, consumer).await
         {
             let mut items: Vec<serde_json::Value> = prev.input;
             items.extend(prev.output);
@@ -121,7 +121,7 @@ impl Responses {
             }
         }
         if self.req.store != Some(false) {
-            self.keep = Some((shared.clone(), consumer.to_owned()));
+            self.keep = Some((kept, consumer.to_owned()));
         }
     }
 
@@ -139,7 +139,36 @@ impl Responses {
     }
 }
 
+impl Responses {
+    /// The event encoder of a translated stream, keeping the response when
+    /// it completes (when the client asked for it to be kept).
+    fn events(&self, model: &str) -> EventEncoder {
+        let mut events = EventEncoder::new(model, self.echo.clone());
+        if let Some((kept, consumer)) = self.keep.clone() {
+            let input = self.input_items();
+            events = events.on_done(OnDone(Box::new(move |id, output, json| {
+                let response = Bytes::copy_from_slice(json);
+                kept.put(id, &consumer, input, output.to_vec(), response);
+            })));
+        }
+        events
+    }
+
+    /// Keeps a whole translated answer, when the client asked for that.
+    fn keep_whole(&self, answer: &Bytes) {
+        if let Some((kept, consumer)) = &self.keep
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(answer)
+        {
+            let id = v["id"].as_str().unwrap_or_default();
+            let output = v["output"].as_array().cloned().unwrap_or_default();
+            kept.put(id, consumer, self.input_items(), output, answer.clone());
+        }
+    }
+}
+
 impl Ingress for Responses {
+    const CACHED: bool = true;
+
     fn parse(body: JsonText) -> Result<Responses, ApiError> {
         let req: ResponsesRequest = decode(body.text())?;
         if matches!(&req.input, Input::Items(items) if items.is_empty()) {
@@ -199,11 +228,16 @@ impl Ingress for Responses {
         &mut self,
         policy: Arc<Guardrails>,
         ex: &Exchange,
-        _cache: bool,
+        cache: bool,
     ) -> Result<Applied, ApiError> {
-        self.continue_kept(ex);
+        self.continue_kept(ex).await;
         // Guardrails read the canonical request.
         if policy.is_empty() {
+            // The cache keys on it too; a request chat cannot carry (hosted
+            // tools, a provider's own previous response) is not cached.
+            if cache {
+                let _ = self.canonical();
+            }
             return Ok(Applied::unchecked(policy));
         }
         let chat = std::mem::take(self.canonical()?);
@@ -211,6 +245,32 @@ impl Ingress for Responses {
         self.chat = Some(chat);
         self.native_ok = !applied.changed && !applied.policy.checks_answers();
         Ok(applied)
+    }
+
+    fn cacheable(&self) -> Option<&ChatRequest> {
+        self.chat.as_ref()
+    }
+
+    fn cache_answer(&self, body: &Bytes) -> Option<ChatResponse> {
+        responses::chat_of(body)
+    }
+
+    fn cached_body(&self, answer: &ChatResponse, stream: bool, _wants_usage: bool) -> Bytes {
+        // Each answer gets an id of its own (`from_chat`, the encoder), so
+        // that a hit is kept and continued apart from the answer it copies.
+        if stream {
+            let mut out = bytes::BytesMut::with_capacity(1024);
+            let mut events = self.events(&answer.model);
+            for chunk in crate::ai::cache::replay_chunks(answer, true) {
+                events.on_chunk(&chunk, &mut out);
+            }
+            events.finish(&mut out);
+            out.freeze()
+        } else {
+            let body = Bytes::from(responses::from_chat(answer, &self.echo));
+            self.keep_whole(&body);
+            body
+        }
     }
 
     fn prompt_chars(&self) -> usize {
@@ -286,15 +346,7 @@ impl Ingress for Responses {
             })
         })?;
         let answer = Bytes::from(responses::from_chat(&parsed, &self.echo));
-        if let Some((shared, consumer)) = &self.keep
-            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&answer)
-        {
-            let id = v["id"].as_str().unwrap_or_default();
-            let output = v["output"].as_array().cloned().unwrap_or_default();
-            shared
-                .responses
-                .put(id, consumer, self.input_items(), output, answer.clone());
-        }
+        self.keep_whole(&answer);
         Ok(answer)
     }
 
@@ -302,17 +354,7 @@ impl Ingress for Responses {
         if started.is_native() {
             Encoder::Responses(None)
         } else {
-            let mut events = EventEncoder::new(&target.model, self.echo.clone());
-            if let Some((shared, consumer)) = self.keep.clone() {
-                let input = self.input_items();
-                events = events.on_done(OnDone(Box::new(move |id, output, json| {
-                    let response = Bytes::copy_from_slice(json);
-                    shared
-                        .responses
-                        .put(id, &consumer, input, output.to_vec(), response);
-                })));
-            }
-            Encoder::Responses(Some(Box::new(events)))
+            Encoder::Responses(Some(Box::new(self.events(&target.model))))
         }
     }
 }
