@@ -109,7 +109,8 @@ impl Consumers {
     }
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
+/// The SHA-256 of `data`: what keys are known by.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -118,7 +119,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// The digest a configured key stands for: `sha256:<hex>` as given, or the
 /// digest of a plain key.
-fn stored_digest(key: &str) -> Option<[u8; 32]> {
+pub fn stored_digest(key: &str) -> Option<[u8; 32]> {
     match key.strip_prefix("sha256:") {
         Some(hex) => {
             let mut out = [0u8; 32];

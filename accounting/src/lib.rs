@@ -19,7 +19,7 @@ pub mod tokens;
 pub use accountant::{
     Accountant, Admission, Ask, Breakdown, CacheSavings, Line, Quota, Report, human, human_into,
 };
-pub use consumers::{ANONYMOUS, Consumer, Consumers, hash_key};
+pub use consumers::{ANONYMOUS, Consumer, Consumers, hash_key, sha256, stored_digest};
 pub use error::Error;
 pub use gcra::{Rate, Standing};
 pub use limiter::KeyedLimiter;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::units::{ByteSize, Duration};
+use crate::units::{ByteSize, Duration, Secret};
 
 /// One listening socket.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -79,9 +79,52 @@ pub struct CertPair {
 pub struct Admin {
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Keep it on loopback unless a firewall protects it.
+    /// Keep it on loopback unless a firewall protects it; any other
+    /// address needs `tokens`.
     #[serde(default = "default_admin_address")]
     pub address: String,
+    /// Bearer tokens the admin API takes. None: the API is open, which is
+    /// allowed on a loopback address only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<AdminToken>,
+    /// Endpoints served without a token even when tokens are set, for
+    /// scrapers and probes: any of `metrics`, `health`, `ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open: Vec<OpenEndpoint>,
+}
+
+/// One admin token.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it: named in the audit log, never the token.
+    pub name: String,
+    /// The token (best from the environment, `${LOOM_ADMIN_TOKEN}`) or
+    /// `sha256:` and its hex SHA-256 (`loom hash-key`).
+    pub token: Secret,
+    /// What it may do.
+    pub scopes: Vec<AdminScope>,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminScope {
+    /// Read usage, providers, metrics, health and the configuration.
+    Read,
+    /// Manage consumers, keys, teams and budgets (and read them).
+    Keys,
+    /// Everything.
+    Admin,
+}
+
+/// An admin endpoint that may be left open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenEndpoint {
+    Metrics,
+    Health,
+    Ready,
 }
 
 fn default_admin_address() -> String {
@@ -93,6 +136,8 @@ impl Default for Admin {
         Admin {
             enabled: true,
             address: default_admin_address(),
+            tokens: Vec::new(),
+            open: Vec::new(),
         }
     }
 }

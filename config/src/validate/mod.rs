@@ -77,15 +77,62 @@ pub(crate) fn validate(config: &Config) -> Found {
             "at least 1ms (a loop is always a little late); leave it out to turn shedding by delay off".into(),
         ));
     }
-    if let Err(e) = listen_address(&config.admin.address) {
-        found.push(("admin.address".into(), e));
-    }
+    admin(&config.admin, &mut found);
     upstreams(config, &mut found);
     plugins(config, &mut found);
     routes(config, &mut found);
     ai_gateway(&config.ai_gateway, &config.consumers, &mut found);
     consumer_entries(config, &mut found);
     found
+}
+
+/// The admin listener: its address, and tokens wherever it is reachable
+/// from other hosts.
+fn admin(admin: &crate::schema::Admin, found: &mut Found) {
+    match listen_address(&admin.address) {
+        Err(e) => found.push(("admin.address".into(), e)),
+        Ok(addr) if admin.enabled && !addr.ip().is_loopback() && admin.tokens.is_empty() => {
+            found.push((
+                "admin.tokens".into(),
+                format!(
+                    "the admin listener binds {addr}, reachable from other hosts: configure admin tokens (or bind a loopback address)"
+                ),
+            ));
+        }
+        Ok(_) => {}
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, t) in admin.tokens.iter().enumerate() {
+        let at = format!("admin.tokens[{i}]");
+        if t.name.is_empty() || t.name.len() > 64 {
+            found.push((format!("{at}.name"), "a name of 1 to 64 characters".into()));
+        } else if !names.insert(t.name.as_str()) {
+            found.push((
+                format!("{at}.name"),
+                format!("duplicate token name {:?}", t.name),
+            ));
+        }
+        let token = t.token.expose();
+        match token.strip_prefix("sha256:") {
+            Some(hex) if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                found.push((
+                    format!("{at}.token"),
+                    "`sha256:` must be followed by 64 hex digits (`loom hash-key`)".into(),
+                ));
+            }
+            None if token.len() < 16 => found.push((
+                format!("{at}.token"),
+                "at least 16 characters (or `sha256:` and its digest)".into(),
+            )),
+            _ => {}
+        }
+        if t.scopes.is_empty() {
+            found.push((
+                format!("{at}.scopes"),
+                "at least one of read, keys, admin".into(),
+            ));
+        }
+    }
 }
 
 /// ", did you mean X?" when a close name exists.

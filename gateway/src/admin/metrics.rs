@@ -57,6 +57,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Requests refused because their worker was at its bound.
     pub shed: prometheus::IntCounter,
+    /// Admin requests refused, by reason (`missing`, `invalid`, `scope`).
+    pub admin_refused: IntCounterVec,
     overhead: [Histogram; 2],
     /// Resolved series per provider and model label, so that settling a
     /// request costs one map lookup instead of nine label hashes.
@@ -370,6 +372,12 @@ impl Metrics {
             )?,
             in_flight,
             shed,
+            admin_refused: counter(
+                &r,
+                "loom_admin_auth_failures_total",
+                "Admin API requests refused: no token (missing), an unknown token (invalid), or a token without the scope (scope)",
+                &["reason"],
+            )?,
             registry: r,
             ai_series: RwLock::new(HashMap::default()),
             model_labels: RwLock::new(0),

@@ -1,5 +1,6 @@
 //! The admin listener: health, readiness, metrics and the admin API.
 
+pub mod auth;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -26,6 +27,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ai/usage", get(usage_all))
         .route("/ai/usage/{consumer}", get(usage))
         .route("/config", get(config))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::check,
+        ))
         .with_state(shared)
 }
 

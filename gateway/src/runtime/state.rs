@@ -124,6 +124,8 @@ pub struct Runtime {
     pub streaming_enabled: bool,
     /// Responses kept for the Responses API (`previous_response_id`).
     pub kept: crate::ai::stored::Kept,
+    /// The admin API's tokens.
+    pub admin_auth: Arc<crate::admin::auth::AdminAuth>,
 }
 
 impl Runtime {
@@ -226,6 +228,7 @@ impl Runtime {
             generation,
             streaming_enabled: config.ai_gateway.streaming.enabled,
             kept: stores.kept_responses(&config.ai_gateway)?,
+            admin_auth: Arc::new(crate::admin::auth::AdminAuth::new(&config.admin)),
             config,
         })
     }
