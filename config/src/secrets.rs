@@ -7,8 +7,9 @@ use crate::schema::{Config, RedisStore};
 impl Config {
     /// The credentials of this configuration: provider keys and header
     /// values, consumer keys (those written in clear, not `sha256:` digests),
-    /// Redis passwords (fields and `redis://user:password@` addresses) and
-    /// the Qdrant key. Empty values are left out.
+    /// Redis passwords (fields and `redis://user:password@` addresses), the
+    /// Qdrant key, admin tokens in clear and the control plane's PostgreSQL
+    /// password. Empty values are left out.
     pub fn secrets(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         let ai = &self.ai_gateway;
@@ -32,6 +33,7 @@ impl Config {
                 .and_then(|s| s.redis.as_ref()),
         );
         stores.extend(ai.semantic_cache.redis.as_ref());
+        stores.extend(ai.responses.redis.as_ref());
         for r in &self.routes {
             stores.extend(
                 r.middleware
@@ -47,11 +49,32 @@ impl Config {
         if let Some(q) = &ai.semantic_cache.qdrant {
             out.push(q.api_key.expose());
         }
+        out.extend(
+            self.admin
+                .tokens
+                .iter()
+                .map(|t| t.token.expose())
+                .filter(|t| !t.starts_with("sha256:")),
+        );
+        if let Some(cp) = &self.control_plane {
+            let pg = cp.postgres.expose();
+            out.extend(url_password(pg));
+            out.extend(kv_password(pg));
+        }
         out.retain(|s| !s.is_empty());
         out.sort_unstable();
         out.dedup();
         out
     }
+}
+
+/// The password of libpq key=value settings (`host=db password=x`).
+fn kv_password(settings: &str) -> Option<&str> {
+    settings
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("password="))
+        .map(|p| p.trim_matches('\''))
+        .filter(|p| !p.is_empty())
 }
 
 /// The password of a `redis://user:password@host` address.

@@ -56,6 +56,12 @@ enum Command {
     /// Print the `sha256:` form of an API key, to put in `consumers[].keys`
     /// instead of the key itself. Reads the key from standard input.
     HashKey,
+    /// Apply the control plane's database migrations (`control_plane.postgres`
+    /// of the configuration), then exit.
+    Migrate {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the JSON Schema of the configuration file (for editors; the
     /// same as docs/loom.schema.json).
     Schema,
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
             }
         }
         (Some(Command::HashKey), _) => hash_key(),
+        (Some(Command::Migrate { config }), _) => migrate(&config),
         (Some(Command::Serve { config }), global) => run(config.or(global)),
         (None, Some(config)) => run(Some(config)),
         (None, None) => {
@@ -102,6 +109,50 @@ fn main() -> ExitCode {
                 "usage: loom serve [--config FILE] | loom validate FILE | loom version (try --help)"
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `loom migrate`: applies the control plane's migrations.
+fn migrate(file: &std::path::Path) -> ExitCode {
+    let config = match loom_config::check_file(file) {
+        Ok(c) => c.config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(cp) = config.control_plane else {
+        eprintln!(
+            "{}: no control_plane section: nothing to migrate",
+            file.display()
+        );
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(loom_control::Control::migrate(&cp)) {
+        Ok(applied) if applied.is_empty() => {
+            println!("up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            for m in applied {
+                println!("applied {m}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("migrate: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -262,7 +313,13 @@ async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         // Token estimates need the encoders; build them before traffic arrives.
         tokio::task::spawn_blocking(loom_accounting::Accountant::warm_up);
     }
-    let (shared, inboxes) = Shared::build(config, clock_offset()?, workers)?;
+    // Run-time keys: loaded (from PostgreSQL, else the last snapshot)
+    // before the first request.
+    let control = match &config.control_plane {
+        Some(cp) => Some(loom_control::Control::start(cp.clone()).await),
+        None => None,
+    };
+    let (shared, inboxes) = Shared::build(config, clock_offset()?, workers, control)?;
 
     let mut bound = server::bind(&listeners, &shared.certificates).await?;
     let quic = http3::bind(&listeners, &shared.certificates, &limits)?;

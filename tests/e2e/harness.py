@@ -817,6 +817,53 @@ class OwnRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class OwnPostgres:
+    """A PostgreSQL server of the test's own (initdb + pg_ctl on a temporary
+    directory and a free port, trust auth), that can be killed and started
+    again with its data."""
+
+    def __init__(self):
+        bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        self.initdb, self.pg_ctl = os.path.join(bindir, "initdb"), os.path.join(bindir, "pg_ctl")
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="loom-pg-")
+        # PostgreSQL refuses to run as root: as root, run it as `postgres`.
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        os.chmod(self.dir, 0o777)
+        self.data = os.path.join(self.dir, "data")
+        subprocess.run(self.as_pg + [self.initdb, "-D", self.data, "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def start(self):
+        subprocess.run(self.as_pg + [self.pg_ctl, "-D", self.data, "-w", "-l", os.path.join(self.dir, "log"),
+                                     "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True)
+
+    def kill(self):
+        subprocess.run(self.as_pg + [self.pg_ctl, "-D", self.data, "-m", "immediate", "stop"],
+                       check=True, capture_output=True)
+
+    def close(self):
+        subprocess.run(self.as_pg + [self.pg_ctl, "-D", self.data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def need_postgres():
+    """The shared PostgreSQL on 127.0.0.1:5432 (trust auth)."""
+    if not shutil.which("psql") or subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"],
+                                                  capture_output=True).returncode != 0:
+        if os.environ.get("CI"):
+            raise AssertionError("PostgreSQL must be running on 127.0.0.1:5432 in CI")
+        pytest.skip("SKIPPED: PostgreSQL is not reachable on 127.0.0.1:5432")
+
+
+def psql(sql: str, db: str = "postgres", port: int = 5432) -> str:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db, "-tAc", sql],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def need_redis_server():
     """A test that starts and kills its own redis-server needs it installed."""
     if not shutil.which("redis-server"):

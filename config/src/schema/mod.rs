@@ -57,6 +57,10 @@ pub struct Config {
     /// Who may call routes with `auth`, and who their usage is accounted to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<ConsumerEntry>,
+    /// Run-time keys kept in PostgreSQL and managed over the admin API
+    /// (docs/control-plane.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<crate::settings::ControlPlane>,
     /// Proxy-Wasm plugins, attached to routes by name
     /// (`routes[].middleware.plugins`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -11,6 +11,7 @@
 
 mod accounting;
 mod consumers;
+mod control;
 mod guardrails;
 mod providers;
 mod upstream;
@@ -19,6 +20,7 @@ pub use crate::resilience::{CircuitBreaker, Retry, UpstreamBreaker};
 pub use crate::units::{ByteSize, Duration, Pattern, Secret};
 pub use accounting::*;
 pub use consumers::*;
+pub use control::*;
 pub use guardrails::*;
 pub use providers::*;
 pub use upstream::*;

@@ -134,13 +134,20 @@ fn refuse(status: StatusCode, kind: &str, code: &str, message: String) -> Respon
     resp
 }
 
+/// Who made an admin request: the token's name, or `anonymous` while the
+/// API is open. Named in the audit log.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<str>);
+
 /// The middleware in front of every admin route.
-pub async fn check(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+pub async fn check(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let auth = shared.runtime.load().admin_auth.clone();
     if auth.tokens.is_empty() {
+        req.extensions_mut().insert(Caller(Arc::from("anonymous")));
         return next.run(req).await;
     }
     let Some(scope) = needed(req.uri().path(), req.method(), &auth.open) else {
+        req.extensions_mut().insert(Caller(Arc::from("anonymous")));
         return next.run(req).await;
     };
     let refused = |reason: &str| {
@@ -186,6 +193,7 @@ pub async fn check(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
             ),
         );
     }
+    req.extensions_mut().insert(Caller(token.name.clone()));
     next.run(req).await
 }
 

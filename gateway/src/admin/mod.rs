@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness, metrics and the admin API.
 
 pub mod auth;
+mod keys;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -27,6 +28,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ai/usage", get(usage_all))
         .route("/ai/usage/{consumer}", get(usage))
         .route("/config", get(config))
+        .route("/ai/keys", get(keys::list).post(keys::create))
+        .route(
+            "/ai/keys/{id}",
+            get(keys::one).patch(keys::update).delete(keys::delete),
+        )
+        .route("/ai/keys/{id}/rotate", axum::routing::post(keys::rotate))
+        .route("/ai/audit", get(keys::audit))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             auth::check,
@@ -56,6 +64,14 @@ async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         let store = rt.accountant.store();
         let health = store.health();
         let mut body = json!({"status": "ready", "config_generation": rt.generation});
+        // Keys keep being served from memory while PostgreSQL is away.
+        if let Some(control) = &s.control {
+            let h = control.health();
+            if !h.up {
+                body["status"] = json!("degraded");
+            }
+            body["control_plane"] = json!(h);
+        }
         if !health.is_up() {
             body["status"] = json!("degraded");
             body["accounting"] = json!({

@@ -37,6 +37,8 @@ pub enum ApiError {
     },
     /// A fault of the gateway itself (a check's thread died).
     Internal(&'static str),
+    /// The client's key may not call this model (its allow-list).
+    ModelNotAllowed(String),
 }
 
 impl ApiError {
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Blocked { .. } => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::LimiterUnavailable => "limiter_unavailable",
             ApiError::Blocked { code, .. } => code,
             ApiError::Internal(_) => "internal_error",
+            ApiError::ModelNotAllowed(_) => "model_not_allowed",
         }
     }
 
@@ -137,6 +141,12 @@ impl ApiError {
             ApiError::Internal(what) => {
                 ErrorEnvelope::new(*what, "server_error", Some("internal_error"))
             }
+            ApiError::ModelNotAllowed(model) => ErrorEnvelope::new(
+                format!("This API key may not use the model `{model}`"),
+                "permission_error",
+                Some("model_not_allowed"),
+            )
+            .with_param("model".to_owned()),
         }
     }
 

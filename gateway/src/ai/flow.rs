@@ -143,7 +143,12 @@ async fn serve<I: Ingress>(
             }
         }
     }
-    // 6. Plan.
+    // 6. Plan (a run-time key's model allow-list first).
+    if let Some(key) = &ex.key
+        && !key.allows(r.model())
+    {
+        return Err(ApiError::ModelNotAllowed(r.model().to_owned()).into());
+    }
     let router = plan::router(rt, &ex.route);
     let plan = plan::plan(rt, router, r.model(), r.prompt_chars(), max_output)?;
     r.prepare(&plan, &applied)?;

@@ -150,7 +150,7 @@ fn gateway(yaml: &str) -> Arc<Shared> {
     let config = loom_config::check_str(yaml, "test.yaml")
         .expect("config")
         .config;
-    let (shared, _inboxes) = Shared::build(config, 0, 1).expect("gateway");
+    let (shared, _inboxes) = Shared::build(config, 0, 1, None).expect("gateway");
     shared
 }
 

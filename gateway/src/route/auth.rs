@@ -63,13 +63,16 @@ impl KeyAuth {
         &self.header
     }
 
-    /// The consumer that owns the request's key. On success the key headers
-    /// are removed unless the route forwards them.
+    /// The consumer that owns the request's key: a configured one, else a
+    /// run-time key of `keys` (with the key). On success the key headers
+    /// are removed unless the route forwards them. A revoked or expired
+    /// run-time key is refused as an unknown one is.
     pub fn authenticate(
         &self,
         headers: &mut HeaderMap,
         consumers: &Consumers,
-    ) -> Result<Arc<Consumer>, Denied> {
+        keys: Option<&loom_control::KeyTable>,
+    ) -> Result<(Arc<Consumer>, Option<Arc<loom_control::KeyRecord>>), Denied> {
         let from_header = headers.get(&self.header).map(|v| v.as_bytes());
         let bearer = || {
             let v = headers.get(AUTHORIZATION)?.as_bytes();
@@ -84,13 +87,28 @@ impl KeyAuth {
         if key.is_empty() {
             return Err(Denied::Missing);
         }
-        let consumer = consumers.authenticate(key).ok_or(Denied::Invalid)?;
+        let found = match consumers.authenticate(key) {
+            Some(c) => (c, None),
+            None => {
+                let record = keys
+                    .and_then(|k| k.authenticate(key, now()))
+                    .ok_or(Denied::Invalid)?;
+                (record.consumer.clone(), Some(record))
+            }
+        };
         if !self.forward_key {
             headers.remove(&self.header);
             headers.remove(AUTHORIZATION);
         }
-        Ok(consumer)
+        Ok(found)
     }
+}
+
+/// Unix seconds now, for key expiry.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -122,7 +140,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("sk-web-key-1"));
         assert_eq!(
-            auth().authenticate(&mut h, &c).map(|c| c.name.clone()),
+            auth()
+                .authenticate(&mut h, &c, None)
+                .map(|(c, _)| c.name.clone()),
             Ok("web".into())
         );
         assert!(h.get("x-api-key").is_none(), "the key is not passed on");
@@ -131,27 +151,33 @@ mod tests {
             AUTHORIZATION,
             HeaderValue::from_static("Bearer sk-web-key-1"),
         );
-        assert!(auth().authenticate(&mut h, &c).is_ok());
+        assert!(auth().authenticate(&mut h, &c, None).is_ok());
         let mut h = HeaderMap::new();
         h.insert(
             AUTHORIZATION,
             HeaderValue::from_static("bearer  sk-web-key-1 "),
         );
-        assert!(auth().authenticate(&mut h, &c).is_ok());
+        assert!(auth().authenticate(&mut h, &c, None).is_ok());
     }
 
     #[test]
     fn missing_and_wrong_keys_are_told_apart() {
         let c = consumers();
         assert_eq!(
-            auth().authenticate(&mut HeaderMap::new(), &c),
-            Err(Denied::Missing)
+            auth().authenticate(&mut HeaderMap::new(), &c, None).err(),
+            Some(Denied::Missing)
         );
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Basic d2ViOnB3"));
-        assert_eq!(auth().authenticate(&mut h, &c), Err(Denied::Missing));
+        assert_eq!(
+            auth().authenticate(&mut h, &c, None).err(),
+            Some(Denied::Missing)
+        );
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("sk-web-key-2"));
-        assert_eq!(auth().authenticate(&mut h, &c), Err(Denied::Invalid));
+        assert_eq!(
+            auth().authenticate(&mut h, &c, None).err(),
+            Some(Denied::Invalid)
+        );
     }
 }

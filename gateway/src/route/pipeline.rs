@@ -187,12 +187,14 @@ where
         };
     }
     if let Some(auth) = &route.auth {
-        match auth.authenticate(req.headers_mut(), rt.accountant.consumers()) {
-            Ok(consumer) => {
+        let keys = shared.control.as_ref().map(|c| &**c.keys());
+        match auth.authenticate(req.headers_mut(), rt.accountant.consumers(), keys) {
+            Ok((consumer, key)) => {
                 if let Some(stream) = plugins {
                     stream.set_consumer(&consumer.name);
                 }
                 ex.consumer = Some(consumer);
+                ex.key = key;
             }
             Err(d) => {
                 let (status, message, code) = d.parts(auth.header());

@@ -32,6 +32,9 @@ pub struct Exchange {
     pub route_metrics: Option<Arc<RouteSeries>>,
     /// Who the request is accounted to, once authenticated.
     pub consumer: Option<Arc<loom_accounting::Consumer>>,
+    /// The run-time key the request came with (`control_plane`), for its
+    /// model allow-list.
+    pub key: Option<Arc<loom_control::KeyRecord>>,
     /// Where its usage is recorded, when accounting is on.
     pub account: Option<Arc<loom_accounting::Accountant>>,
     shared: Arc<Shared>,
@@ -69,6 +72,7 @@ impl Exchange {
             error: None,
             route_metrics: None,
             consumer: None,
+            key: None,
             account: None,
             shared,
             _in_flight: crate::listen::overload::InFlight::enter(),

@@ -53,6 +53,8 @@ pub struct Shared {
     /// `server.max_requests_per_worker` and `server.shed_at_loop_delay`
     /// (fixed at start).
     pub bounds: crate::listen::overload::Bounds,
+    /// Run-time keys (`control_plane`), fixed at start.
+    pub control: Option<Arc<loom_control::Control>>,
 }
 
 impl Shared {
@@ -63,6 +65,7 @@ impl Shared {
         config: Config,
         clock_offset: i64,
         workers: usize,
+        control: Option<Arc<loom_control::Control>>,
     ) -> anyhow::Result<(Arc<Shared>, Vec<crate::listen::spread::Inbox>)> {
         let http = loom_providers::HttpClient::new()?;
         let stats = StatsBook::default();
@@ -92,6 +95,7 @@ impl Shared {
             access_log,
             stores,
             bounds,
+            control,
         });
         Ok((shared, inboxes))
     }
