@@ -20,53 +20,62 @@ use crate::{Control, Error, store};
 /// Changes waiting to be applied at most; past it a full read follows.
 const QUEUE: usize = 10_000;
 
-/// The first load, before the gateway serves: from PostgreSQL when it
-/// answers (migrating first when configured), else from the snapshot.
-pub(crate) async fn first_load(control: &Control) {
-    match load(control, control.settings.migrate).await {
-        Ok(()) => {}
-        Err(e) => {
-            let path = PathBuf::from(&control.settings.snapshot);
-            match tokio::task::spawn_blocking(move || read_snapshot(&path)).await {
-                Ok(Ok(rows)) => {
-                    let n = rows.len();
-                    control.table.replace(rows);
-                    control.from_snapshot.store(true, Ordering::Relaxed);
-                    tracing::warn!(error = %e, keys = n, snapshot = %control.settings.snapshot,
-                        "control plane: PostgreSQL is unavailable; serving the keys of the last snapshot");
-                }
-                Ok(Err(se)) => tracing::warn!(error = %e, snapshot = %se,
-                    "control plane: PostgreSQL is unavailable and there is no snapshot; no run-time keys until it answers"),
-                Err(_) => {}
-            }
+/// Longest a full read of the key table may take (a million keys take a
+/// few seconds; `timeout` bounds the single-row calls).
+const FULL_READ: Duration = Duration::from_secs(120);
+
+/// What the follower tells the start-up about its first read.
+type FirstRead = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The first load, before the gateway serves: migrations when configured,
+/// then the follower's first read of PostgreSQL (one read: the follower
+/// listens first, so nothing committed meanwhile is missed), else the
+/// snapshot.
+pub(crate) async fn first_load(control: &Arc<Control>) {
+    if control.settings.migrate
+        && let Err(e) = migrate(control).await
+    {
+        tracing::warn!(error = %e, "control plane: migrations not applied");
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(follow(Arc::downgrade(control), Some(tx)));
+    let e = match tokio::time::timeout(FULL_READ, rx).await {
+        Ok(Ok(Ok(()))) => return,
+        Ok(Ok(Err(e))) => e,
+        Ok(Err(_)) => "the follower stopped".to_owned(),
+        Err(_) => "the first read timed out".to_owned(),
+    };
+    let path = PathBuf::from(&control.settings.snapshot);
+    match tokio::task::spawn_blocking(move || read_snapshot(&path)).await {
+        Ok(Ok(rows)) if control.last_sync.load(Ordering::Relaxed) == 0 => {
+            let n = rows.len();
+            control.table.replace(rows);
+            control.from_snapshot.store(true, Ordering::Relaxed);
+            tracing::warn!(error = %e, keys = n, snapshot = %control.settings.snapshot,
+                "control plane: PostgreSQL is unavailable; serving the keys of the last snapshot");
         }
+        Ok(Ok(_)) => {}
+        Ok(Err(se)) => tracing::warn!(error = %e, snapshot = %se,
+            "control plane: PostgreSQL is unavailable and there is no snapshot; no run-time keys until it answers"),
+        Err(_) => {}
     }
 }
 
-/// One full read on a connection of its own (migrating first if asked).
-async fn load(control: &Control, migrate: bool) -> Result<(), Error> {
+/// Applies the migrations on a connection of its own.
+async fn migrate(control: &Control) -> Result<(), Error> {
     let (mut client, conn) =
         store::connect(control.settings.postgres.expose(), control.timeout()).await?;
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let result = async {
-        if migrate {
-            let applied = store::migrate(&mut client).await?;
-            if !applied.is_empty() {
-                tracing::info!(?applied, "control plane: migrations applied");
-            }
-        }
-        let rows = tokio::time::timeout(control.timeout() * 5, store::all(&client))
-            .await
-            .map_err(|_| Error::Unavailable("reading the keys timed out".into()))??;
-        synced(control, rows).await;
-        Ok(())
-    }
-    .await;
+    let result = store::migrate(&mut client).await;
     drop(client);
     let _ = driver.await;
-    result
+    let applied = result?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "control plane: migrations applied");
+    }
+    Ok(())
 }
 
 /// Applies a full read and writes the snapshot.
@@ -80,11 +89,9 @@ async fn synced(control: &Control, rows: Vec<KeyRow>) {
 /// Writes the table to the snapshot file, off the runtime's workers.
 async fn save(control: &Control) {
     control.dirty.store(false, Ordering::Relaxed);
-    let Ok(bytes) = serde_json::to_vec(&control.table.rows()) else {
-        return;
-    };
     let path = PathBuf::from(&control.settings.snapshot);
-    let written = tokio::task::spawn_blocking(move || write_snapshot(&path, &bytes)).await;
+    let table = control.table.clone();
+    let written = tokio::task::spawn_blocking(move || write_snapshot(&path, &table)).await;
     if let Ok(Err(e)) = written {
         tracing::warn!(error = %e, "control plane: the key snapshot could not be written");
     }
@@ -93,18 +100,20 @@ async fn save(control: &Control) {
 /// How often a changed table is written to the snapshot at most.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes the snapshot after changes, at most every [`SNAPSHOT_EVERY`], so
-/// that many changes cost one write.
+/// Writes the snapshot after changes, at most every [`SNAPSHOT_EVERY`] and
+/// never more than a twentieth of the time (a large table takes a while to
+/// write), so that many changes cost one write.
 pub(crate) async fn snapshots(control: Weak<Control>) {
-    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pause = SNAPSHOT_EVERY;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(pause).await;
         let Some(c) = control.upgrade() else {
             return;
         };
         if c.dirty.load(Ordering::Relaxed) {
+            let started = std::time::Instant::now();
             save(&c).await;
+            pause = SNAPSHOT_EVERY.max(started.elapsed() * 20);
         }
     }
 }
@@ -116,22 +125,29 @@ fn read_snapshot(path: &std::path::Path) -> Result<Vec<KeyRow>, String> {
 
 /// Writes the snapshot beside its place, then moves it there: a crash
 /// mid-write leaves the previous one whole.
-fn write_snapshot(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_snapshot(path: &std::path::Path, table: &crate::KeyTable) -> std::io::Result<()> {
+    use std::io::Write as _;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    table.write_json(&mut out)?;
+    out.flush()?;
+    drop(out);
     std::fs::rename(&tmp, path)
 }
 
 /// Follows the store until `control` is dropped.
-pub(crate) async fn follow(control: Weak<Control>) {
+pub(crate) async fn follow(control: Weak<Control>, mut first: Option<FirstRead>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(c) = control.upgrade() else {
             return;
         };
-        match session(&c).await {
+        match session(&c, &mut first).await {
             Ok(()) => return,
             Err(e) => {
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Err(e.to_string()));
+                }
                 if c.up.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "control plane: lost PostgreSQL; every loaded key stays valid, admin writes answer 503");
                 }
@@ -149,7 +165,7 @@ pub(crate) async fn follow(control: Weak<Control>) {
 /// One connection's life: LISTEN, read everything, then apply changes as
 /// they come and read everything again every `resync_every`. Returns
 /// `Err` when the connection fails.
-async fn session(control: &Arc<Control>) -> Result<(), Error> {
+async fn session(control: &Arc<Control>, first: &mut Option<FirstRead>) -> Result<(), Error> {
     let (client, mut conn) =
         store::connect(control.settings.postgres.expose(), control.timeout()).await?;
     let (tx, mut changes) = mpsc::channel::<String>(QUEUE);
@@ -173,9 +189,14 @@ async fn session(control: &Arc<Control>) -> Result<(), Error> {
             .batch_execute(&format!("LISTEN {}", store::CHANNEL))
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let rows = store::all(&client).await?;
+        let rows = tokio::time::timeout(FULL_READ, store::all(&client))
+            .await
+            .map_err(|_| Error::Unavailable("reading the keys timed out".into()))??;
         let was_up = control.up.load(Ordering::Relaxed);
         synced(control, rows).await;
+        if let Some(tx) = first.take() {
+            let _ = tx.send(Ok(()));
+        }
         if !was_up {
             tracing::info!(
                 keys = control.table.len(),
@@ -205,11 +226,13 @@ async fn session(control: &Arc<Control>) -> Result<(), Error> {
                     }
                 }
                 _ = overflow.recv() => {
-                    let rows = store::all(&client).await?;
+                    let rows = tokio::time::timeout(FULL_READ, store::all(&client))
+                        .await
+                        .map_err(|_| Error::Unavailable("reading the keys timed out".into()))??;
                     synced(control, rows).await;
                 }
                 _ = tick.tick() => {
-                    let rows = tokio::time::timeout(control.timeout() * 5, store::all(&client))
+                    let rows = tokio::time::timeout(FULL_READ, store::all(&client))
                         .await
                         .map_err(|_| Error::Unavailable("reading the keys timed out".into()))??;
                     synced(control, rows).await;

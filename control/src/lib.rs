@@ -214,7 +214,6 @@ impl Control {
             dirty: AtomicBool::new(false),
         });
         follow::first_load(&control).await;
-        tokio::spawn(follow::follow(Arc::downgrade(&control)));
         tokio::spawn(follow::snapshots(Arc::downgrade(&control)));
         control
     }

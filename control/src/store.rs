@@ -88,13 +88,21 @@ fn db(e: tokio_postgres::Error) -> Error {
     Error::Unavailable(e.to_string())
 }
 
-/// Every key.
+/// Every key, read as a stream (a row at a time, not the whole answer
+/// buffered beside the keys made of it).
 pub(crate) async fn all(client: &Client) -> Result<Vec<KeyRow>, Error> {
-    let rows = client
-        .query(&format!("SELECT {COLUMNS} FROM loom_keys"), &[])
+    use futures_util::TryStreamExt as _;
+    let none: [&str; 0] = [];
+    let stream = client
+        .query_raw(&format!("SELECT {COLUMNS} FROM loom_keys"), none)
         .await
         .map_err(db)?;
-    rows.iter().map(key_row).collect()
+    let mut stream = std::pin::pin!(stream);
+    let mut out = Vec::new();
+    while let Some(row) = stream.try_next().await.map_err(db)? {
+        out.push(key_row(&row)?);
+    }
+    Ok(out)
 }
 
 /// The key `id`.

@@ -7,6 +7,7 @@
 //! the new one, and the old one until its grace period ends.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use loom_accounting::Consumer;
@@ -69,13 +70,19 @@ struct Entry {
     until: Option<i64>,
 }
 
+/// A consumer's name and tier.
+type ConsumerKey = (String, Option<String>);
+
 const SHARDS: usize = 16;
 
 /// Keys by secret digest, and their digests by id.
 #[derive(Debug)]
 pub struct KeyTable {
     shards: [RwLock<HashMap<[u8; 32], Entry>>; SHARDS],
-    by_id: RwLock<HashMap<String, Arc<KeyRecord>>>,
+    /// In id order, for pages of the admin API.
+    by_id: RwLock<BTreeMap<String, Arc<KeyRecord>>>,
+    /// One `Consumer` per (name, tier), shared by its keys.
+    consumers: RwLock<HashMap<ConsumerKey, Arc<Consumer>>>,
 }
 
 impl Default for KeyTable {
@@ -83,6 +90,7 @@ impl Default for KeyTable {
         KeyTable {
             shards: std::array::from_fn(|_| RwLock::default()),
             by_id: RwLock::default(),
+            consumers: RwLock::default(),
         }
     }
 }
@@ -147,13 +155,31 @@ impl KeyTable {
 
     /// Every key, sorted by id.
     pub fn rows(&self) -> Vec<KeyRow> {
-        let mut rows: Vec<KeyRow> = self
-            .by_id
+        self.by_id
             .read()
             .map(|m| m.values().map(|r| r.row.clone()).collect())
-            .unwrap_or_default();
-        rows.sort_by(|a, b| a.id.cmp(&b.id));
-        rows
+            .unwrap_or_default()
+    }
+
+    /// Up to `limit` keys after the id `after`, in id order, that `keep`
+    /// accepts; and whether more follow.
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&KeyRow) -> bool,
+    ) -> (Vec<KeyRow>, bool) {
+        let Ok(m) = self.by_id.read() else {
+            return (Vec::new(), false);
+        };
+        let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        let mut rows = m
+            .range((from, Bound::Unbounded))
+            .map(|(_, r)| &r.row)
+            .filter(|r| keep(r));
+        let page: Vec<KeyRow> = rows.by_ref().take(limit).cloned().collect();
+        let more = rows.next().is_some();
+        (page, more)
     }
 
     /// Adds or replaces a key (its old digests go).
@@ -165,11 +191,7 @@ impl KeyTable {
         let previous = row.previous_hash.as_deref().and_then(unhex);
         let until = row.previous_until;
         let record = Arc::new(KeyRecord {
-            consumer: Arc::new(Consumer {
-                name: row.consumer.clone(),
-                tier: row.tier.clone(),
-                metadata: BTreeMap::new(),
-            }),
+            consumer: self.consumer(&row.consumer, row.tier.as_ref()),
             row,
         });
         self.remove(&record.row.id);
@@ -191,6 +213,45 @@ impl KeyTable {
         if let Ok(mut ids) = self.by_id.write() {
             ids.insert(record.row.id.clone(), record.clone());
         }
+    }
+
+    /// The shared `Consumer` of `name` at `tier`.
+    fn consumer(&self, name: &str, tier: Option<&String>) -> Arc<Consumer> {
+        let key = (name.to_owned(), tier.cloned());
+        if let Some(c) = self
+            .consumers
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return c;
+        }
+        let made = Arc::new(Consumer {
+            name: key.0.clone(),
+            tier: key.1.clone(),
+            metadata: BTreeMap::new(),
+        });
+        match self.consumers.write() {
+            Ok(mut m) => m.entry(key).or_insert(made).clone(),
+            Err(_) => made,
+        }
+    }
+
+    /// Writes every key, in id order, as a JSON array to `out`, without
+    /// copying the table (the id index stays read-locked meanwhile; lookups
+    /// on the request path do not use it).
+    pub fn write_json(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        use serde::ser::SerializeSeq;
+        let Ok(m) = self.by_id.read() else {
+            return Err(std::io::Error::other("the key table's lock is poisoned"));
+        };
+        let mut ser = serde_json::Serializer::new(out);
+        let mut seq = serde::Serializer::serialize_seq(&mut ser, Some(m.len()))?;
+        for r in m.values() {
+            seq.serialize_element(&r.row)?;
+        }
+        seq.end()?;
+        Ok(())
     }
 
     /// Removes the key `id`, if loaded.
@@ -280,6 +341,28 @@ mod tests {
         assert!(t.authenticate(b"old", 49).is_some());
         assert!(t.authenticate(b"old", 50).is_none());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn pages_follow_id_order_and_filters() {
+        let t = KeyTable::default();
+        for i in 0..5 {
+            let mut r = row(&format!("key_{i}"), &format!("s{i}"));
+            r.consumer = if i % 2 == 0 { "even" } else { "odd" }.into();
+            t.put(r);
+        }
+        let (page, more) = t.page(None, 2, |_| true);
+        assert_eq!(
+            page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["key_0", "key_1"]
+        );
+        assert!(more);
+        let (page, more) = t.page(Some("key_1"), 10, |r| r.consumer == "even");
+        assert_eq!(
+            page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["key_2", "key_4"]
+        );
+        assert!(!more);
     }
 
     #[test]

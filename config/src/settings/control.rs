@@ -38,7 +38,7 @@ fn default_snapshot() -> String {
     "loom-keys.snapshot.json".to_owned()
 }
 fn default_resync() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_secs(300)
 }
 fn default_grace() -> Duration {
     Duration::from_secs(24 * 3600)

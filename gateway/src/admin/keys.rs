@@ -185,9 +185,6 @@ pub(super) async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery
             }));
         }
     }
-    if let Some(c) = &s.control {
-        views.extend(c.keys().rows().iter().map(|r| json!(KeyView::of(r))));
-    }
     let id = |v: &serde_json::Value| v["id"].as_str().unwrap_or_default().to_owned();
     views.retain(|v| {
         q.consumer
@@ -197,8 +194,21 @@ pub(super) async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery
             && q.after.as_ref().is_none_or(|a| id(v) > *a)
     });
     views.sort_by_key(id);
-    let has_more = views.len() > limit;
+    // Run-time keys (`key_…`) sort after configured ones (`config:…`): a
+    // page of the table in id order, never the whole table copied.
+    let mut has_more = views.len() > limit;
     views.truncate(limit);
+    if let Some(c) = &s.control
+        && views.len() < limit
+    {
+        let after = q.after.as_deref().filter(|a| !a.starts_with("config:"));
+        let (rows, more) = c.keys().page(after, limit - views.len(), |r| {
+            q.consumer.as_ref().is_none_or(|c| r.consumer == *c)
+                && q.team.as_ref().is_none_or(|t| r.team.as_ref() == Some(t))
+        });
+        views.extend(rows.iter().map(|r| json!(KeyView::of(r))));
+        has_more = more;
+    }
     let last = views.last().map(id);
     Json(json!({"object": "list", "data": views, "has_more": has_more, "last_id": last}))
         .into_response()
