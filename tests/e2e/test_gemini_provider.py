@@ -254,3 +254,18 @@ def test_audio_output_is_refused_by_name_and_gemini_not_called(loom, fake_gemini
                                              messages=[{"role": "user", "content": "Say hi"}])
     assert "`modalities`" in e.value.message
     assert len(fake_gemini.requests) == before
+
+
+def test_the_python_sdk_streams_reads_back_and_continues_a_gemini_response(loom, fake_gemini):
+    c = client(loom)
+    with c.responses.stream(model="gemini-2.0-flash", input="Weather?") as s:
+        kinds = [e.type for e in s]
+        final = s.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert final.output_text and "response.output_text.delta" in kinds
+    got = c.responses.retrieve(final.id)
+    assert got.id == final.id and got.output_text == final.output_text
+    c.responses.create(model="gemini-2.0-flash", input="And tomorrow?", previous_response_id=final.id)
+    contents = fake_gemini.requests[-1]["body"]["contents"]
+    assert [x["role"] for x in contents] == ["user", "model", "user"]
+    assert contents[1]["parts"][0]["text"] == final.output_text
