@@ -258,3 +258,33 @@ def test_loom_migrate_applies_the_schema_once(db, tmp_path):
     again = subprocess.run([loom_bin(), "migrate", "--config", str(path)], capture_output=True, text=True, timeout=30)
     assert again.returncode == 0 and again.stdout.strip() == "up to date"
     assert psql("SELECT count(*) FROM loom_keys", db.rsplit("/", 1)[1]) == "0"
+
+
+def test_concurrent_rotations_are_serialised_and_none_half_written(db, tmp_path):
+    """Five rotations of one key at once: each is applied whole, one after
+    another (versions 2..6 in the audit log); the last one's secret is the
+    key's, the one before it works through the grace period, earlier ones
+    (superseded in turn) do not."""
+    from concurrent.futures import ThreadPoolExecutor
+    loom = Loom(config(db, str(tmp_path / "s.json")))
+    try:
+        _, made = admin(loom, "POST", "/ai/keys", {"consumer": "web"})
+        with ThreadPoolExecutor(5) as pool:
+            results = list(pool.map(lambda _: admin(loom, "POST", f"/ai/keys/{made['id']}/rotate", {"grace": "1h"}),
+                                    range(5)))
+        assert [s for s, _ in results] == [200] * 5
+        secrets = {r["key"] for _, r in results}
+        assert len(secrets) == 5
+        audit = admin(loom, "GET", "/ai/audit?limit=10")[1]["data"]
+        rotations = [e for e in audit if e["action"] == "key.rotate"]
+        assert sorted(e["after"]["version"] for e in rotations) == [2, 3, 4, 5, 6]
+        working = set()
+        for s in secrets | {made["key"]}:
+            try:
+                chat(loom, s)
+                working.add(s)
+            except openai.AuthenticationError:
+                pass
+        assert len(working) == 2, "the current secret and the one it replaced"
+    finally:
+        loom.stop()
