@@ -121,27 +121,39 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// digest of a plain key.
 pub fn stored_digest(key: &str) -> Option<[u8; 32]> {
     match key.strip_prefix("sha256:") {
-        Some(hex) => {
-            let mut out = [0u8; 32];
-            for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-                let s = std::str::from_utf8(pair).ok()?;
-                *out.get_mut(i)? = u8::from_str_radix(s, 16).ok()?;
-            }
-            (hex.len() == 64).then_some(out)
-        }
+        Some(hex) => digest_from_hex(hex),
         None => Some(sha256(key.as_bytes())),
     }
+}
+
+/// The 32 bytes 64 hex digits stand for.
+pub fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// `sha256:` and the hex digest of `key`: the form to put in configuration
 /// instead of the key itself.
 pub fn hash_key(key: &str) -> String {
-    let mut s = String::with_capacity(71);
-    s.push_str("sha256:");
-    for b in sha256(key.as_bytes()) {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("sha256:{}", to_hex(&sha256(key.as_bytes())))
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ pub mod tokens;
 pub use accountant::{
     Accountant, Admission, Ask, Breakdown, CacheSavings, Line, Quota, Report, human, human_into,
 };
-pub use consumers::{ANONYMOUS, Consumer, Consumers, hash_key, sha256, stored_digest};
+pub use consumers::{
+    ANONYMOUS, Consumer, Consumers, digest_from_hex, hash_key, sha256, stored_digest, to_hex,
+};
 pub use error::Error;
 pub use gcra::{Rate, Standing};
 pub use limiter::KeyedLimiter;

@@ -9,10 +9,6 @@ use std::collections::BTreeMap;
 use criterion::{Criterion, criterion_group, criterion_main};
 use loom_control::{KeyRow, KeyTable};
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn table(n: usize) -> KeyTable {
     let t = KeyTable::default();
     let rows: Vec<KeyRow> = (0..n)
@@ -21,7 +17,7 @@ fn table(n: usize) -> KeyTable {
             consumer: format!("consumer-{}", i % 1000),
             team: None,
             name: None,
-            secret_hash: hex(&loom_accounting::sha256(
+            secret_hash: loom_accounting::to_hex(&loom_accounting::sha256(
                 format!("sk-loom-{i:024}").as_bytes(),
             )),
             previous_hash: None,

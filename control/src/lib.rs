@@ -29,8 +29,8 @@ pub use error::Error;
 pub use store::AuditEntry;
 pub use table::{KeyRecord, KeyRow, KeyTable};
 
-/// Unix seconds now.
-pub(crate) fn now() -> i64 {
+/// Unix seconds now (what key expiry is kept in).
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -95,26 +95,7 @@ impl Default for KeyTable {
     }
 }
 
-/// The 32 bytes a hex digest stands for.
-pub(crate) fn unhex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub(crate) use loom_accounting::{digest_from_hex as unhex, to_hex as hex};
 
 fn shard(d: &[u8; 32]) -> usize {
     usize::from(d[0]) % SHARDS

@@ -91,7 +91,7 @@ impl KeyAuth {
             Some(c) => (c, None),
             None => {
                 let record = keys
-                    .and_then(|k| k.authenticate(key, now()))
+                    .and_then(|k| k.authenticate(key, loom_control::now()))
                     .ok_or(Denied::Invalid)?;
                 (record.consumer.clone(), Some(record))
             }
@@ -102,13 +102,6 @@ impl KeyAuth {
         }
         Ok(found)
     }
-}
-
-/// Unix seconds now, for key expiry.
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
